@@ -1,0 +1,36 @@
+//! Citadel's certificate authority.
+//!
+//! This crate is pure: bytes in, bytes out. It never opens a file or a socket and never reads
+//! the clock; callers pass `now`. It is the only code that generates, parses or uses private
+//! keys. Keys leave it only as [`SecretPem`] (for the caller to persist with owner-only
+//! permissions) or wrapped in a rustls signing key.
+
+mod authority;
+mod inspect;
+mod secret;
+
+pub use authority::{
+    CA_VALIDITY, CertificateAuthority, IssuedCertificate, SERVER_CERT_VALIDITY, ServerIdentity,
+    certified_key,
+};
+pub use inspect::{CertificateInfo, inspect_der, inspect_pem, pem_to_der};
+pub use secret::SecretPem;
+
+/// Everything that can go wrong in this crate. The messages are meant for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("could not generate a key pair: {0}")]
+    KeyGeneration(String),
+    #[error("could not build the certificate: {0}")]
+    Issue(String),
+    #[error("not a valid PEM {what}: {reason}")]
+    Pem { what: &'static str, reason: String },
+    #[error("not a valid X.509 certificate: {0}")]
+    Parse(String),
+    #[error("the private key is not usable: {0}")]
+    Key(String),
+    #[error("the private key does not belong to the certificate")]
+    KeyMismatch,
+    #[error("invalid server name {name:?}: {reason}")]
+    ServerName { name: String, reason: String },
+}

@@ -1,0 +1,262 @@
+//! Start-up and shutdown of the appliance: the order in which the data directory, CA, store,
+//! bootstrap secret and TLS certificate come up, shared by `citadel init` and `citadel serve`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpServer, web};
+use time::OffsetDateTime;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, ConfigError};
+use crate::datadir::{DataDir, DataDirError};
+use crate::http::tls::{self, TlsState};
+use crate::http::{self, AppState};
+use crate::iam::bootstrap::{self, BootstrapOutcome};
+use crate::pki::{self, Pki, PkiError, Renewal, ServerCertificate, TlsSource};
+use crate::store::{SchemaStatus, SledOptions, SledStore, Store, StoreError, migrate_to_current};
+
+/// How often the server certificate's expiry is checked while running.
+const RENEWAL_CHECK_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+
+/// Why the appliance could not start, with the exit code a supervisor or script can act on
+/// (sysexits.h values).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server error: {0}")]
+    Server(std::io::Error),
+}
+
+impl StartupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Config(_) => 78,                                       // EX_CONFIG
+            StartupError::DataDir(DataDirError::UnsafePermissions { .. }) => 77, // EX_NOPERM
+            StartupError::Pki(PkiError::DataDir(DataDirError::UnsafePermissions { .. })) => 77,
+            StartupError::DataDir(DataDirError::Missing { .. }) => 66,          // EX_NOINPUT
+            StartupError::Store(StoreError::Locked { .. }) => 75,               // EX_TEMPFAIL
+            StartupError::Store(StoreError::TooNew { .. }) => 65,               // EX_DATAERR
+            StartupError::Bind { .. } => 69,                                     // EX_UNAVAILABLE
+            StartupError::DataDir(_) | StartupError::Pki(PkiError::DataDir(_)) => 74, // EX_IOERR
+            StartupError::Pki(_) | StartupError::Store(_) => 65,
+            StartupError::Tls(_) => 78,
+            StartupError::Server(_) => 70,                                       // EX_SOFTWARE
+        }
+    }
+}
+
+/// The persistent parts of a ready appliance.
+pub struct Prepared {
+    pub data: DataDir,
+    pub pki: Pki,
+    pub store: Arc<SledStore>,
+    pub created_ca: bool,
+    pub bootstrap: BootstrapOutcome,
+}
+
+/// Creates or opens everything on disk. Idempotent.
+pub fn prepare(config: &Config, now: OffsetDateTime) -> Result<Prepared, StartupError> {
+    let data = DataDir::prepare(&config.data_dir)?;
+    let label = gethostname::gethostname().to_string_lossy().into_owned();
+    let (pki, created_ca) = Pki::load_or_create(&data, &label, now)?;
+    if created_ca {
+        tracing::info!(dir = %data.pki_dir().display(), "created a new root CA");
+    }
+    let options = SledOptions {
+        cache_capacity_bytes: config.store.cache_capacity_mb * 1024 * 1024,
+        flush_every_ms: config.store.flush_every_ms,
+    };
+    data.ensure_subdir(&data.store_dir())?;
+    let store = Arc::new(SledStore::open(&data.store_dir(), &options)?);
+    match migrate_to_current(store.as_ref())? {
+        SchemaStatus::Created => tracing::info!("created a new store"),
+        SchemaStatus::Current => {}
+        SchemaStatus::Migrated { from } => tracing::info!(from, "store migrated"),
+    }
+    let bootstrap = bootstrap::ensure(store.as_ref(), config.admin.bootstrap_secret.as_ref(), now)?;
+    Ok(Prepared {
+        data,
+        pki,
+        store,
+        created_ca,
+        bootstrap,
+    })
+}
+
+/// The first thing a new administrator reads. Printed on stdout, once.
+pub fn first_start_notice(config: &Config, prepared: &Prepared) -> Option<String> {
+    let mut out = String::new();
+    let host = config
+        .server
+        .hostnames
+        .first()
+        .cloned()
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let port = config.server.listen.port();
+    if prepared.created_ca {
+        let fingerprint = prepared
+            .pki
+            .ca_info()
+            .map(|i| i.sha256_fingerprint)
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "Citadel created its certificate authority in {}.\n\
+             \x20 Root CA SHA-256 fingerprint: {fingerprint}\n\
+             \x20 Browsers and devices trust it from https://{host}:{port}/ca.pem \
+             (or `citadel ca export`).\n",
+            prepared.data.root().display()
+        ));
+    }
+    if let BootstrapOutcome::Generated(secret) = &prepared.bootstrap {
+        out.push_str(&format!(
+            "\n  One-time bootstrap secret for the first administrator (shown only now):\n\n      {secret}\n\n\
+             \x20 Open https://{host}:{port}/ and use it to create the first administrator account.\n"
+        ));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn server_certificate(config: &Config, pki: &Pki, now: OffsetDateTime) -> Result<ServerCertificate, StartupError> {
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        let loaded = pki::load_operator_certificate(cert, key)?;
+        tracing::info!(subject = %loaded.info.subject, expires = %loaded.info.not_after, "using the operator's TLS certificate");
+        return Ok(loaded);
+    }
+    let identity = pki::server_identity(&config.server.hostnames)?;
+    let window = time::Duration::days(i64::from(config.server.tls_renew_days));
+    let (cert, renewal) = pki.ensure_server_certificate(&identity, now, window)?;
+    match renewal {
+        Renewal::Reused => tracing::info!(expires = %cert.info.not_after, "TLS server certificate loaded"),
+        Renewal::Issued { reason } => tracing::info!(
+            %reason, names = ?identity.names(), expires = %cert.info.not_after, "issued a new TLS server certificate"
+        ),
+    }
+    Ok(cert)
+}
+
+/// Runs the HTTPS server until SIGINT/SIGTERM, then drains requests and flushes the store.
+pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupError> {
+    let prepared = prepare(&config, clock.now())?;
+    if let Some(notice) = first_start_notice(&config, &prepared) {
+        println!("{notice}");
+    }
+    let cert = server_certificate(&config, &prepared.pki, clock.now())?;
+    let tls_state = Arc::new(TlsState::new(cert));
+    let rustls_config = tls::server_config(Arc::clone(&tls_state.resolver))?;
+    let store: Arc<dyn Store> = prepared.store.clone();
+    let state = web::Data::new(AppState {
+        store: Arc::clone(&store),
+        clock: Arc::clone(&clock),
+        ca_pem: prepared.pki.ca_certificate_pem().to_owned(),
+        ca_der: prepared.pki.ca_certificate_der(),
+        tls: Arc::clone(&tls_state),
+    });
+
+    let listen = config.server.listen;
+    let mut server = HttpServer::new(move || http::app(state.clone()))
+        .shutdown_timeout(config.server.shutdown_timeout_secs)
+        .bind_rustls_0_23(listen, rustls_config)
+        .map_err(|source| StartupError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+    if config.server.workers > 0 {
+        server = server.workers(config.server.workers);
+    }
+    let server = server.run();
+
+    let pki = Arc::new(prepared.pki);
+    actix_web::rt::spawn(keep_certificate_fresh(config.clone(), pki, tls_state, clock));
+    tracing::info!(
+        %listen,
+        data_dir = %prepared.data.root().display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "citadel is serving"
+    );
+    let result = server.await;
+    tracing::info!("stopped accepting requests; flushing the store");
+    store.flush()?;
+    tracing::info!("store flushed; goodbye");
+    result.map_err(StartupError::Server)
+}
+
+/// Renews the managed server certificate in place when it nears expiry, and warns about an
+/// operator certificate that Citadel cannot renew.
+async fn keep_certificate_fresh(config: Config, pki: Arc<Pki>, tls: Arc<TlsState>, clock: SharedClock) {
+    let window = time::Duration::days(i64::from(config.server.tls_renew_days));
+    let mut ticks = tokio::time::interval(RENEWAL_CHECK_INTERVAL);
+    ticks.tick().await; // the first tick is immediate; start-up already checked
+    loop {
+        ticks.tick().await;
+        let now = clock.now();
+        let Some(current) = tls.snapshot() else { continue };
+        match &current.source {
+            TlsSource::Operator { cert_file } => {
+                if current.info.expires_within(now, window) {
+                    tracing::warn!(
+                        file = %cert_file.display(), days_left = current.info.days_left(now),
+                        "the operator-supplied TLS certificate expires soon; replace it and restart"
+                    );
+                }
+            }
+            TlsSource::Managed => {
+                let (config, pki) = (config.clone(), Arc::clone(&pki));
+                let renewed = web::block(move || server_certificate(&config, &pki, now)).await;
+                match renewed {
+                    Ok(Ok(cert)) if cert.info.sha256_fingerprint != current.info.sha256_fingerprint => {
+                        tls.install(cert);
+                        tracing::info!("new TLS server certificate in service");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "TLS certificate renewal failed; will retry"),
+                    Err(e) => tracing::error!(error = %e, "TLS certificate renewal task failed"),
+                }
+            }
+        }
+    }
+}
+
+/// `citadel init`: everything `serve` creates on first start, without serving. Returns what
+/// to tell the operator.
+pub fn init(config: &Config, now: OffsetDateTime) -> Result<String, StartupError> {
+    let prepared = prepare(config, now)?;
+    let cert = server_certificate(config, &prepared.pki, now)?;
+    prepared.store.flush()?;
+    let mut report = first_start_notice(config, &prepared).unwrap_or_else(|| {
+        format!(
+            "Citadel is already initialised in {} (CA and store reused).\n",
+            prepared.data.root().display()
+        )
+    });
+    report.push_str(&format!(
+        "  TLS server certificate: {} (expires {})\n",
+        cert.info.subject_alt_names.join(", "),
+        cert.info.not_after.date()
+    ));
+    Ok(report)
+}
+
+/// `citadel config check`: the configuration parsed already; check what it points at without
+/// changing anything.
+pub fn check(config: &Config) -> Result<(), StartupError> {
+    if config.data_dir.exists() {
+        DataDir::open(&config.data_dir)?;
+    }
+    if let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file) {
+        pki::load_operator_certificate(cert, key)?;
+    }
+    pki::server_identity(&config.server.hostnames)?;
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! Configuration, layered: built-in defaults → TOML file → `CITADEL_*` environment variables →
+//! command-line flags. Unknown keys are errors that name the key and where it came from.
+//!
+//! Environment variables map to keys with `__` between sections:
+//! `CITADEL_SERVER__LISTEN=0.0.0.0:9443` sets `server.listen`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Where the TOML file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/citadel/citadel.toml";
+/// `CITADEL_*` variables that belong to the command line, not to the configuration.
+const CLI_ENV_VARS: &[&str] = &["config", "url", "ca"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, keys and certificates live.
+    pub data_dir: PathBuf,
+    pub server: ServerSection,
+    pub log: LogSection,
+    pub store: StoreSection,
+    pub admin: AdminSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: SocketAddr,
+    /// Extra names (DNS or IP) for the generated TLS certificate, e.g. the name devices use.
+    pub hostnames: Vec<String>,
+    /// Operator-supplied TLS certificate chain (PEM, leaf first). With `tls_key_file`, replaces
+    /// the certificate Citadel issues itself.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Renew the generated server certificate when it has fewer days left than this.
+    pub tls_renew_days: u32,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_secs: u64,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,citadel=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Memory for the storage engine's page cache.
+    pub cache_capacity_mb: u64,
+    /// Background flush interval. A clean shutdown always flushes.
+    pub flush_every_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Pre-set one-time secret for the first administrator (for scripted installs). When
+    /// unset, Citadel generates one on first start and prints it once.
+    pub bootstrap_secret: Option<Secret>,
+    pub bootstrap_secret_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./citadel-data"),
+            server: ServerSection::default(),
+            log: LogSection::default(),
+            store: StoreSection::default(),
+            admin: AdminSection::default(),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            hostnames: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_renew_days: 30,
+            shutdown_timeout_secs: 10,
+            workers: 0,
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            cache_capacity_mb: 64,
+            flush_every_ms: 500,
+        }
+    }
+}
+
+/// A secret value. Serialises as `<redacted>` so printing a config never leaks it.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("cannot read {what} from {path}: {source}")]
+    ReadSecret {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where the configuration file is, if any: `--config`, else the default path if present.
+pub fn config_file(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    match explicit {
+        Some(p) if p.is_file() => Ok(Some(p.to_path_buf())),
+        Some(p) => Err(ConfigError::MissingFile(p.to_path_buf())),
+        None => {
+            let default = Path::new(DEFAULT_CONFIG_PATH);
+            Ok(default.is_file().then(|| default.to_path_buf()))
+        }
+    }
+}
+
+/// Loads the effective configuration from every layer and validates it.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment.merge(
+        Env::prefixed("CITADEL_")
+            .ignore(CLI_ENV_VARS)
+            .split("__"),
+    );
+    if let Some(dir) = &overrides.data_dir {
+        figment = figment.merge(Serialized::default("data_dir", dir));
+    }
+    if let Some(listen) = overrides.listen {
+        figment = figment.merge(Serialized::default("server.listen", listen.to_string()));
+    }
+    let mut config: Config = figment.extract().map_err(|e| ConfigError::Invalid(describe(e)))?;
+    config.resolve_secret_files()?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// figment's messages name the key; add where the offending value came from.
+fn describe(errors: figment::Error) -> String {
+    errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {src})"),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            let kind = e.kind.to_string();
+            if key.is_empty() {
+                format!("{kind}{source}")
+            } else {
+                format!("{kind} at key `{key}`{source}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Config {
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = self.admin.bootstrap_secret_file.take() {
+            if self.admin.bootstrap_secret.is_some() {
+                return Err(ConfigError::Invalid(
+                    "set either admin.bootstrap_secret or admin.bootstrap_secret_file, not both".into(),
+                ));
+            }
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadSecret {
+                what: "admin.bootstrap_secret_file",
+                path: path.clone(),
+                source,
+            })?;
+            self.admin.bootstrap_secret = Some(Secret::new(text.trim().to_owned()));
+            self.admin.bootstrap_secret_file = Some(path);
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir must not be empty".into());
+        }
+        match (&self.server.tls_cert_file, &self.server.tls_key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return invalid("server.tls_cert_file and server.tls_key_file must be set together".into());
+            }
+            _ => {}
+        }
+        if self.server.tls_renew_days == 0 || self.server.tls_renew_days > 180 {
+            return invalid(format!(
+                "server.tls_renew_days must be between 1 and 180, not {}",
+                self.server.tls_renew_days
+            ));
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return invalid(format!("log.level {:?} is not a valid filter", self.log.level));
+        }
+        if let Some(secret) = &self.admin.bootstrap_secret {
+            if secret.expose().len() < 16 {
+                return invalid("admin.bootstrap_secret must be at least 16 characters".into());
+            }
+        }
+        if self.store.cache_capacity_mb == 0 {
+            return invalid("store.cache_capacity_mb must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    // Every test runs in a Jail: it serialises tests that touch the process environment.
+    fn load_in(jail: &Jail, file: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let path = file.map(|f| jail.directory().join(f));
+        load(path.as_deref(), overrides)
+    }
+
+    #[test]
+    fn defaults_are_safe_and_complete() {
+        Jail::expect_with(|jail| {
+            let c = load_in(jail, None, &Overrides::default()).unwrap();
+            assert_eq!(c, Config::default());
+            assert_eq!(c.server.listen.to_string(), "0.0.0.0:8443");
+            assert_eq!(c.data_dir, PathBuf::from("./citadel-data"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "data_dir = \"/from/file\"\n[server]\nlisten = \"127.0.0.1:1000\"\nhostnames = [\"mdm.example.org\"]\n[log]\nformat = \"json\"\n",
+            )?;
+            jail.set_env("CITADEL_SERVER__LISTEN", "127.0.0.1:2000");
+            jail.set_env("OTHER", "x");
+            let c = load_in(jail, Some("c.toml"), &Overrides::default()).unwrap();
+            assert_eq!(c.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:2000");
+            assert_eq!(c.server.hostnames, vec!["mdm.example.org".to_string()]);
+            assert_eq!(c.log.format, LogFormat::Json);
+            let o = Overrides {
+                listen: Some("127.0.0.1:3000".parse().unwrap()),
+                data_dir: Some("/from/flag".into()),
+            };
+            let c = load_in(jail, Some("c.toml"), &o).unwrap();
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:3000");
+            assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_values_are_typed() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CITADEL_SERVER__WORKERS", "3");
+            jail.set_env("CITADEL_SERVER__HOSTNAMES", "[a.example, b.example]");
+            jail.set_env("CITADEL_CONFIG", "/belongs/to/the/cli");
+            let c = load_in(jail, None, &Overrides::default()).unwrap();
+            assert_eq!(c.server.workers, 3);
+            assert_eq!(c.server.hostnames, vec!["a.example".to_string(), "b.example".to_string()]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")?;
+            let err = load_in(jail, Some("c.toml"), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("listen_port"), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+            jail.create_file("ok.toml", "")?;
+            jail.set_env("CITADEL_BOGUS_KEY", "1");
+            let err = load_in(jail, Some("ok.toml"), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("bogus_key"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_redacted() {
+        Jail::expect_with(|jail| {
+            jail.create_file("secret", "correct horse battery staple\n")?;
+            let secret = jail.directory().join("secret");
+            jail.create_file("c.toml", &format!("[admin]\nbootstrap_secret_file = {secret:?}\n"))?;
+            let c = load_in(jail, Some("c.toml"), &Overrides::default()).unwrap();
+            assert_eq!(
+                c.admin.bootstrap_secret.as_ref().map(Secret::expose),
+                Some("correct horse battery staple")
+            );
+            let shown = c.to_redacted_toml();
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(!shown.contains("horse"), "{shown}");
+            assert!(!format!("{c:?}").contains("horse"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        Jail::expect_with(|jail| {
+            jail.create_file("half.toml", "[server]\ntls_cert_file = \"/x.pem\"\n")?;
+            let err = load_in(jail, Some("half.toml"), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("tls_key_file"), "{err}");
+            jail.create_file("addr.toml", "[server]\nlisten = \"not an address\"\n")?;
+            let err = load_in(jail, Some("addr.toml"), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("server.listen"), "{err}");
+            assert!(matches!(
+                config_file(Some(Path::new("/nonexistent.toml"))),
+                Err(ConfigError::MissingFile(_))
+            ));
+            Ok(())
+        });
+    }
+}

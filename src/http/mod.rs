@@ -1,0 +1,140 @@
+//! The HTTPS surface: one rustls listener serving the appliance's endpoints and the console.
+
+pub mod console;
+pub mod middleware;
+pub mod tls;
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::middleware::{Compress, DefaultHeaders, from_fn};
+use actix_web::{App, HttpResponse, web};
+use serde::Serialize;
+
+use crate::clock::SharedClock;
+use crate::pki::TlsSource;
+use crate::store::{Store, read_version};
+use tls::TlsState;
+
+/// What every handler may use.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: SharedClock,
+    pub ca_pem: String,
+    pub ca_der: Vec<u8>,
+    pub tls: Arc<TlsState>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/ca.pem", web::get().to(ca_pem))
+        .route("/ca.crt", web::get().to(ca_der));
+    console::configure(cfg);
+}
+
+/// Builds the application for one worker.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap(Compress::default())
+        .wrap(
+            DefaultHeaders::new()
+                .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .add((header::X_FRAME_OPTIONS, "DENY"))
+                .add((header::REFERRER_POLICY, "no-referrer"))
+                .add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
+        )
+        .wrap(from_fn(middleware::request_context))
+        .configure(configure)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    store: StoreHealth,
+    tls: Option<TlsHealth>,
+    console_assets: bool,
+}
+
+#[derive(Serialize)]
+struct StoreHealth {
+    backend: &'static str,
+    status: &'static str,
+    schema_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TlsHealth {
+    source: &'static str,
+    subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: time::OffsetDateTime,
+    days_left: i64,
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    // The store is synchronous; keep it off the event loop.
+    let version = web::block(move || read_version(store.as_ref())).await;
+    let (store_ok, schema_version, error) = match version {
+        Ok(Ok(v)) => (true, v, None),
+        Ok(Err(e)) => (false, None, Some(e.to_string())),
+        Err(e) => (false, None, Some(e.to_string())),
+    };
+    let now = state.clock.now();
+    let tls = state.tls.snapshot().map(|c| TlsHealth {
+        source: match c.source {
+            TlsSource::Managed => "managed",
+            TlsSource::Operator { .. } => "operator",
+        },
+        subject: c.info.subject.clone(),
+        expires_at: c.info.not_after,
+        days_left: c.info.days_left(now),
+    });
+    let body = Health {
+        status: if store_ok { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        store: StoreHealth {
+            backend: state.store.backend(),
+            status: if store_ok { "ok" } else { "error" },
+            schema_version,
+            error,
+        },
+        tls,
+        console_assets: console::assets_embedded(),
+    };
+    if store_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        tracing::error!(error = ?body.store.error, "health check: store unavailable");
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn ca_pem(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/x-pem-file")
+        .insert_header((header::CONTENT_DISPOSITION, "attachment; filename=\"citadel-ca.pem\""))
+        .body(state.ca_pem.clone())
+}
+
+/// DER for iOS/macOS, which offer to install a profile for this content type.
+async fn ca_der(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/x-x509-ca-cert")
+        .insert_header((header::CONTENT_DISPOSITION, "attachment; filename=\"citadel-ca.crt\""))
+        .body(state.ca_der.clone())
+}

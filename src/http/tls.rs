@@ -1,0 +1,73 @@
+//! rustls server configuration with a certificate that can be replaced while running, so a
+//! renewal takes effect without a restart.
+
+use std::sync::{Arc, RwLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::pki::ServerCertificate;
+
+#[derive(Debug)]
+pub struct ReloadableCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCertificate {
+    pub fn new(initial: Arc<CertifiedKey>) -> Self {
+        Self {
+            current: RwLock::new(initial),
+        }
+    }
+
+    pub fn replace(&self, next: Arc<CertifiedKey>) {
+        match self.current.write() {
+            Ok(mut slot) => *slot = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadableCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| Arc::clone(&c))
+    }
+}
+
+/// TLS 1.3 and 1.2 only, aws-lc-rs crypto, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(resolver: Arc<ReloadableCertificate>) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The certificate currently served and its details, shared with `/healthz`.
+pub struct TlsState {
+    pub resolver: Arc<ReloadableCertificate>,
+    pub current: RwLock<ServerCertificate>,
+}
+
+impl TlsState {
+    pub fn new(cert: ServerCertificate) -> Self {
+        Self {
+            resolver: Arc::new(ReloadableCertificate::new(Arc::clone(&cert.certified_key))),
+            current: RwLock::new(cert),
+        }
+    }
+
+    pub fn install(&self, cert: ServerCertificate) {
+        self.resolver.replace(Arc::clone(&cert.certified_key));
+        match self.current.write() {
+            Ok(mut slot) => *slot = cert,
+            Err(poisoned) => *poisoned.into_inner() = cert,
+        }
+    }
+
+    pub fn snapshot(&self) -> Option<ServerCertificate> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}

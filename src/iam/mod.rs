@@ -1,0 +1,4 @@
+//! Identity and access. For now: the one-time bootstrap secret that lets the first
+//! administrator in.
+
+pub mod bootstrap;

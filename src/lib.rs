@@ -1,0 +1,14 @@
+//! Citadel: an on-premises Mobile Device Management appliance in one binary.
+//! See ARCHITECTURE.md for the map.
+
+pub mod appliance;
+pub mod clock;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod healthcheck;
+pub mod http;
+pub mod iam;
+pub mod pki;
+pub mod store;
+pub mod telemetry;

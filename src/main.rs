@@ -1,0 +1,208 @@
+//! The `citadel` command line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use citadel::appliance::{self, StartupError};
+use citadel::clock::{SharedClock, SystemClock};
+use citadel::config::{self, Config, Overrides};
+use citadel::datadir::DataDir;
+use citadel::{healthcheck, pki, telemetry};
+
+const EXIT_CODES: &str = "\
+Exit codes: 0 success; 1 unhealthy or unreachable (healthcheck); 2 usage error; \
+65 bad data in the store or CA; 66 data directory missing; 69 cannot listen; \
+74 I/O error; 75 store in use by another process; 77 unsafe permissions; 78 configuration error.";
+
+#[derive(Parser)]
+#[command(name = "citadel", version, about = "Citadel: on-premises Mobile Device Management in one binary")]
+#[command(after_help = EXIT_CODES)]
+struct Cli {
+    /// Configuration file (TOML). Default: /etc/citadel/citadel.toml if it exists.
+    #[arg(long, global = true, env = "CITADEL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (store, CA, keys). Overrides `data_dir` from the configuration.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance: HTTPS API, device endpoints and web console.
+    Serve(ListenArgs),
+    /// Create the data directory, CA, TLS certificate and bootstrap secret, then exit.
+    Init(ListenArgs),
+    /// Check that a running appliance is healthy (exit 0) or not (exit 1).
+    Healthcheck(HealthcheckArgs),
+    /// Certificate authority operations.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Configuration operations.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    /// Address to listen on, e.g. 0.0.0.0:8443. Overrides `server.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// URL of the health endpoint. Default: derived from `server.listen`.
+    #[arg(long, env = "CITADEL_URL")]
+    url: Option<String>,
+    /// CA certificate (PEM) to verify the server with. Default: the data directory's root CA.
+    #[arg(long, env = "CITADEL_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    #[command(flatten)]
+    listen: ListenArgs,
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the root CA certificate (PEM) on stdout.
+    Export,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print the effective values, secrets redacted.
+    Check(ListenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve(a) | Command::Init(a) | Command::Config(ConfigCommand::Check(a)) => a.listen,
+        Command::Healthcheck(h) => h.listen.listen,
+        Command::Ca(_) => None,
+    };
+    let config = match load_config(&cli, listen) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    telemetry::init(config.log.format, &config.log.level);
+    let clock: SharedClock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Serve(_) => run_serve(config, clock),
+        Command::Init(_) => run_init(&config, &clock),
+        Command::Healthcheck(args) => run_healthcheck(&config, &args),
+        Command::Ca(CaCommand::Export) => run_ca_export(&config),
+        Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
+    }
+}
+
+fn load_config(cli: &Cli, listen: Option<SocketAddr>) -> Result<Config, StartupError> {
+    let file = config::config_file(cli.config.as_deref())?;
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        listen,
+    };
+    Ok(config::load(file.as_deref(), &overrides)?)
+}
+
+fn fail(e: &StartupError) -> ExitCode {
+    eprintln!("citadel: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn run_serve(config: Config, clock: SharedClock) -> ExitCode {
+    let result = actix_web::rt::System::new().block_on(appliance::serve(config, clock));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "citadel stopped");
+            fail(&e)
+        }
+    }
+}
+
+fn run_init(config: &Config, clock: &SharedClock) -> ExitCode {
+    match appliance::init(config, clock.now()) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_ca_export(config: &Config) -> ExitCode {
+    let pem = DataDir::open(&config.data_dir)
+        .map_err(StartupError::from)
+        .and_then(|dd| pki::read_ca_certificate(&dd).map_err(StartupError::from));
+    match pem {
+        Ok(pem) => {
+            print!("{pem}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_config_check(config: &Config) -> ExitCode {
+    match appliance::check(config) {
+        Ok(()) => {
+            print!("{}", config.to_redacted_toml());
+            eprintln!("citadel: configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// The URL a local health check uses when none is given: loopback on the listening port.
+fn default_health_url(listen: SocketAddr) -> String {
+    let host = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    format!("https://{host}:{}/healthz", listen.port())
+}
+
+fn run_healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
+    let url = args
+        .url
+        .clone()
+        .unwrap_or_else(|| default_health_url(config.server.listen));
+    let ca_path = args.ca.clone().unwrap_or_else(|| config.data_dir.join("pki").join("ca.crt"));
+    let ca_pem = match std::fs::read_to_string(&ca_path) {
+        Ok(pem) => pem,
+        Err(e) => {
+            eprintln!("citadel: cannot read CA certificate {}: {e} (pass --ca FILE)", ca_path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("citadel: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(healthcheck::check(&url, &ca_pem, Duration::from_secs(args.timeout))) {
+        Ok(doc) => {
+            println!("{doc}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("citadel: unhealthy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The appliance's PKI on disk: the root CA and the TLS server certificate in `<data>/pki`.
+//!
+//! Together with the `citadel-certs` crate this is the only code that sees private keys: it
+//! reads and writes the key files (mode 0600, refused if looser) and hands keys on only
+//! inside a rustls signing key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use citadel_certs::{CertError, CertificateAuthority, CertificateInfo, SecretPem, ServerIdentity};
+use rustls::sign::CertifiedKey;
+use time::OffsetDateTime;
+
+use crate::datadir::{self, DataDir, DataDirError};
+
+const CA_CERT: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
+const SERVER_CERT: &str = "server.crt";
+const SERVER_KEY: &str = "server.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("{context}: {source}")]
+    Cert {
+        context: String,
+        #[source]
+        source: CertError,
+    },
+    #[error(
+        "the CA in {dir} is incomplete: {missing} is missing. Restore it from a backup; \
+         generating a new CA would orphan every enrolled device"
+    )]
+    Incomplete { dir: String, missing: &'static str },
+}
+
+fn cert_err(context: impl Into<String>) -> impl FnOnce(CertError) -> PkiError {
+    let context = context.into();
+    move |source| PkiError::Cert { context, source }
+}
+
+/// Where the TLS server certificate came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Issued and renewed by Citadel's own CA.
+    Managed,
+    /// Supplied by the operator (`server.tls_cert_file`); Citadel does not renew it.
+    Operator { cert_file: PathBuf },
+}
+
+/// A TLS identity ready for rustls, with what an operator needs to know about it.
+#[derive(Clone)]
+pub struct ServerCertificate {
+    pub certified_key: Arc<CertifiedKey>,
+    pub info: CertificateInfo,
+    pub source: TlsSource,
+}
+
+/// What `ensure_server_certificate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renewal {
+    Reused,
+    Issued { reason: String },
+}
+
+pub struct Pki {
+    dir: PathBuf,
+    ca: CertificateAuthority,
+}
+
+impl Pki {
+    /// Loads the CA, creating it on first start. Returns whether it was created.
+    pub fn load_or_create(data: &DataDir, label: &str, now: OffsetDateTime) -> Result<(Self, bool), PkiError> {
+        let dir = data.pki_dir();
+        data.ensure_subdir(&dir)?;
+        let (cert, key) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        match (cert.exists(), key.exists()) {
+            (false, false) => {
+                let ca = CertificateAuthority::generate(label, now).map_err(cert_err("cannot create the root CA"))?;
+                // Key first: a certificate without its key is the worse half-state.
+                datadir::write_file(&key, ca.private_key_pem().expose().as_bytes(), 0o600)?;
+                datadir::write_file(&cert, ca.certificate_pem().as_bytes(), 0o644)?;
+                Ok((Self { dir, ca }, true))
+            }
+            (true, true) => Ok((Self::load_from(&dir)?, false)),
+            (false, true) => Err(PkiError::Incomplete {
+                dir: dir.display().to_string(),
+                missing: CA_CERT,
+            }),
+            (true, false) => Err(PkiError::Incomplete {
+                dir: dir.display().to_string(),
+                missing: CA_KEY,
+            }),
+        }
+    }
+
+    fn load_from(dir: &Path) -> Result<Self, PkiError> {
+        let key_path = dir.join(CA_KEY);
+        datadir::check_secret_file(&key_path)?;
+        let cert_pem = datadir::read_file(&dir.join(CA_CERT))?;
+        let key_pem = SecretPem::new(datadir::read_file(&key_path)?);
+        let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem)
+            .map_err(cert_err(format!("cannot load the root CA from {}", dir.display())))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            ca,
+        })
+    }
+
+    pub fn ca_certificate_pem(&self) -> &str {
+        self.ca.certificate_pem()
+    }
+
+    pub fn ca_certificate_der(&self) -> Vec<u8> {
+        self.ca.certificate_der().to_vec()
+    }
+
+    pub fn ca_info(&self) -> Result<CertificateInfo, PkiError> {
+        self.ca.info().map_err(cert_err("cannot read the CA certificate"))
+    }
+
+    /// Returns a server certificate for `identity`, reusing the one on disk unless it is
+    /// missing, unreadable, not from this CA, missing a name, or expires within `renew_within`.
+    pub fn ensure_server_certificate(
+        &self,
+        identity: &ServerIdentity,
+        now: OffsetDateTime,
+        renew_within: time::Duration,
+    ) -> Result<(ServerCertificate, Renewal), PkiError> {
+        let (cert_path, key_path) = (self.dir.join(SERVER_CERT), self.dir.join(SERVER_KEY));
+        let reason = match self.reusable_server_certificate(&cert_path, &key_path, identity, now, renew_within)? {
+            Ok(existing) => return Ok((existing, Renewal::Reused)),
+            Err(reason) => reason,
+        };
+        let issued = self
+            .ca
+            .issue_server_certificate(identity, now)
+            .map_err(cert_err("cannot issue the TLS server certificate"))?;
+        datadir::write_file(&key_path, issued.key_pem.expose().as_bytes(), 0o600)?;
+        datadir::write_file(&cert_path, issued.cert_pem.as_bytes(), 0o644)?;
+        let cert = managed_certificate(&issued.cert_pem, &issued.key_pem)?;
+        Ok((cert, Renewal::Issued { reason }))
+    }
+
+    /// `Ok(Ok(cert))` when the certificate on disk can stay, `Ok(Err(reason))` when not.
+    fn reusable_server_certificate(
+        &self,
+        cert_path: &Path,
+        key_path: &Path,
+        identity: &ServerIdentity,
+        now: OffsetDateTime,
+        renew_within: time::Duration,
+    ) -> Result<Result<ServerCertificate, String>, PkiError> {
+        if !cert_path.exists() || !key_path.exists() {
+            return Ok(Err("no server certificate yet".into()));
+        }
+        datadir::check_secret_file(key_path)?;
+        let cert_pem = datadir::read_file(cert_path)?;
+        let key_pem = SecretPem::new(datadir::read_file(key_path)?);
+        let cert = match managed_certificate(&cert_pem, &key_pem) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(format!("the certificate on disk is unusable ({e})"))),
+        };
+        let first = identity.names().first().map(String::as_str).unwrap_or("localhost");
+        if !self.ca.verifies_server_certificate(&cert_pem, first, now) {
+            return Ok(Err("the certificate on disk is not valid under this CA".into()));
+        }
+        if !identity.covered_by(&cert.info) {
+            return Ok(Err("the host names changed".into()));
+        }
+        if cert.info.expires_within(now, renew_within) {
+            return Ok(Err(format!(
+                "it expires in {} days",
+                cert.info.days_left(now)
+            )));
+        }
+        Ok(Ok(cert))
+    }
+}
+
+fn managed_certificate(cert_pem: &str, key_pem: &SecretPem) -> Result<ServerCertificate, PkiError> {
+    Ok(ServerCertificate {
+        certified_key: citadel_certs::certified_key(cert_pem, key_pem).map_err(cert_err("server certificate"))?,
+        info: citadel_certs::inspect_pem(cert_pem).map_err(cert_err("server certificate"))?,
+        source: TlsSource::Managed,
+    })
+}
+
+/// Loads an operator-supplied certificate chain and key. The key file must not be readable by
+/// others (group-readable is allowed: `ssl-cert`-style groups are common).
+pub fn load_operator_certificate(cert_file: &Path, key_file: &Path) -> Result<ServerCertificate, PkiError> {
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(key_file)
+            .map_err(|source| DataDirError::Io {
+                action: "inspect",
+                path: key_file.display().to_string(),
+                source,
+            })?
+            .permissions(),
+    );
+    if mode & 0o007 != 0 {
+        return Err(DataDirError::UnsafePermissions {
+            what: "TLS key file",
+            path: key_file.display().to_string(),
+            mode: mode & 0o7777,
+            fix: "640",
+        }
+        .into());
+    }
+    let cert_pem = datadir::read_file(cert_file)?;
+    let key_pem = SecretPem::new(datadir::read_file(key_file)?);
+    let context = format!("TLS certificate {} with key {}", cert_file.display(), key_file.display());
+    Ok(ServerCertificate {
+        certified_key: citadel_certs::certified_key(&cert_pem, &key_pem).map_err(cert_err(context.clone()))?,
+        info: citadel_certs::inspect_pem(&cert_pem).map_err(cert_err(context))?,
+        source: TlsSource::Operator {
+            cert_file: cert_file.to_path_buf(),
+        },
+    })
+}
+
+/// The root certificate (public) as stored, without loading the key: for `citadel ca export`,
+/// which must work while the server runs.
+pub fn read_ca_certificate(data: &DataDir) -> Result<String, PkiError> {
+    let path = data.pki_dir().join(CA_CERT);
+    if !path.exists() {
+        return Err(PkiError::Incomplete {
+            dir: data.pki_dir().display().to_string(),
+            missing: CA_CERT,
+        });
+    }
+    Ok(datadir::read_file(&path)?)
+}
+
+/// The host's names for the generated certificate: loopback, the machine's hostname and
+/// whatever the operator configured. Unusable names are skipped with a warning.
+pub fn server_identity(extra: &[String]) -> Result<ServerIdentity, PkiError> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Ok(host) = gethostname::gethostname().into_string() {
+        match ServerIdentity::new([host.as_str()]) {
+            Ok(_) => names.push(host),
+            Err(e) => tracing::warn!(%host, error = %e, "machine hostname left out of the TLS certificate"),
+        }
+    }
+    names.extend(extra.iter().cloned());
+    ServerIdentity::new(names).map_err(cert_err("server.hostnames"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
+
+    fn setup() -> (tempfile::TempDir, DataDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dd = DataDir::prepare(&tmp.path().join("data")).unwrap();
+        (tmp, dd)
+    }
+
+    #[test]
+    fn creates_once_then_reuses() {
+        let (_tmp, dd) = setup();
+        let (pki, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
+        assert!(created);
+        let key_mode = std::fs::metadata(dd.pki_dir().join(CA_KEY)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(key_mode, 0o600);
+        let (again, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
+        assert!(!created);
+        assert_eq!(again.ca_certificate_pem(), pki.ca_certificate_pem());
+    }
+
+    #[test]
+    fn a_missing_key_is_not_silently_replaced() {
+        let (_tmp, dd) = setup();
+        Pki::load_or_create(&dd, "t", NOW).unwrap();
+        std::fs::remove_file(dd.pki_dir().join(CA_KEY)).unwrap();
+        let err = Pki::load_or_create(&dd, "t", NOW).err().unwrap();
+        assert!(matches!(err, PkiError::Incomplete { missing: CA_KEY, .. }), "{err}");
+    }
+
+    #[test]
+    fn server_certificate_is_renewed_only_when_needed() {
+        let (_tmp, dd) = setup();
+        let (pki, _) = Pki::load_or_create(&dd, "t", NOW).unwrap();
+        let id = ServerIdentity::new(["localhost", "127.0.0.1"]).unwrap();
+        let window = time::Duration::days(30);
+        let (first, r) = pki.ensure_server_certificate(&id, NOW, window).unwrap();
+        assert!(matches!(r, Renewal::Issued { .. }));
+        let (same, r) = pki.ensure_server_certificate(&id, NOW + time::Duration::days(300), window).unwrap();
+        assert_eq!(r, Renewal::Reused);
+        assert_eq!(same.info.sha256_fingerprint, first.info.sha256_fingerprint);
+        // 30 days before expiry it is replaced.
+        let late = first.info.not_after - time::Duration::days(29);
+        let (renewed, r) = pki.ensure_server_certificate(&id, late, window).unwrap();
+        assert!(matches!(&r, Renewal::Issued { reason } if reason.contains("expires")), "{r:?}");
+        assert!(renewed.info.not_after > first.info.not_after);
+        // A new host name forces a new certificate.
+        let more = ServerIdentity::new(["localhost", "127.0.0.1", "mdm.example.org"]).unwrap();
+        let (_, r) = pki.ensure_server_certificate(&more, late, window).unwrap();
+        assert!(matches!(&r, Renewal::Issued { reason } if reason.contains("names")), "{r:?}");
+    }
+
+    #[test]
+    fn operator_key_must_not_be_world_readable() {
+        let (_tmp, dd) = setup();
+        let (pki, _) = Pki::load_or_create(&dd, "t", NOW).unwrap();
+        let id = ServerIdentity::new(["localhost"]).unwrap();
+        pki.ensure_server_certificate(&id, NOW, time::Duration::days(30)).unwrap();
+        let (cert, key) = (dd.pki_dir().join(SERVER_CERT), dd.pki_dir().join(SERVER_KEY));
+        let loaded = load_operator_certificate(&cert, &key).unwrap();
+        assert!(matches!(loaded.source, TlsSource::Operator { .. }));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_operator_certificate(&cert, &key).is_err());
+    }
+}

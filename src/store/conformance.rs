@@ -1,0 +1,164 @@
+//! The contract every [`Store`] backend must meet. A backend's tests call [`suite`] with a
+//! factory that returns a fresh, empty store (and whatever keeps it alive, e.g. a temp dir).
+
+use std::sync::Arc;
+
+use super::{Store, StoreError, StoreExt, Tree, WriteBatch};
+
+pub fn suite<S, G, F>(make: F)
+where
+    S: Store + 'static,
+    F: Fn() -> (S, G),
+{
+    let cases: &[(&str, fn(&dyn Store))] = &[
+        ("point operations", point_operations),
+        ("trees are separate keyspaces", trees_are_separate),
+        ("prefix scans are ordered, bounded and pageable", prefix_scans),
+        ("batches apply atomically across trees", batches),
+        ("transactions read their writes and commit", transactions_commit),
+        ("an aborted transaction leaves nothing behind", transactions_abort),
+        ("typed records round-trip and corruption is reported", typed_records),
+    ];
+    for (name, case) in cases {
+        let (store, _guard) = make();
+        eprintln!("store conformance [{}]: {name}", store.backend());
+        case(&store);
+        store.flush().unwrap();
+    }
+    let (store, _guard) = make();
+    concurrent_transactions_are_isolated(Arc::new(store));
+}
+
+fn point_operations(s: &dyn Store) {
+    assert_eq!(s.get(Tree::Scratch, b"k").unwrap(), None);
+    s.put(Tree::Scratch, b"k", b"v1").unwrap();
+    assert_eq!(s.get(Tree::Scratch, b"k").unwrap().as_deref(), Some(&b"v1"[..]));
+    s.put(Tree::Scratch, b"k", b"v2").unwrap();
+    assert_eq!(s.get(Tree::Scratch, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
+    s.put(Tree::Scratch, b"", b"empty key").unwrap();
+    assert_eq!(s.get(Tree::Scratch, b"").unwrap().as_deref(), Some(&b"empty key"[..]));
+    assert!(s.delete(Tree::Scratch, b"k").unwrap());
+    assert!(!s.delete(Tree::Scratch, b"k").unwrap());
+    assert_eq!(s.get(Tree::Scratch, b"k").unwrap(), None);
+}
+
+fn trees_are_separate(s: &dyn Store) {
+    s.put(Tree::Meta, b"same", b"meta").unwrap();
+    s.put(Tree::Scratch, b"same", b"scratch").unwrap();
+    assert_eq!(s.get(Tree::Meta, b"same").unwrap().as_deref(), Some(&b"meta"[..]));
+    assert_eq!(s.scan_prefix(Tree::Scratch, b"", None, 10).unwrap().len(), 1);
+    s.delete(Tree::Meta, b"same").unwrap();
+    assert_eq!(s.get(Tree::Scratch, b"same").unwrap().as_deref(), Some(&b"scratch"[..]));
+}
+
+fn prefix_scans(s: &dyn Store) {
+    for key in [&b"a"[..], b"ab", b"ab\xff", b"abc", b"b", b"a\x00"] {
+        s.put(Tree::Scratch, key, key).unwrap();
+    }
+    s.put(Tree::Meta, b"ab-other-tree", b"x").unwrap();
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| entries.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+    assert_eq!(
+        keys(s.scan_prefix(Tree::Scratch, b"ab", None, 100).unwrap()),
+        vec![b"ab".to_vec(), b"abc".to_vec(), b"ab\xff".to_vec()],
+        "bytewise order"
+    );
+    assert_eq!(s.scan_prefix(Tree::Scratch, b"", None, 100).unwrap().len(), 6);
+    assert_eq!(
+        keys(s.scan_prefix(Tree::Scratch, b"a", None, 2).unwrap()),
+        vec![b"a".to_vec(), b"a\x00".to_vec()]
+    );
+    assert_eq!(
+        keys(s.scan_prefix(Tree::Scratch, b"a", Some(b"a\x00"), 2).unwrap()),
+        vec![b"ab".to_vec(), b"abc".to_vec()]
+    );
+    assert!(s.scan_prefix(Tree::Scratch, b"a", Some(b"ab\xff"), 10).unwrap().is_empty());
+    assert!(s.scan_prefix(Tree::Scratch, b"zz", None, 10).unwrap().is_empty());
+    let (k, v) = &s.scan_prefix(Tree::Scratch, b"b", None, 10).unwrap()[0];
+    assert_eq!((k.as_slice(), v.as_slice()), (&b"b"[..], &b"b"[..]));
+}
+
+fn batches(s: &dyn Store) {
+    s.put(Tree::Scratch, b"gone", b"x").unwrap();
+    let mut batch = WriteBatch::default();
+    batch.put(Tree::Meta, b"m", b"1".to_vec());
+    batch.put(Tree::Scratch, b"s", b"2".to_vec());
+    batch.delete(Tree::Scratch, b"gone");
+    batch.put(Tree::Scratch, b"s", b"3".to_vec());
+    s.apply(batch).unwrap();
+    assert_eq!(s.get(Tree::Meta, b"m").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(s.get(Tree::Scratch, b"s").unwrap().as_deref(), Some(&b"3"[..]), "last write wins");
+    assert_eq!(s.get(Tree::Scratch, b"gone").unwrap(), None);
+    s.apply(WriteBatch::default()).unwrap();
+}
+
+fn transactions_commit(s: &dyn Store) {
+    s.put(Tree::Scratch, b"old", b"o").unwrap();
+    s.transaction(&|tx| {
+        assert_eq!(tx.get(Tree::Scratch, b"new")?, None);
+        tx.put(Tree::Scratch, b"new", b"n")?;
+        assert_eq!(tx.get(Tree::Scratch, b"new")?.as_deref(), Some(&b"n"[..]));
+        tx.delete(Tree::Scratch, b"old")?;
+        assert_eq!(tx.get(Tree::Scratch, b"old")?, None);
+        tx.put(Tree::Meta, b"other tree", b"t")?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(s.get(Tree::Scratch, b"new").unwrap().as_deref(), Some(&b"n"[..]));
+    assert_eq!(s.get(Tree::Scratch, b"old").unwrap(), None);
+    assert_eq!(s.get(Tree::Meta, b"other tree").unwrap().as_deref(), Some(&b"t"[..]));
+}
+
+fn transactions_abort(s: &dyn Store) {
+    s.put(Tree::Scratch, b"keep", b"k").unwrap();
+    let err = s
+        .transaction(&|tx| {
+            tx.put(Tree::Scratch, b"half", b"h")?;
+            tx.delete(Tree::Scratch, b"keep")?;
+            Err(StoreError::Aborted("business rule".into()))
+        })
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::Aborted(r) if r == "business rule"), "{err:?}");
+    assert_eq!(s.get(Tree::Scratch, b"half").unwrap(), None);
+    assert_eq!(s.get(Tree::Scratch, b"keep").unwrap().as_deref(), Some(&b"k"[..]));
+}
+
+fn typed_records(s: &dyn Store) {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Rec {
+        name: String,
+        n: u64,
+    }
+    let rec = Rec { name: "x".into(), n: 7 };
+    s.put_record(Tree::Scratch, b"rec", &rec).unwrap();
+    assert_eq!(s.get_record::<Rec>(Tree::Scratch, b"rec").unwrap(), Some(rec));
+    assert_eq!(s.get_record::<Rec>(Tree::Scratch, b"none").unwrap(), None);
+    s.put(Tree::Scratch, b"bad", b"{not json").unwrap();
+    assert!(matches!(s.get_record::<Rec>(Tree::Scratch, b"bad"), Err(StoreError::Corrupt { .. })));
+}
+
+fn concurrent_transactions_are_isolated<S: Store + 'static>(s: Arc<S>) {
+    const THREADS: u64 = 4;
+    const INCREMENTS: u64 = 50;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for _ in 0..INCREMENTS {
+                    s.transaction(&|tx| {
+                        let n = tx
+                            .get(Tree::Scratch, b"counter")?
+                            .map(|v| u64::from_be_bytes(v.try_into().unwrap_or([0; 8])))
+                            .unwrap_or(0);
+                        tx.put(Tree::Scratch, b"counter", &(n + 1).to_be_bytes())
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let n = s.get(Tree::Scratch, b"counter").unwrap().unwrap();
+    assert_eq!(u64::from_be_bytes(n.try_into().unwrap()), THREADS * INCREMENTS);
+}

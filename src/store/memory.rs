@@ -1,0 +1,143 @@
+//! An in-memory backend. It keeps the [`Store`] contract honest (the conformance suite runs
+//! against it too) and serves tests that need no disk.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::{Entries, Store, StoreError, Tree, TxResult, Txn, WriteBatch};
+
+type Map = BTreeMap<(Tree, Vec<u8>), Vec<u8>>;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    map: Mutex<Map>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Map>, StoreError> {
+        self.map
+            .lock()
+            .map_err(|_| StoreError::Engine("memory store lock poisoned".into()))
+    }
+}
+
+/// Writes staged by a transaction; `None` marks a deletion.
+struct MemTxn<'a> {
+    base: &'a Map,
+    staged: Mutex<BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>>,
+}
+
+impl MemTxn<'_> {
+    fn staged(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>>, StoreError> {
+        self.staged
+            .lock()
+            .map_err(|_| StoreError::Engine("transaction lock poisoned".into()))
+    }
+}
+
+impl Txn for MemTxn<'_> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = (tree, key.to_vec());
+        if let Some(staged) = self.staged()?.get(&k) {
+            return Ok(staged.clone());
+        }
+        Ok(self.base.get(&k).cloned())
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.staged()?.insert((tree, key.to_vec()), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.staged()?.insert((tree, key.to_vec()), None);
+        Ok(())
+    }
+}
+
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.get(&(tree, key.to_vec())).cloned())
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.lock()?.insert((tree, key.to_vec()), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.lock()?.remove(&(tree, key.to_vec())).is_some())
+    }
+
+    fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let map = self.lock()?;
+        let start = (tree, prefix.to_vec());
+        Ok(map
+            .range(start..)
+            .take_while(|((t, k), _)| *t == tree && k.starts_with(prefix))
+            .filter(|((_, k), _)| after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut map = self.lock()?;
+        for (tree, key, value) in batch.into_ops() {
+            match value {
+                Some(v) => map.insert((tree, key), v),
+                None => map.remove(&(tree, key)),
+            };
+        }
+        Ok(())
+    }
+
+    fn transaction(&self, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
+        // Holding the lock for the whole closure serialises transactions: isolation for free.
+        let mut map = self.lock()?;
+        let txn = MemTxn {
+            base: &map,
+            staged: Mutex::new(BTreeMap::new()),
+        };
+        f(&txn)?;
+        let staged = txn
+            .staged
+            .into_inner()
+            .map_err(|_| StoreError::Engine("transaction lock poisoned".into()))?;
+        for (k, v) in staged {
+            match v {
+                Some(v) => map.insert(k, v),
+                None => map.remove(&k),
+            };
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes_the_conformance_suite() {
+        crate::store::conformance::suite(|| (super::MemoryStore::new(), ()));
+    }
+}

@@ -1,0 +1,160 @@
+//! The appliance's persistent state, behind the [`Store`] trait.
+//!
+//! Only this module talks to the storage engine. Logic elsewhere sees named [`Tree`]s of
+//! ordered byte keys, typed helpers in [`StoreExt`], atomic [`WriteBatch`]es and
+//! read-modify-write [`Store::transaction`]s, so another backend can replace sled without
+//! touching it. Every backend must pass `conformance::suite`.
+
+mod memory;
+mod schema;
+mod sled_store;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use memory::MemoryStore;
+pub use schema::{CURRENT_SCHEMA_VERSION, Migration, SchemaStatus, migrate, migrate_to_current, read_version};
+pub use sled_store::{SledOptions, SledStore};
+
+/// A named keyspace. Keys are ordered bytewise within a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tree {
+    /// Appliance-wide records: schema version, bootstrap state.
+    Meta,
+    /// Reserved for the conformance suite and experiments; never holds product data.
+    Scratch,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 2] = [Tree::Meta, Tree::Scratch];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Scratch => "scratch",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {path} is in use by another process (is `citadel serve` already running?)")]
+    Locked { path: String },
+    #[error("storage engine error: {0}")]
+    Engine(String),
+    #[error("stored record {tree}/{key} is corrupt: {reason}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error("could not encode a record: {0}")]
+    Encode(String),
+    #[error(
+        "the store has schema version {found}, newer than this binary understands ({supported}); \
+         run the newer citadel or restore a backup"
+    )]
+    TooNew { found: u32, supported: u32 },
+    #[error("no migration from schema version {from}")]
+    NoMigration { from: u32 },
+    #[error("transaction aborted: {0}")]
+    Aborted(String),
+}
+
+/// One atomic write across any trees.
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    ops: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push((tree, key.into(), Some(value.into())));
+    }
+
+    pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
+        self.ops.push((tree, key.into(), None));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub(crate) fn into_ops(self) -> Vec<(Tree, Vec<u8>, Option<Vec<u8>>)> {
+        self.ops
+    }
+}
+
+/// The view a transaction closure gets. Reads see the transaction's own writes.
+pub trait Txn {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
+}
+
+/// Key/value pairs returned by a scan.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Outcome of a transaction closure. `Err` aborts and discards every write it made.
+pub type TxResult = Result<(), StoreError>;
+
+pub trait Store: Send + Sync {
+    /// The engine's name, for `/healthz` and logs.
+    fn backend(&self) -> &'static str;
+
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a key; returns whether it existed.
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError>;
+
+    /// Up to `limit` entries whose key starts with `prefix`, in key order, strictly after
+    /// `after` when given (for paging).
+    fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
+
+    /// Applies every write of the batch, or none.
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// Runs `f` atomically and in isolation. The closure may be run more than once when it
+    /// conflicts with a concurrent writer, so it must have no side effects of its own.
+    fn transaction(&self, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError>;
+
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Typed records on top of the byte interface. Values are JSON so a dump stays readable.
+pub trait StoreExt {
+    fn get_record<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError>;
+    fn put_record<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError>;
+}
+
+impl<S: Store + ?Sized> StoreExt for S {
+    fn get_record<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get(tree, key)?.map(|bytes| decode(tree, key, &bytes)).transpose()
+    }
+
+    fn put_record<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
+        self.put(tree, key, &encode(value)?)
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))
+}
+
+pub fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree: tree.name(),
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,235 @@
+//! The sled backend. All trees live in one sled tree, each under a one-byte prefix, so that a
+//! [`WriteBatch`] spanning trees is a single atomic sled batch and transactions need no
+//! multi-tree juggling.
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+
+use super::{Entries, Store, StoreError, Tree, TxResult, Txn, WriteBatch};
+
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    /// Page cache size. sled's memory grows with it, so it is set explicitly.
+    pub cache_capacity_bytes: u64,
+    /// Background flush interval; a clean shutdown flushes regardless.
+    pub flush_every_ms: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            flush_every_ms: 500,
+        }
+    }
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    data: sled::Tree,
+}
+
+fn tree_prefix(tree: Tree) -> u8 {
+    match tree {
+        Tree::Meta => 1,
+        Tree::Scratch => 2,
+    }
+}
+
+fn full_key(tree: Tree, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(tree_prefix(tree));
+    k.extend_from_slice(key);
+    k
+}
+
+fn engine(e: sled::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+impl SledStore {
+    pub fn open(path: &Path, options: &SledOptions) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(Some(options.flush_every_ms))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => StoreError::Locked {
+                    path: path.display().to_string(),
+                },
+                sled::Error::Io(io) if io.to_string().contains("lock") => StoreError::Locked {
+                    path: path.display().to_string(),
+                },
+                other => engine(other),
+            })?;
+        let data = db.open_tree("citadel").map_err(engine)?;
+        Ok(Self { db, data })
+    }
+}
+
+struct SledTxn<'a> {
+    tree: &'a TransactionalTree,
+    // Set when sled reports a conflict, so the whole closure is retried whatever it returned.
+    conflict: &'a Cell<bool>,
+}
+
+impl SledTxn<'_> {
+    fn lift(&self, e: UnabortableTransactionError) -> StoreError {
+        match e {
+            UnabortableTransactionError::Conflict => {
+                self.conflict.set(true);
+                StoreError::Aborted("write conflict".into())
+            }
+            UnabortableTransactionError::Storage(e) => engine(e),
+        }
+    }
+}
+
+impl Txn for SledTxn<'_> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.tree
+            .get(full_key(tree, key))
+            .map(|v| v.map(|iv| iv.to_vec()))
+            .map_err(|e| self.lift(e))
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .insert(full_key(tree, key), value)
+            .map(|_| ())
+            .map_err(|e| self.lift(e))
+    }
+
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.tree
+            .remove(full_key(tree, key))
+            .map(|_| ())
+            .map_err(|e| self.lift(e))
+    }
+}
+
+impl Store for SledStore {
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data.get(full_key(tree, key)).map_err(engine)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.data.insert(full_key(tree, key), value).map_err(engine)?;
+        Ok(())
+    }
+
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.data.remove(full_key(tree, key)).map_err(engine)?.is_some())
+    }
+
+    fn scan_prefix(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let full_prefix = full_key(tree, prefix);
+        let iter = match after {
+            Some(after) => {
+                let start = full_key(tree, after);
+                self.data.range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            }
+            None => self.data.range(full_prefix.clone()..),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(engine)?;
+            if !k.starts_with(&full_prefix) {
+                break;
+            }
+            out.push((k[1..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (tree, key, value) in batch.into_ops() {
+            match value {
+                Some(v) => b.insert(full_key(tree, &key), v),
+                None => b.remove(full_key(tree, &key)),
+            }
+        }
+        self.data.apply_batch(b).map_err(engine)
+    }
+
+    fn transaction(&self, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
+        let failure: RefCell<Option<StoreError>> = RefCell::new(None);
+        let result = self.data.transaction(|tree| {
+            let conflict = Cell::new(false);
+            let outcome = f(&SledTxn { tree, conflict: &conflict });
+            if conflict.get() {
+                return Err(ConflictableTransactionError::Conflict);
+            }
+            outcome.map_err(|e| {
+                *failure.borrow_mut() = Some(e);
+                ConflictableTransactionError::Abort(())
+            })
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Abort(())) => Err(failure
+                .into_inner()
+                .unwrap_or_else(|| StoreError::Aborted("aborted".into()))),
+            Err(TransactionError::Storage(e)) => Err(engine(e)),
+        }
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_the_conformance_suite() {
+        crate::store::conformance::suite(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SledStore::open(&dir.path().join("db"), &SledOptions::default()).unwrap();
+            (store, dir)
+        });
+    }
+
+    #[test]
+    fn survives_reopen_after_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = SledStore::open(&path, &SledOptions::default()).unwrap();
+            store.put(Tree::Meta, b"k", b"v").unwrap();
+            store.flush().unwrap();
+        }
+        let store = SledStore::open(&path, &SledOptions::default()).unwrap();
+        assert_eq!(store.get(Tree::Meta, b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_second_open_is_refused_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let _first = SledStore::open(&path, &SledOptions::default()).unwrap();
+        let second = SledStore::open(&path, &SledOptions::default());
+        assert!(matches!(second, Err(StoreError::Locked { .. })), "{:?}", second.err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real `citadel` binary over real HTTPS, checked with independent
+//! tools (openssl, Chromium) where one exists.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod browser;
+mod harness;
+mod serve;
