@@ -33,10 +33,22 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
     Bind { addr: String, source: std::io::Error },
     #[error("server error: {0}")]
     Server(std::io::Error),
+}
+
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process holds the port; stop it or choose another with --listen)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            " (ports below 1024 need CAP_NET_BIND_SERVICE; see installer/citadel.service)"
+        }
+        _ => "",
+    }
 }
 
 impl StartupError {
@@ -45,14 +57,14 @@ impl StartupError {
             StartupError::Config(_) => 78,                                       // EX_CONFIG
             StartupError::DataDir(DataDirError::UnsafePermissions { .. }) => 77, // EX_NOPERM
             StartupError::Pki(PkiError::DataDir(DataDirError::UnsafePermissions { .. })) => 77,
-            StartupError::DataDir(DataDirError::Missing { .. }) => 66,          // EX_NOINPUT
-            StartupError::Store(StoreError::Locked { .. }) => 75,               // EX_TEMPFAIL
-            StartupError::Store(StoreError::TooNew { .. }) => 65,               // EX_DATAERR
-            StartupError::Bind { .. } => 69,                                     // EX_UNAVAILABLE
+            StartupError::DataDir(DataDirError::Missing { .. }) => 66, // EX_NOINPUT
+            StartupError::Store(StoreError::Locked { .. }) => 75,      // EX_TEMPFAIL
+            StartupError::Store(StoreError::TooNew { .. }) => 65,      // EX_DATAERR
+            StartupError::Bind { .. } => 69,                           // EX_UNAVAILABLE
             StartupError::DataDir(_) | StartupError::Pki(PkiError::DataDir(_)) => 74, // EX_IOERR
             StartupError::Pki(_) | StartupError::Store(_) => 65,
             StartupError::Tls(_) => 78,
-            StartupError::Server(_) => 70,                                       // EX_SOFTWARE
+            StartupError::Server(_) => 70, // EX_SOFTWARE
         }
     }
 }
@@ -128,7 +140,11 @@ pub fn first_start_notice(config: &Config, prepared: &Prepared) -> Option<String
     (!out.is_empty()).then_some(out)
 }
 
-fn server_certificate(config: &Config, pki: &Pki, now: OffsetDateTime) -> Result<ServerCertificate, StartupError> {
+fn server_certificate(
+    config: &Config,
+    pki: &Pki,
+    now: OffsetDateTime,
+) -> Result<ServerCertificate, StartupError> {
     if let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file) {
         let loaded = pki::load_operator_certificate(cert, key)?;
         tracing::info!(subject = %loaded.info.subject, expires = %loaded.info.not_after, "using the operator's TLS certificate");

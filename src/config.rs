@@ -189,11 +189,7 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     if let Some(file) = file {
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment = figment.merge(
-        Env::prefixed("CITADEL_")
-            .ignore(CLI_ENV_VARS)
-            .split("__"),
-    );
+    figment = figment.merge(Env::prefixed("CITADEL_").ignore(CLI_ENV_VARS).split("__"));
     if let Some(dir) = &overrides.data_dir {
         figment = figment.merge(Serialized::default("data_dir", dir));
     }
@@ -342,7 +338,10 @@ mod tests {
             jail.set_env("CITADEL_CONFIG", "/belongs/to/the/cli");
             let c = load_in(jail, None, &Overrides::default()).unwrap();
             assert_eq!(c.server.workers, 3);
-            assert_eq!(c.server.hostnames, vec!["a.example".to_string(), "b.example".to_string()]);
+            assert_eq!(
+                c.server.hostnames,
+                vec!["a.example".to_string(), "b.example".to_string()]
+            );
             Ok(())
         });
     }
@@ -351,12 +350,16 @@ mod tests {
     fn unknown_keys_are_named() {
         Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n")?;
-            let err = load_in(jail, Some("c.toml"), &Overrides::default()).unwrap_err().to_string();
+            let err = load_in(jail, Some("c.toml"), &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("listen_port"), "{err}");
             assert!(err.contains("c.toml"), "{err}");
             jail.create_file("ok.toml", "")?;
             jail.set_env("CITADEL_BOGUS_KEY", "1");
-            let err = load_in(jail, Some("ok.toml"), &Overrides::default()).unwrap_err().to_string();
+            let err = load_in(jail, Some("ok.toml"), &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("bogus_key"), "{err}");
             Ok(())
         });
@@ -367,7 +370,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file("secret", "correct horse battery staple\n")?;
             let secret = jail.directory().join("secret");
-            jail.create_file("c.toml", &format!("[admin]\nbootstrap_secret_file = {secret:?}\n"))?;
+            jail.create_file(
+                "c.toml",
+                &format!("[admin]\nbootstrap_secret_file = {secret:?}\n"),
+            )?;
             let c = load_in(jail, Some("c.toml"), &Overrides::default()).unwrap();
             assert_eq!(
                 c.admin.bootstrap_secret.as_ref().map(Secret::expose),
@@ -385,10 +391,14 @@ mod tests {
     fn invalid_values_are_explained() {
         Jail::expect_with(|jail| {
             jail.create_file("half.toml", "[server]\ntls_cert_file = \"/x.pem\"\n")?;
-            let err = load_in(jail, Some("half.toml"), &Overrides::default()).unwrap_err().to_string();
+            let err = load_in(jail, Some("half.toml"), &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("tls_key_file"), "{err}");
             jail.create_file("addr.toml", "[server]\nlisten = \"not an address\"\n")?;
-            let err = load_in(jail, Some("addr.toml"), &Overrides::default()).unwrap_err().to_string();
+            let err = load_in(jail, Some("addr.toml"), &Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("server.listen"), "{err}");
             assert!(matches!(
                 config_file(Some(Path::new("/nonexistent.toml"))),

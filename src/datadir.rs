@@ -52,7 +52,8 @@ impl DataDir {
                     .create(root)
                     .map_err(io("create", root))?;
                 // `recursive` applies the umask-filtered mode; make sure it is exactly 0700.
-                fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io("set permissions on", root))?;
+                fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                    .map_err(io("set permissions on", root))?;
                 Self::open(root)
             }
             Err(e) => Err(io("inspect", root)(e)),
@@ -81,7 +82,10 @@ impl DataDir {
         };
         for sub in [dir.pki_dir(), dir.store_dir()] {
             if sub.exists() {
-                let mode = fs::metadata(&sub).map_err(io("inspect", &sub))?.permissions().mode();
+                let mode = fs::metadata(&sub)
+                    .map_err(io("inspect", &sub))?
+                    .permissions()
+                    .mode();
                 check_private(&sub, "directory", mode, "700")?;
             }
         }
@@ -125,7 +129,10 @@ fn check_private(path: &Path, what: &'static str, mode: u32, fix: &'static str) 
 
 /// Refuses a secret file (a private key) that group or others can read or write.
 pub fn check_secret_file(path: &Path) -> Result<(), DataDirError> {
-    let mode = fs::metadata(path).map_err(io("inspect", path))?.permissions().mode();
+    let mode = fs::metadata(path)
+        .map_err(io("inspect", path))?
+        .permissions()
+        .mode();
     check_private(path, "key file", mode, "600")
 }
 
@@ -193,6 +200,11 @@ mod tests {
         assert_eq!(mode(&key), 0o600);
         check_secret_file(&key).unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(check_secret_file(&key).unwrap_err().to_string().contains("chmod 600"));
+        assert!(
+            check_secret_file(&key)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600")
+        );
     }
 }

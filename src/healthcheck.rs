@@ -13,8 +13,13 @@ pub enum HealthcheckError {
 }
 
 /// Fetches `url` trusting only `ca_pem`; returns the health document on HTTP 200.
-pub async fn check(url: &str, ca_pem: &str, timeout: Duration) -> Result<serde_json::Value, HealthcheckError> {
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(|e| HealthcheckError::Ca(e.to_string()))?;
+pub async fn check(
+    url: &str,
+    ca_pem: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, HealthcheckError> {
+    let ca =
+        reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(|e| HealthcheckError::Ca(e.to_string()))?;
     let client = reqwest::Client::builder()
         .tls_certs_only([ca])
         .timeout(timeout)

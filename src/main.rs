@@ -20,7 +20,11 @@ Exit codes: 0 success; 1 unhealthy or unreachable (healthcheck); 2 usage error; 
 74 I/O error; 75 store in use by another process; 77 unsafe permissions; 78 configuration error.";
 
 #[derive(Parser)]
-#[command(name = "citadel", version, about = "Citadel: on-premises Mobile Device Management in one binary")]
+#[command(
+    name = "citadel",
+    version,
+    about = "Citadel: on-premises Mobile Device Management in one binary"
+)]
 #[command(after_help = EXIT_CODES)]
 struct Cli {
     /// Configuration file (TOML). Default: /etc/citadel/citadel.toml if it exists.
@@ -180,11 +184,17 @@ fn run_healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
         .url
         .clone()
         .unwrap_or_else(|| default_health_url(config.server.listen));
-    let ca_path = args.ca.clone().unwrap_or_else(|| config.data_dir.join("pki").join("ca.crt"));
+    let ca_path = args
+        .ca
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("pki").join("ca.crt"));
     let ca_pem = match std::fs::read_to_string(&ca_path) {
         Ok(pem) => pem,
         Err(e) => {
-            eprintln!("citadel: cannot read CA certificate {}: {e} (pass --ca FILE)", ca_path.display());
+            eprintln!(
+                "citadel: cannot read CA certificate {}: {e} (pass --ca FILE)",
+                ca_path.display()
+            );
             return ExitCode::from(1);
         }
     };
@@ -195,7 +205,11 @@ fn run_healthcheck(config: &Config, args: &HealthcheckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(healthcheck::check(&url, &ca_pem, Duration::from_secs(args.timeout))) {
+    match runtime.block_on(healthcheck::check(
+        &url,
+        &ca_pem,
+        Duration::from_secs(args.timeout),
+    )) {
         Ok(doc) => {
             println!("{doc}");
             ExitCode::SUCCESS

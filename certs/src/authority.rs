@@ -2,9 +2,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize, SanType,
-    SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, RsaKeySize, SanType, SerialNumber,
 };
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
@@ -153,7 +152,9 @@ impl CertificateAuthority {
             .map_err(|e| CertError::Key(e.to_string()))?;
         let info = inspect_der(&cert_der)?;
         if !info.is_ca {
-            return Err(CertError::Parse("the CA certificate is not marked as a CA".into()));
+            return Err(CertError::Parse(
+                "the CA certificate is not marked as a CA".into(),
+            ));
         }
         let ca = Self {
             key,
@@ -165,10 +166,10 @@ impl CertificateAuthority {
     }
 
     fn check_key_matches(&self) -> Result<(), CertError> {
-        let key_der = PrivateKeyDer::try_from(self.key.serialize_der())
-            .map_err(|e| CertError::Key(e.to_string()))?;
-        let signer = aws_lc_rs::sign::any_supported_type(&key_der)
-            .map_err(|e| CertError::Key(e.to_string()))?;
+        let key_der =
+            PrivateKeyDer::try_from(self.key.serialize_der()).map_err(|e| CertError::Key(e.to_string()))?;
+        let signer =
+            aws_lc_rs::sign::any_supported_type(&key_der).map_err(|e| CertError::Key(e.to_string()))?;
         CertifiedKey::new(vec![self.cert_der.clone()], signer)
             .keys_match()
             .map_err(|_| CertError::KeyMismatch)
@@ -212,11 +213,7 @@ impl CertificateAuthority {
             .iter()
             .map(|name| match name.parse::<IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => name
-                    .clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(issue_err),
+                Err(_) => name.clone().try_into().map(SanType::DnsName).map_err(issue_err),
             })
             .collect::<Result<_, _>>()?;
         params.is_ca = IsCa::ExplicitNoCa;
@@ -258,7 +255,13 @@ impl CertificateAuthority {
             return false;
         };
         verifier
-            .verify_server_cert(&leaf, &[], &server_name, &[], UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)))
+            .verify_server_cert(
+                &leaf,
+                &[],
+                &server_name,
+                &[],
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+            )
             .is_ok()
     }
 }
@@ -307,7 +310,11 @@ mod tests {
         assert!(info.subject.contains("Citadel Root CA (test)"));
         assert_eq!(info.subject, info.issuer);
         assert_eq!(info.not_after, NOW + CA_VALIDITY);
-        assert!(ca.private_key_pem().expose().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            ca.private_key_pem()
+                .expose()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
     }
 
     #[test]
@@ -331,7 +338,10 @@ mod tests {
         let id = ServerIdentity::new(["localhost", "127.0.0.1", "mdm.example.org"]).unwrap();
         let issued = ca.issue_server_certificate(&id, NOW).unwrap();
         for name in id.names() {
-            assert!(ca.verifies_server_certificate(&issued.cert_pem, name, NOW), "{name}");
+            assert!(
+                ca.verifies_server_certificate(&issued.cert_pem, name, NOW),
+                "{name}"
+            );
         }
         assert!(!ca.verifies_server_certificate(&issued.cert_pem, "other.example.org", NOW));
         let info = crate::inspect_pem(&issued.cert_pem).unwrap();
@@ -342,9 +352,11 @@ mod tests {
         let later = NOW + SERVER_CERT_VALIDITY + Duration::days(1);
         assert!(!ca.verifies_server_certificate(&issued.cert_pem, "localhost", later));
         // A certificate from another CA does not verify.
-        assert!(!super::CertificateAuthority::generate("other", NOW)
-            .unwrap()
-            .verifies_server_certificate(&issued.cert_pem, "localhost", NOW));
+        assert!(
+            !super::CertificateAuthority::generate("other", NOW)
+                .unwrap()
+                .verifies_server_certificate(&issued.cert_pem, "localhost", NOW)
+        );
         certified_key(&issued.cert_pem, &issued.key_pem).unwrap();
     }
 
@@ -374,7 +386,10 @@ mod tests {
         let id = ServerIdentity::new(["localhost"]).unwrap();
         let a = ca.issue_server_certificate(&id, NOW).unwrap();
         let b = ca.issue_server_certificate(&id, NOW).unwrap();
-        assert!(matches!(certified_key(&a.cert_pem, &b.key_pem), Err(CertError::KeyMismatch)));
+        assert!(matches!(
+            certified_key(&a.cert_pem, &b.key_pem),
+            Err(CertError::KeyMismatch)
+        ));
         assert!(certified_key("garbage", &a.key_pem).is_err());
     }
 }

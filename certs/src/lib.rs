@@ -10,8 +10,7 @@ mod inspect;
 mod secret;
 
 pub use authority::{
-    CA_VALIDITY, CertificateAuthority, IssuedCertificate, SERVER_CERT_VALIDITY, ServerIdentity,
-    certified_key,
+    CA_VALIDITY, CertificateAuthority, IssuedCertificate, SERVER_CERT_VALIDITY, ServerIdentity, certified_key,
 };
 pub use inspect::{CertificateInfo, inspect_der, inspect_pem, pem_to_der};
 pub use secret::SecretPem;

@@ -127,7 +127,10 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 async fn ca_pem(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/x-pem-file")
-        .insert_header((header::CONTENT_DISPOSITION, "attachment; filename=\"citadel-ca.pem\""))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"citadel-ca.pem\"",
+        ))
         .body(state.ca_pem.clone())
 }
 
@@ -135,6 +138,9 @@ async fn ca_pem(state: web::Data<AppState>) -> HttpResponse {
 async fn ca_der(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/x-x509-ca-cert")
-        .insert_header((header::CONTENT_DISPOSITION, "attachment; filename=\"citadel-ca.crt\""))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"citadel-ca.crt\"",
+        ))
         .body(state.ca_der.clone())
 }

@@ -55,7 +55,11 @@ fn generate() -> String {
 }
 
 /// Makes sure a bootstrap secret exists (or honours the preset one).
-pub fn ensure(store: &dyn Store, preset: Option<&Secret>, now: OffsetDateTime) -> Result<BootstrapOutcome, StoreError> {
+pub fn ensure(
+    store: &dyn Store,
+    preset: Option<&Secret>,
+    now: OffsetDateTime,
+) -> Result<BootstrapOutcome, StoreError> {
     let existing: Option<BootstrapRecord> = store.get_record(Tree::Meta, KEY)?;
     if let Some(record) = &existing {
         if record.consumed_at.is_some() {
@@ -135,12 +139,18 @@ mod tests {
         let store = MemoryStore::new();
         ensure(&store, None, NOW).unwrap();
         let preset = Secret::new("a-long-enough-preset-secret".into());
-        assert_eq!(ensure(&store, Some(&preset), NOW).unwrap(), BootstrapOutcome::Preset);
+        assert_eq!(
+            ensure(&store, Some(&preset), NOW).unwrap(),
+            BootstrapOutcome::Preset
+        );
         assert!(verify(&store, "a-long-enough-preset-secret").unwrap());
         let mut record: BootstrapRecord = store.get_record(Tree::Meta, KEY).unwrap().unwrap();
         record.consumed_at = Some(NOW);
         store.put_record(Tree::Meta, KEY, &record).unwrap();
-        assert_eq!(ensure(&store, Some(&preset), NOW).unwrap(), BootstrapOutcome::Consumed);
+        assert_eq!(
+            ensure(&store, Some(&preset), NOW).unwrap(),
+            BootstrapOutcome::Consumed
+        );
         assert!(!verify(&store, "a-long-enough-preset-secret").unwrap());
     }
 }

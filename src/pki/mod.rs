@@ -71,13 +71,18 @@ pub struct Pki {
 
 impl Pki {
     /// Loads the CA, creating it on first start. Returns whether it was created.
-    pub fn load_or_create(data: &DataDir, label: &str, now: OffsetDateTime) -> Result<(Self, bool), PkiError> {
+    pub fn load_or_create(
+        data: &DataDir,
+        label: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Self, bool), PkiError> {
         let dir = data.pki_dir();
         data.ensure_subdir(&dir)?;
         let (cert, key) = (dir.join(CA_CERT), dir.join(CA_KEY));
         match (cert.exists(), key.exists()) {
             (false, false) => {
-                let ca = CertificateAuthority::generate(label, now).map_err(cert_err("cannot create the root CA"))?;
+                let ca = CertificateAuthority::generate(label, now)
+                    .map_err(cert_err("cannot create the root CA"))?;
                 // Key first: a certificate without its key is the worse half-state.
                 datadir::write_file(&key, ca.private_key_pem().expose().as_bytes(), 0o600)?;
                 datadir::write_file(&cert, ca.certificate_pem().as_bytes(), 0o644)?;
@@ -100,8 +105,10 @@ impl Pki {
         datadir::check_secret_file(&key_path)?;
         let cert_pem = datadir::read_file(&dir.join(CA_CERT))?;
         let key_pem = SecretPem::new(datadir::read_file(&key_path)?);
-        let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem)
-            .map_err(cert_err(format!("cannot load the root CA from {}", dir.display())))?;
+        let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(cert_err(format!(
+            "cannot load the root CA from {}",
+            dir.display()
+        )))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             ca,
@@ -129,10 +136,11 @@ impl Pki {
         renew_within: time::Duration,
     ) -> Result<(ServerCertificate, Renewal), PkiError> {
         let (cert_path, key_path) = (self.dir.join(SERVER_CERT), self.dir.join(SERVER_KEY));
-        let reason = match self.reusable_server_certificate(&cert_path, &key_path, identity, now, renew_within)? {
-            Ok(existing) => return Ok((existing, Renewal::Reused)),
-            Err(reason) => reason,
-        };
+        let reason =
+            match self.reusable_server_certificate(&cert_path, &key_path, identity, now, renew_within)? {
+                Ok(existing) => return Ok((existing, Renewal::Reused)),
+                Err(reason) => reason,
+            };
         let issued = self
             .ca
             .issue_server_certificate(identity, now)
@@ -162,7 +170,11 @@ impl Pki {
             Ok(c) => c,
             Err(e) => return Ok(Err(format!("the certificate on disk is unusable ({e})"))),
         };
-        let first = identity.names().first().map(String::as_str).unwrap_or("localhost");
+        let first = identity
+            .names()
+            .first()
+            .map(String::as_str)
+            .unwrap_or("localhost");
         if !self.ca.verifies_server_certificate(&cert_pem, first, now) {
             return Ok(Err("the certificate on disk is not valid under this CA".into()));
         }
@@ -170,10 +182,7 @@ impl Pki {
             return Ok(Err("the host names changed".into()));
         }
         if cert.info.expires_within(now, renew_within) {
-            return Ok(Err(format!(
-                "it expires in {} days",
-                cert.info.days_left(now)
-            )));
+            return Ok(Err(format!("it expires in {} days", cert.info.days_left(now))));
         }
         Ok(Ok(cert))
     }
@@ -181,7 +190,8 @@ impl Pki {
 
 fn managed_certificate(cert_pem: &str, key_pem: &SecretPem) -> Result<ServerCertificate, PkiError> {
     Ok(ServerCertificate {
-        certified_key: citadel_certs::certified_key(cert_pem, key_pem).map_err(cert_err("server certificate"))?,
+        certified_key: citadel_certs::certified_key(cert_pem, key_pem)
+            .map_err(cert_err("server certificate"))?,
         info: citadel_certs::inspect_pem(cert_pem).map_err(cert_err("server certificate"))?,
         source: TlsSource::Managed,
     })
@@ -210,9 +220,14 @@ pub fn load_operator_certificate(cert_file: &Path, key_file: &Path) -> Result<Se
     }
     let cert_pem = datadir::read_file(cert_file)?;
     let key_pem = SecretPem::new(datadir::read_file(key_file)?);
-    let context = format!("TLS certificate {} with key {}", cert_file.display(), key_file.display());
+    let context = format!(
+        "TLS certificate {} with key {}",
+        cert_file.display(),
+        key_file.display()
+    );
     Ok(ServerCertificate {
-        certified_key: citadel_certs::certified_key(&cert_pem, &key_pem).map_err(cert_err(context.clone()))?,
+        certified_key: citadel_certs::certified_key(&cert_pem, &key_pem)
+            .map_err(cert_err(context.clone()))?,
         info: citadel_certs::inspect_pem(&cert_pem).map_err(cert_err(context))?,
         source: TlsSource::Operator {
             cert_file: cert_file.to_path_buf(),
@@ -266,7 +281,11 @@ mod tests {
         let (_tmp, dd) = setup();
         let (pki, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(created);
-        let key_mode = std::fs::metadata(dd.pki_dir().join(CA_KEY)).unwrap().permissions().mode() & 0o777;
+        let key_mode = std::fs::metadata(dd.pki_dir().join(CA_KEY))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(key_mode, 0o600);
         let (again, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(!created);
@@ -279,7 +298,10 @@ mod tests {
         Pki::load_or_create(&dd, "t", NOW).unwrap();
         std::fs::remove_file(dd.pki_dir().join(CA_KEY)).unwrap();
         let err = Pki::load_or_create(&dd, "t", NOW).err().unwrap();
-        assert!(matches!(err, PkiError::Incomplete { missing: CA_KEY, .. }), "{err}");
+        assert!(
+            matches!(err, PkiError::Incomplete { missing: CA_KEY, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -290,18 +312,26 @@ mod tests {
         let window = time::Duration::days(30);
         let (first, r) = pki.ensure_server_certificate(&id, NOW, window).unwrap();
         assert!(matches!(r, Renewal::Issued { .. }));
-        let (same, r) = pki.ensure_server_certificate(&id, NOW + time::Duration::days(300), window).unwrap();
+        let (same, r) = pki
+            .ensure_server_certificate(&id, NOW + time::Duration::days(300), window)
+            .unwrap();
         assert_eq!(r, Renewal::Reused);
         assert_eq!(same.info.sha256_fingerprint, first.info.sha256_fingerprint);
         // 30 days before expiry it is replaced.
         let late = first.info.not_after - time::Duration::days(29);
         let (renewed, r) = pki.ensure_server_certificate(&id, late, window).unwrap();
-        assert!(matches!(&r, Renewal::Issued { reason } if reason.contains("expires")), "{r:?}");
+        assert!(
+            matches!(&r, Renewal::Issued { reason } if reason.contains("expires")),
+            "{r:?}"
+        );
         assert!(renewed.info.not_after > first.info.not_after);
         // A new host name forces a new certificate.
         let more = ServerIdentity::new(["localhost", "127.0.0.1", "mdm.example.org"]).unwrap();
         let (_, r) = pki.ensure_server_certificate(&more, late, window).unwrap();
-        assert!(matches!(&r, Renewal::Issued { reason } if reason.contains("names")), "{r:?}");
+        assert!(
+            matches!(&r, Renewal::Issued { reason } if reason.contains("names")),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -309,7 +339,8 @@ mod tests {
         let (_tmp, dd) = setup();
         let (pki, _) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         let id = ServerIdentity::new(["localhost"]).unwrap();
-        pki.ensure_server_certificate(&id, NOW, time::Duration::days(30)).unwrap();
+        pki.ensure_server_certificate(&id, NOW, time::Duration::days(30))
+            .unwrap();
         let (cert, key) = (dd.pki_dir().join(SERVER_CERT), dd.pki_dir().join(SERVER_KEY));
         let loaded = load_operator_certificate(&cert, &key).unwrap();
         assert!(matches!(loaded.source, TlsSource::Operator { .. }));

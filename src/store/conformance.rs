@@ -17,7 +17,10 @@ where
         ("batches apply atomically across trees", batches),
         ("transactions read their writes and commit", transactions_commit),
         ("an aborted transaction leaves nothing behind", transactions_abort),
-        ("typed records round-trip and corruption is reported", typed_records),
+        (
+            "typed records round-trip and corruption is reported",
+            typed_records,
+        ),
     ];
     for (name, case) in cases {
         let (store, _guard) = make();
@@ -36,7 +39,10 @@ fn point_operations(s: &dyn Store) {
     s.put(Tree::Scratch, b"k", b"v2").unwrap();
     assert_eq!(s.get(Tree::Scratch, b"k").unwrap().as_deref(), Some(&b"v2"[..]));
     s.put(Tree::Scratch, b"", b"empty key").unwrap();
-    assert_eq!(s.get(Tree::Scratch, b"").unwrap().as_deref(), Some(&b"empty key"[..]));
+    assert_eq!(
+        s.get(Tree::Scratch, b"").unwrap().as_deref(),
+        Some(&b"empty key"[..])
+    );
     assert!(s.delete(Tree::Scratch, b"k").unwrap());
     assert!(!s.delete(Tree::Scratch, b"k").unwrap());
     assert_eq!(s.get(Tree::Scratch, b"k").unwrap(), None);
@@ -48,7 +54,10 @@ fn trees_are_separate(s: &dyn Store) {
     assert_eq!(s.get(Tree::Meta, b"same").unwrap().as_deref(), Some(&b"meta"[..]));
     assert_eq!(s.scan_prefix(Tree::Scratch, b"", None, 10).unwrap().len(), 1);
     s.delete(Tree::Meta, b"same").unwrap();
-    assert_eq!(s.get(Tree::Scratch, b"same").unwrap().as_deref(), Some(&b"scratch"[..]));
+    assert_eq!(
+        s.get(Tree::Scratch, b"same").unwrap().as_deref(),
+        Some(&b"scratch"[..])
+    );
 }
 
 fn prefix_scans(s: &dyn Store) {
@@ -71,7 +80,11 @@ fn prefix_scans(s: &dyn Store) {
         keys(s.scan_prefix(Tree::Scratch, b"a", Some(b"a\x00"), 2).unwrap()),
         vec![b"ab".to_vec(), b"abc".to_vec()]
     );
-    assert!(s.scan_prefix(Tree::Scratch, b"a", Some(b"ab\xff"), 10).unwrap().is_empty());
+    assert!(
+        s.scan_prefix(Tree::Scratch, b"a", Some(b"ab\xff"), 10)
+            .unwrap()
+            .is_empty()
+    );
     assert!(s.scan_prefix(Tree::Scratch, b"zz", None, 10).unwrap().is_empty());
     let (k, v) = &s.scan_prefix(Tree::Scratch, b"b", None, 10).unwrap()[0];
     assert_eq!((k.as_slice(), v.as_slice()), (&b"b"[..], &b"b"[..]));
@@ -86,7 +99,11 @@ fn batches(s: &dyn Store) {
     batch.put(Tree::Scratch, b"s", b"3".to_vec());
     s.apply(batch).unwrap();
     assert_eq!(s.get(Tree::Meta, b"m").unwrap().as_deref(), Some(&b"1"[..]));
-    assert_eq!(s.get(Tree::Scratch, b"s").unwrap().as_deref(), Some(&b"3"[..]), "last write wins");
+    assert_eq!(
+        s.get(Tree::Scratch, b"s").unwrap().as_deref(),
+        Some(&b"3"[..]),
+        "last write wins"
+    );
     assert_eq!(s.get(Tree::Scratch, b"gone").unwrap(), None);
     s.apply(WriteBatch::default()).unwrap();
 }
@@ -105,7 +122,10 @@ fn transactions_commit(s: &dyn Store) {
     .unwrap();
     assert_eq!(s.get(Tree::Scratch, b"new").unwrap().as_deref(), Some(&b"n"[..]));
     assert_eq!(s.get(Tree::Scratch, b"old").unwrap(), None);
-    assert_eq!(s.get(Tree::Meta, b"other tree").unwrap().as_deref(), Some(&b"t"[..]));
+    assert_eq!(
+        s.get(Tree::Meta, b"other tree").unwrap().as_deref(),
+        Some(&b"t"[..])
+    );
 }
 
 fn transactions_abort(s: &dyn Store) {
@@ -117,7 +137,10 @@ fn transactions_abort(s: &dyn Store) {
             Err(StoreError::Aborted("business rule".into()))
         })
         .unwrap_err();
-    assert!(matches!(&err, StoreError::Aborted(r) if r == "business rule"), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::Aborted(r) if r == "business rule"),
+        "{err:?}"
+    );
     assert_eq!(s.get(Tree::Scratch, b"half").unwrap(), None);
     assert_eq!(s.get(Tree::Scratch, b"keep").unwrap().as_deref(), Some(&b"k"[..]));
 }
@@ -128,12 +151,18 @@ fn typed_records(s: &dyn Store) {
         name: String,
         n: u64,
     }
-    let rec = Rec { name: "x".into(), n: 7 };
+    let rec = Rec {
+        name: "x".into(),
+        n: 7,
+    };
     s.put_record(Tree::Scratch, b"rec", &rec).unwrap();
     assert_eq!(s.get_record::<Rec>(Tree::Scratch, b"rec").unwrap(), Some(rec));
     assert_eq!(s.get_record::<Rec>(Tree::Scratch, b"none").unwrap(), None);
     s.put(Tree::Scratch, b"bad", b"{not json").unwrap();
-    assert!(matches!(s.get_record::<Rec>(Tree::Scratch, b"bad"), Err(StoreError::Corrupt { .. })));
+    assert!(matches!(
+        s.get_record::<Rec>(Tree::Scratch, b"bad"),
+        Err(StoreError::Corrupt { .. })
+    ));
 }
 
 fn concurrent_transactions_are_isolated<S: Store + 'static>(s: Arc<S>) {

@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use memory::MemoryStore;
-pub use schema::{CURRENT_SCHEMA_VERSION, Migration, SchemaStatus, migrate, migrate_to_current, read_version};
+pub use schema::{
+    CURRENT_SCHEMA_VERSION, Migration, SchemaStatus, migrate, migrate_to_current, read_version,
+};
 pub use sled_store::{SledOptions, SledStore};
 
 /// A named keyspace. Keys are ordered bytewise within a tree.
@@ -139,7 +141,9 @@ pub trait StoreExt {
 
 impl<S: Store + ?Sized> StoreExt for S {
     fn get_record<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.get(tree, key)?.map(|bytes| decode(tree, key, &bytes)).transpose()
+        self.get(tree, key)?
+            .map(|bytes| decode(tree, key, &bytes))
+            .transpose()
     }
 
     fn put_record<T: Serialize>(&self, tree: Tree, key: &[u8], value: &T) -> Result<(), StoreError> {

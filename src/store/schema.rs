@@ -66,7 +66,12 @@ pub fn migrate(store: &dyn Store, migrations: &[Migration], target: u32) -> Resu
             .iter()
             .find(|m| m.from == version)
             .ok_or(StoreError::NoMigration { from: version })?;
-        tracing::info!(from = version, to = version + 1, what = step.description, "migrating store");
+        tracing::info!(
+            from = version,
+            to = version + 1,
+            what = step.description,
+            "migrating store"
+        );
         (step.run)(store)?;
         version += 1;
         store.put(Tree::Meta, KEY, &version.to_be_bytes())?;
@@ -90,8 +95,16 @@ mod tests {
     }
 
     const STEPS: &[Migration] = &[
-        Migration { from: 1, description: "add marker", run: add_marker },
-        Migration { from: 2, description: "no-op", run: |_| Ok(()) },
+        Migration {
+            from: 1,
+            description: "add marker",
+            run: add_marker,
+        },
+        Migration {
+            from: 2,
+            description: "no-op",
+            run: |_| Ok(()),
+        },
     ];
 
     #[test]
@@ -106,9 +119,15 @@ mod tests {
     fn runs_each_step_in_order() {
         let store = MemoryStore::new();
         migrate(&store, STEPS, 1).unwrap();
-        assert_eq!(migrate(&store, STEPS, 3).unwrap(), SchemaStatus::Migrated { from: 1 });
+        assert_eq!(
+            migrate(&store, STEPS, 3).unwrap(),
+            SchemaStatus::Migrated { from: 1 }
+        );
         assert_eq!(read_version(&store).unwrap(), Some(3));
-        assert_eq!(store.get(Tree::Scratch, b"migrated").unwrap().as_deref(), Some(&b"yes"[..]));
+        assert_eq!(
+            store.get(Tree::Scratch, b"migrated").unwrap().as_deref(),
+            Some(&b"yes"[..])
+        );
         assert_eq!(migrate(&store, STEPS, 3).unwrap(), SchemaStatus::Current);
     }
 
@@ -116,10 +135,19 @@ mod tests {
     fn refuses_a_newer_store_and_a_gap() {
         let store = MemoryStore::new();
         migrate(&store, STEPS, 3).unwrap();
-        assert!(matches!(migrate(&store, STEPS, 2), Err(StoreError::TooNew { found: 3, supported: 2 })));
+        assert!(matches!(
+            migrate(&store, STEPS, 2),
+            Err(StoreError::TooNew {
+                found: 3,
+                supported: 2
+            })
+        ));
         let gap = MemoryStore::new();
         migrate(&gap, &[], 1).unwrap();
-        assert!(matches!(migrate(&gap, &[], 2), Err(StoreError::NoMigration { from: 1 })));
+        assert!(matches!(
+            migrate(&gap, &[], 2),
+            Err(StoreError::NoMigration { from: 1 })
+        ));
     }
 
     #[test]

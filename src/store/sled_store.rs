@@ -119,7 +119,11 @@ impl Store for SledStore {
     }
 
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.data.get(full_key(tree, key)).map_err(engine)?.map(|v| v.to_vec()))
+        Ok(self
+            .data
+            .get(full_key(tree, key))
+            .map_err(engine)?
+            .map(|v| v.to_vec()))
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -142,7 +146,8 @@ impl Store for SledStore {
         let iter = match after {
             Some(after) => {
                 let start = full_key(tree, after);
-                self.data.range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+                self.data
+                    .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
             }
             None => self.data.range(full_prefix.clone()..),
         };
@@ -175,7 +180,10 @@ impl Store for SledStore {
         let failure: RefCell<Option<StoreError>> = RefCell::new(None);
         let result = self.data.transaction(|tree| {
             let conflict = Cell::new(false);
-            let outcome = f(&SledTxn { tree, conflict: &conflict });
+            let outcome = f(&SledTxn {
+                tree,
+                conflict: &conflict,
+            });
             if conflict.get() {
                 return Err(ConflictableTransactionError::Conflict);
             }
@@ -230,6 +238,10 @@ mod tests {
         let path = dir.path().join("db");
         let _first = SledStore::open(&path, &SledOptions::default()).unwrap();
         let second = SledStore::open(&path, &SledOptions::default());
-        assert!(matches!(second, Err(StoreError::Locked { .. })), "{:?}", second.err());
+        assert!(
+            matches!(second, Err(StoreError::Locked { .. })),
+            "{:?}",
+            second.err()
+        );
     }
 }

@@ -23,17 +23,33 @@ impl Browser {
     /// Starts chromedriver with a private HOME whose NSS database trusts `ca`.
     fn launch(home: &Path, ca: &Path) -> Self {
         for tool in [CHROMIUM, CHROMEDRIVER] {
-            assert!(Path::new(tool).exists(), "{tool} is missing: run `installer/dev.sh deps`");
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: run `installer/dev.sh deps`"
+            );
         }
         let nssdb = home.join(".pki/nssdb");
         std::fs::create_dir_all(&nssdb).unwrap();
         let db = format!("sql:{}", nssdb.display());
         let certutil = |args: &[&str]| {
-            let out = Command::new("certutil").args(args).output().expect("certutil (libnss3-tools)");
+            let out = Command::new("certutil")
+                .args(args)
+                .output()
+                .expect("certutil (libnss3-tools)");
             assert!(out.status.success(), "certutil {args:?}: {}", text(&out.stderr));
         };
         certutil(&["-d", &db, "-N", "--empty-password"]);
-        certutil(&["-d", &db, "-A", "-t", "C,,", "-n", "citadel-test-ca", "-i", ca.to_str().unwrap()]);
+        certutil(&[
+            "-d",
+            &db,
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            "citadel-test-ca",
+            "-i",
+            ca.to_str().unwrap(),
+        ]);
 
         let port = free_port();
         let driver = Command::new(CHROMEDRIVER)
@@ -45,10 +61,16 @@ impl Browser {
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let started = Instant::now();
         while http.get(format!("{base}/status")).send().is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = home.join("profile");
@@ -63,7 +85,13 @@ impl Browser {
             },
             "goog:loggingPrefs": {"browser": "ALL"}
         }}});
-        let res: Value = http.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
+        let res: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         let session = res["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session: {res}"))
@@ -78,7 +106,11 @@ impl Browser {
 
     fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}{path}", self.base, self.session);
-        let res: Value = self.http.request(method, url).json(&body).send().unwrap().json().unwrap();
+        let mut req = self.http.request(method, url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let res: Value = req.send().unwrap().json().unwrap();
         if let Some(err) = res["value"].get("error") {
             panic!("WebDriver {path}: {err}: {}", res["value"]["message"]);
         }
@@ -90,7 +122,11 @@ impl Browser {
     }
 
     fn js(&self, script: &str) -> Value {
-        self.call(reqwest::Method::POST, "/execute/sync", json!({ "script": script, "args": [] }))
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
     }
 
     fn wait_for(&self, what: &str, script: &str) -> Value {
@@ -100,7 +136,10 @@ impl Browser {
             if !v.is_null() && v != json!(false) {
                 return v;
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -115,14 +154,19 @@ impl Browser {
 
     fn screenshot(&self, to: &Path) {
         let b64 = self.call(reqwest::Method::GET, "/screenshot", Value::Null);
-        let png = data_encoding::BASE64.decode(b64.as_str().unwrap().as_bytes()).unwrap();
+        let png = data_encoding::BASE64
+            .decode(b64.as_str().unwrap().as_bytes())
+            .unwrap();
         std::fs::write(to, png).unwrap();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.http.delete(format!("{}/session/{}", self.base, self.session)).send();
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -147,12 +191,21 @@ fn console_renders_hydrates_and_navigates_in_chromium() {
     browser.goto(&a.url("/"));
     browser.wait_for("hydration", "return document.body.dataset.hydrated === 'true'");
 
-    let loaded = browser.js(
-        "return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)",
-    );
+    let loaded =
+        browser.js("return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)");
     let loaded: Vec<String> = serde_json::from_value(loaded).unwrap();
-    assert!(loaded.iter().any(|p| p.starts_with("/pkg/") && p.ends_with(".js")), "{loaded:?}");
-    assert!(loaded.iter().any(|p| p.starts_with("/pkg/") && p.ends_with(".wasm")), "{loaded:?}");
+    assert!(
+        loaded
+            .iter()
+            .any(|p| p.starts_with("/pkg/") && p.ends_with(".js")),
+        "{loaded:?}"
+    );
+    assert!(
+        loaded
+            .iter()
+            .any(|p| p.starts_with("/pkg/") && p.ends_with(".wasm")),
+        "{loaded:?}"
+    );
     let title = browser.js("return document.title");
     assert!(title.as_str().unwrap_or_default().contains("Citadel"), "{title}");
     browser.screenshot(&screenshot_path("dashboard.png"));
@@ -161,7 +214,11 @@ fn console_renders_hydrates_and_navigates_in_chromium() {
     browser.js("window.__citadel_marker = 1; return null");
     browser.js("document.querySelector('nav a[href=\"/devices\"]').click(); return null");
     browser.wait_for("devices page", "return location.pathname === '/devices' && document.querySelector('h1')?.textContent.includes('Devices')");
-    assert_eq!(browser.js("return window.__citadel_marker"), json!(1), "navigation reloaded the page");
+    assert_eq!(
+        browser.js("return window.__citadel_marker"),
+        json!(1),
+        "navigation reloaded the page"
+    );
     assert_eq!(
         browser.js("return document.querySelector('nav a[aria-current=\"page\"]')?.getAttribute('href')"),
         json!("/devices")

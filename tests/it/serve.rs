@@ -13,14 +13,23 @@ fn mode(path: &Path) -> u32 {
 /// `openssl s_client` against the appliance; returns (success, combined output).
 fn s_client(port: u16, ca: &Path, extra: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "localhost"])
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-servername",
+            "localhost",
+        ])
         .args(["-verify_return_error", "-verify_hostname", "localhost", "-CAfile"])
         .arg(ca)
         .args(extra)
         .stdin(Stdio::null())
         .output()
         .expect("openssl is installed");
-    (out.status.success(), format!("{}{}", text(&out.stdout), text(&out.stderr)))
+    (
+        out.status.success(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
 }
 
 #[test]
@@ -69,7 +78,11 @@ fn tls_chain_verifies_with_openssl_and_old_protocols_are_refused() {
             child.wait_with_output()
         })
         .unwrap();
-    assert!(text(&out.stdout).contains("Citadel Root CA"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("Citadel Root CA"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -88,7 +101,13 @@ fn data_dir_and_keys_are_owner_only() {
             out.stdout
         };
         let pki = a.data_dir.join("pki");
-        let from_cert = pubkey(&["x509", "-noout", "-pubkey", "-in", pki.join(cert).to_str().unwrap()]);
+        let from_cert = pubkey(&[
+            "x509",
+            "-noout",
+            "-pubkey",
+            "-in",
+            pki.join(cert).to_str().unwrap(),
+        ]);
         let from_key = pubkey(&["pkey", "-pubout", "-in", pki.join(key).to_str().unwrap()]);
         assert_eq!(from_cert, from_key, "{key} does not match {cert}");
     }
@@ -112,7 +131,10 @@ fn first_start_prints_secret_once_and_restart_keeps_the_ca() {
     a.restart();
     assert!(!a.stdout().contains("bootstrap secret"), "{}", a.stdout());
     assert_eq!(std::fs::read_to_string(a.export_ca()).unwrap(), ca_before);
-    assert_eq!(std::fs::read_to_string(a.data_dir.join("pki/server.crt")).unwrap(), cert_before);
+    assert_eq!(
+        std::fs::read_to_string(a.data_dir.join("pki/server.crt")).unwrap(),
+        cert_before
+    );
     let res = a.client().get(a.url("/healthz")).send().unwrap();
     assert_eq!(res.status(), 200);
 }
@@ -124,9 +146,15 @@ fn sigterm_drains_and_flushes() {
     let log = a.stderr();
     assert!(log.contains("store flushed"), "{log}");
     // Healthcheck now fails with exit 1 and says why.
-    let out = run(a.cmd().args(["healthcheck", "--listen", &a.listen(), "--timeout", "1"]));
+    let out = run(a
+        .cmd()
+        .args(["healthcheck", "--listen", &a.listen(), "--timeout", "1"]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("cannot reach"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot reach"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -138,7 +166,10 @@ fn refuses_a_data_dir_others_can_read() {
     assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(err.contains("chmod 700"), "{err}");
-    assert!(!a.data_dir.join("pki").exists(), "nothing may be written into an unsafe directory");
+    assert!(
+        !a.data_dir.join("pki").exists(),
+        "nothing may be written into an unsafe directory"
+    );
 }
 
 #[test]
@@ -157,14 +188,25 @@ fn refuses_a_loosened_key_file() {
 fn unknown_config_key_is_rejected_by_name() {
     let a = Appliance::new();
     let config = a.tmp.path().join("citadel.toml");
-    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:1\"\nlisten_adress = \"oops\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:1\"\nlisten_adress = \"oops\"\n",
+    )
+    .unwrap();
     for sub in [&["config", "check"][..], &["serve"][..]] {
         let out = run(a.cmd().arg("--config").arg(&config).args(sub));
         assert_eq!(out.status.code(), Some(78), "{sub:?}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("listen_adress"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("listen_adress"),
+            "{}",
+            text(&out.stderr)
+        );
     }
     // The same through the environment.
-    let out = run(a.cmd().args(["config", "check"]).env("CITADEL_SERVER__LISTEN_PORT", "1"));
+    let out = run(a
+        .cmd()
+        .args(["config", "check"])
+        .env("CITADEL_SERVER__LISTEN_PORT", "1"));
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains("listen_port"), "{}", text(&out.stderr));
 }
@@ -222,7 +264,12 @@ fn access_log_has_request_id_method_path_status_and_latency() {
         .send()
         .unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-me-123");
-    let forged = a.client().get(a.url("/ca.pem")).header("x-request-id", "bad id INFO fake=1").send().unwrap();
+    let forged = a
+        .client()
+        .get(a.url("/ca.pem"))
+        .header("x-request-id", "bad id INFO fake=1")
+        .send()
+        .unwrap();
     assert_ne!(forged.headers()["x-request-id"], "bad id INFO fake=1");
     // Idle HTTP/2 connections would hold the graceful shutdown until its timeout.
     drop((res, forged));
@@ -245,7 +292,11 @@ fn access_log_has_request_id_method_path_status_and_latency() {
 #[test]
 fn server_certificate_near_expiry_is_renewed_at_start() {
     let mut a = Appliance::new();
-    assert!(run(a.cmd().args(["init", "--listen", &a.listen()])).status.success());
+    assert!(
+        run(a.cmd().args(["init", "--listen", &a.listen()]))
+            .status
+            .success()
+    );
     let pki = a.data_dir.join("pki");
     // Replace the server certificate with one from the same CA that expires in 10 days.
     let csr = a.tmp.path().join("s.csr");
@@ -258,7 +309,11 @@ fn server_certificate_near_expiry_is_renewed_at_start() {
         .unwrap();
     assert!(ok.success());
     let ext = a.tmp.path().join("ext.cnf");
-    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
     let ok = Command::new("openssl")
         .args(["x509", "-req", "-days", "10", "-in"])
         .arg(&csr)
@@ -278,7 +333,11 @@ fn server_certificate_near_expiry_is_renewed_at_start() {
     a.wait_healthy();
     let renewed = std::fs::read_to_string(pki.join("server.crt")).unwrap();
     assert_ne!(renewed, short_lived);
-    assert!(a.stderr().contains("issued a new TLS server certificate"), "{}", a.stderr());
+    assert!(
+        a.stderr().contains("issued a new TLS server certificate"),
+        "{}",
+        a.stderr()
+    );
     let health: serde_json::Value = a.client().get(a.url("/healthz")).send().unwrap().json().unwrap();
     assert!(health["tls"]["days_left"].as_i64().unwrap() > 300, "{health}");
     let (ok, out) = s_client(a.port, &a.export_ca(), &[]);
@@ -326,11 +385,23 @@ fn commands_explain_what_is_missing() {
     let a = Appliance::new();
     let out = run(a.cmd().args(["ca", "export"]));
     assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("citadel init"), "{}", text(&out.stderr));
-    let out = run(a.cmd().args(["--config", "/nonexistent/citadel.toml", "config", "check"]));
+    assert!(
+        text(&out.stderr).contains("citadel init"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(a
+        .cmd()
+        .args(["--config", "/nonexistent/citadel.toml", "config", "check"]));
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out.stderr).contains("/nonexistent/citadel.toml"));
-    for sub in [&["serve"][..], &["healthcheck"], &["init"], &["ca", "export"], &["config", "check"]] {
+    for sub in [
+        &["serve"][..],
+        &["healthcheck"],
+        &["init"],
+        &["ca", "export"],
+        &["config", "check"],
+    ] {
         let out = run(a.cmd().args(sub).arg("--help"));
         assert!(out.status.success(), "{sub:?}");
         assert!(text(&out.stdout).contains("Usage: citadel"), "{sub:?}");
@@ -345,11 +416,46 @@ fn init_is_idempotent_and_a_second_server_on_the_same_data_is_refused() {
     assert!(text(&out.stdout).contains("One-time bootstrap secret"));
     let out = run(a.cmd().args(["init", "--listen", &a.listen()]));
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("already initialised"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("already initialised"),
+        "{}",
+        text(&out.stdout)
+    );
     a.spawn(&[]);
     a.wait_healthy();
     let other_port = crate::harness::free_port();
-    let out = run(a.cmd().args(["serve", "--listen", &format!("127.0.0.1:{other_port}")]));
+    let out = run(a
+        .cmd()
+        .args(["serve", "--listen", &format!("127.0.0.1:{other_port}")]));
     assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("already running"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already running"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn survives_kill_9() {
+    let mut a = Appliance::start();
+    assert!(a.stdout().contains("One-time bootstrap secret"));
+    let ca = std::fs::read_to_string(a.export_ca()).unwrap();
+    a.kill_hard();
+    a.spawn(&[]);
+    a.wait_healthy();
+    // The bootstrap record was durable before the secret was shown, so it is not re-issued.
+    assert!(!a.stdout().contains("bootstrap secret"), "{}", a.stdout());
+    assert_eq!(std::fs::read_to_string(a.export_ca()).unwrap(), ca);
+    let health: serde_json::Value = a.client().get(a.url("/healthz")).send().unwrap().json().unwrap();
+    assert_eq!(health["store"]["status"], "ok");
+}
+
+#[test]
+fn a_busy_port_is_explained() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let a = Appliance::new();
+    let out = run(a.cmd().args(["serve", "--listen", &format!("127.0.0.1:{port}")]));
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--listen"), "{}", text(&out.stderr));
 }
