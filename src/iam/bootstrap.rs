@@ -61,10 +61,8 @@ pub fn ensure(
     now: OffsetDateTime,
 ) -> Result<BootstrapOutcome, StoreError> {
     let existing: Option<BootstrapRecord> = store.get_record(Tree::Meta, KEY)?;
-    if let Some(record) = &existing {
-        if record.consumed_at.is_some() {
-            return Ok(BootstrapOutcome::Consumed);
-        }
+    if existing.as_ref().is_some_and(|r| r.consumed_at.is_some()) {
+        return Ok(BootstrapOutcome::Consumed);
     }
     match (preset, existing) {
         (Some(secret), existing) => {

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use super::{Store, StoreError, StoreExt, Tree, WriteBatch};
 
+type Case = (&'static str, fn(&dyn Store));
+
 pub fn suite<S, G, F>(make: F)
 where
     S: Store + 'static,
     F: Fn() -> (S, G),
 {
-    let cases: &[(&str, fn(&dyn Store))] = &[
+    let cases: &[Case] = &[
         ("point operations", point_operations),
         ("trees are separate keyspaces", trees_are_separate),
         ("prefix scans are ordered, bounded and pageable", prefix_scans),

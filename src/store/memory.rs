@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use super::{Entries, Store, StoreError, Tree, TxResult, Txn, WriteBatch};
 
 type Map = BTreeMap<(Tree, Vec<u8>), Vec<u8>>;
+/// Writes staged by a transaction; `None` marks a deletion.
+type Staged = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -25,16 +27,13 @@ impl MemoryStore {
     }
 }
 
-/// Writes staged by a transaction; `None` marks a deletion.
 struct MemTxn<'a> {
     base: &'a Map,
-    staged: Mutex<BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>>,
+    staged: Mutex<Staged>,
 }
 
 impl MemTxn<'_> {
-    fn staged(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>>, StoreError> {
+    fn staged(&self) -> Result<std::sync::MutexGuard<'_, Staged>, StoreError> {
         self.staged
             .lock()
             .map_err(|_| StoreError::Engine("transaction lock poisoned".into()))

@@ -113,10 +113,10 @@ impl Appliance {
     pub fn wait_healthy_with(&mut self, healthcheck_args: &[&str]) -> Duration {
         let started = Instant::now();
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!("citadel exited early with {status}\nstderr:\n{}", self.stderr());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait().unwrap()
+            {
+                panic!("citadel exited early with {status}\nstderr:\n{}", self.stderr());
             }
             let out = run(self
                 .cmd()

@@ -1,0 +1,228 @@
+//! The web console: server-side rendered Leptos pages (crate `citadel-ui`)
+//! plus the site assets the browser needs to hydrate them (`/pkg/*`), which
+//! `build.rs` embeds into the binary from `installer/build-ui.sh`'s output.
+//!
+//! Call [`configure`] after the appliance's own routes: it ends with a
+//! catch-all `GET` that renders the console's "page not found" (status 404)
+//! for any path not under `/api/`.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{Error, HttpRequest, HttpResponse, guard, web};
+use citadel_ui::{App, RouteMethod, shell};
+use leptos::config::LeptosOptions;
+use leptos_actix::{LeptosRoutes, generate_route_list, render_app_to_stream_with_context};
+
+/// One embedded file of the built site (`target/site/pkg`).
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    etag: &'static str,
+    body: &'static [u8],
+}
+
+static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
+
+/// Name of the wasm-bindgen output (`citadel.js`, `citadel_bg.wasm`).
+const OUTPUT_NAME: &str = "citadel";
+/// URL path segment the assets are served under.
+const PKG_DIR: &str = "pkg";
+/// Unversioned file names: let browsers cache but revalidate with the ETag.
+const CACHE_CONTROL: &str = "no-cache";
+
+/// Whether the build embedded the hydration assets (reported by `/healthz`).
+pub fn assets_embedded() -> bool {
+    find_asset(&format!("{OUTPUT_NAME}_bg.wasm")).is_some()
+        && find_asset(&format!("{OUTPUT_NAME}.js")).is_some()
+}
+
+/// Options for Leptos, built in code: nothing is read from files or the environment.
+pub fn leptos_options() -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name(OUTPUT_NAME)
+        .site_pkg_dir(PKG_DIR)
+        .hash_files(false)
+        .build()
+}
+
+/// Mounts `/pkg/{file}`, `/favicon.ico`, the console pages and the HTML 404 fallback.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let options = leptos_options();
+    let app_shell = {
+        let options = options.clone();
+        move || shell(options.clone())
+    };
+    cfg.app_data(web::Data::new(options));
+    cfg.service(
+        web::resource(format!("/{PKG_DIR}/{{file}}"))
+            .route(web::get().to(pkg_file))
+            .route(web::head().to(pkg_file)),
+    );
+    cfg.service(
+        web::resource("/favicon.ico")
+            .route(web::get().to(favicon))
+            .route(web::head().to(favicon)),
+    );
+    cfg.leptos_routes(generate_route_list(App), app_shell.clone());
+    // Everything else a browser might navigate to gets the console's 404 page.
+    cfg.service(
+        web::resource("/{tail:.*}")
+            .guard(guard::Get())
+            .guard(guard::fn_guard(|ctx| !is_api_path(ctx.head().uri.path())))
+            .wrap(from_fn(not_found_status))
+            .route(render_app_to_stream_with_context(
+                || {},
+                app_shell,
+                RouteMethod::Get,
+            )),
+    );
+}
+
+fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+fn find_asset(name: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|asset| asset.name == name)
+}
+
+async fn pkg_file(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
+    match find_asset(&file) {
+        Some(asset) => serve(&req, asset),
+        None => HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("not found\n"),
+    }
+}
+
+async fn favicon(req: HttpRequest) -> HttpResponse {
+    match find_asset("favicon.svg") {
+        Some(asset) => serve(&req, asset),
+        None => HttpResponse::NotFound().finish(),
+    }
+}
+
+fn serve(req: &HttpRequest, asset: &'static Asset) -> HttpResponse {
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| etag_matches(value, asset.etag));
+    let mut response = if not_modified {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, asset.etag))
+        .insert_header((header::CACHE_CONTROL, CACHE_CONTROL));
+    if not_modified {
+        response.finish()
+    } else {
+        response
+            .insert_header((header::CONTENT_TYPE, asset.content_type))
+            .body(asset.body)
+    }
+}
+
+/// `If-None-Match` uses weak comparison: `*`, or any listed tag equal to ours
+/// ignoring a `W/` prefix.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag)
+}
+
+/// Middleware for the catch-all route: the page is the console's "not found".
+async fn not_found_status(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let mut response = next.call(req).await?;
+    if response.status() == StatusCode::OK {
+        *response.response_mut().status_mut() = StatusCode::NOT_FOUND;
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::{App as ActixApp, test as atest};
+
+    #[test]
+    fn etag_comparison() {
+        assert!(etag_matches("\"abc\"", "\"abc\""));
+        assert!(etag_matches("W/\"abc\"", "\"abc\""));
+        assert!(etag_matches("\"x\", \"abc\"", "\"abc\""));
+        assert!(etag_matches("*", "\"abc\""));
+        assert!(!etag_matches("\"abd\"", "\"abc\""));
+    }
+
+    #[test]
+    fn asset_table_is_consistent() {
+        for asset in ASSETS {
+            assert!(!asset.name.contains('/'));
+            assert!(asset.etag.starts_with('"') && asset.etag.ends_with('"'));
+            if asset.name.ends_with(".wasm") {
+                assert_eq!(asset.content_type, "application/wasm");
+                assert!(asset.body.starts_with(b"\0asm"));
+            }
+            if asset.name.ends_with(".js") {
+                assert!(asset.content_type.starts_with("text/javascript"));
+            }
+        }
+    }
+
+    #[actix_web::test]
+    async fn renders_pages_assets_and_not_found() {
+        let app = atest::init_service(ActixApp::new().configure(configure)).await;
+
+        for path in ["/", "/devices", "/enrollment", "/settings"] {
+            let res = atest::call_service(&app, atest::TestRequest::get().uri(path).to_request()).await;
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            let body = String::from_utf8(atest::read_body(res).await.to_vec()).unwrap_or_default();
+            assert!(body.starts_with("<!DOCTYPE html>"), "{path}: {body}");
+            assert!(body.contains(r#"aria-label="Main""#), "{path}");
+            assert!(body.contains("/pkg/citadel_bg.wasm"), "{path}");
+            assert!(!body.contains("data-hydrated"), "{path}");
+        }
+
+        let res =
+            atest::call_service(&app, atest::TestRequest::get().uri("/no/such/page").to_request()).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let body = String::from_utf8(atest::read_body(res).await.to_vec()).unwrap_or_default();
+        assert!(body.contains("Page not found"), "{body}");
+
+        // API paths are left to the API (plain 404 here, not the HTML page).
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/api/nope").to_request()).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert!(atest::read_body(res).await.is_empty());
+
+        let res = atest::call_service(&app, atest::TestRequest::get().uri("/pkg/nope.js").to_request()).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+        for asset in ASSETS {
+            let uri = format!("/pkg/{}", asset.name);
+            let res = atest::call_service(&app, atest::TestRequest::get().uri(&uri).to_request()).await;
+            assert_eq!(res.status(), StatusCode::OK, "{uri}");
+            assert_eq!(
+                res.headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                Some(asset.content_type)
+            );
+            assert_eq!(atest::read_body(res).await.len(), asset.body.len());
+
+            let req = atest::TestRequest::get()
+                .uri(&uri)
+                .insert_header((header::IF_NONE_MATCH, asset.etag))
+                .to_request();
+            let res = atest::call_service(&app, req).await;
+            assert_eq!(res.status(), StatusCode::NOT_MODIFIED, "{uri}");
+        }
+    }
+}
