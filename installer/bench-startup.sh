@@ -16,9 +16,9 @@ listen="127.0.0.1:$port"
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# Time from exec to the first passing `citadel healthcheck`.
+# Time from exec to the first passing `citadel healthcheck`; sets $t (ms) and $pid.
 start_to_healthy() {
-  local data=$1 t0 pid
+  local data=$1 t0
   t0=$(ms)
   "$bin" serve --data-dir "$data" --listen "$listen" >"$tmp/out" 2>"$tmp/err" &
   pid=$!
@@ -26,7 +26,7 @@ start_to_healthy() {
     kill -0 "$pid" 2>/dev/null || { cat "$tmp/err" >&2; exit 1; }
     sleep 0.005
   done
-  echo $(( $(ms) - t0 )) "$pid"
+  t=$(( $(ms) - t0 ))
 }
 
 floor=()
@@ -35,9 +35,9 @@ hc=()
 first=(); again=()
 for i in $(seq "$runs"); do
   data="$tmp/data$i"
-  read -r t pid < <(start_to_healthy "$data"); first+=("$t")
+  start_to_healthy "$data"; first+=("$t")
   kill -TERM "$pid"; wait "$pid" || true
-  read -r t pid < <(start_to_healthy "$data"); again+=("$t")
+  start_to_healthy "$data"; again+=("$t")
   t0=$(ms); "$bin" healthcheck --data-dir "$data" --listen "$listen" >/dev/null; hc+=($(( $(ms) - t0 )))
   if [ "$i" -eq "$runs" ]; then
     for _ in $(seq 100); do

@@ -71,7 +71,11 @@ case "$cmd" in
     say "cargo clippy"
     cargo clippy --workspace --all-targets -- -D warnings
     say "cargo test"
-    cargo test --workspace
+    log=$(mktemp)
+    cargo test --workspace 2>&1 | tee "$log"
+    # One closing line for the whole run: cargo prints a result per test binary.
+    awk '/^test result:/ {p += $4; f += $6} END {printf "cargo test: %d passed, %d failed\n", p, f}' "$log"
+    rm -f "$log"
     ;;
   deps)
     test_deps

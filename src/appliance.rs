@@ -208,39 +208,50 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
     result.map_err(StartupError::Server)
 }
 
-/// Renews the managed server certificate in place when it nears expiry, and warns about an
-/// operator certificate that Citadel cannot renew.
+/// Runs [`refresh_certificate`] every [`RENEWAL_CHECK_INTERVAL`].
 async fn keep_certificate_fresh(config: Config, pki: Arc<Pki>, tls: Arc<TlsState>, clock: SharedClock) {
-    let window = time::Duration::days(i64::from(config.server.tls_renew_days));
     let mut ticks = tokio::time::interval(RENEWAL_CHECK_INTERVAL);
     ticks.tick().await; // the first tick is immediate; start-up already checked
     loop {
         ticks.tick().await;
-        let now = clock.now();
-        let Some(current) = tls.snapshot() else { continue };
-        match &current.source {
-            TlsSource::Operator { cert_file } => {
-                if current.info.expires_within(now, window) {
-                    tracing::warn!(
-                        file = %cert_file.display(), days_left = current.info.days_left(now),
-                        "the operator-supplied TLS certificate expires soon; replace it and restart"
-                    );
-                }
-            }
-            TlsSource::Managed => {
-                let (config, pki) = (config.clone(), Arc::clone(&pki));
-                let renewed = web::block(move || server_certificate(&config, &pki, now)).await;
-                match renewed {
-                    Ok(Ok(cert)) if cert.info.sha256_fingerprint != current.info.sha256_fingerprint => {
-                        tls.install(cert);
-                        tracing::info!("new TLS server certificate in service");
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "TLS certificate renewal failed; will retry"),
-                    Err(e) => tracing::error!(error = %e, "TLS certificate renewal task failed"),
-                }
-            }
+        let (config, pki, tls, now) = (config.clone(), Arc::clone(&pki), Arc::clone(&tls), clock.now());
+        // Key generation and file writes are blocking work.
+        if let Err(e) = web::block(move || refresh_certificate(&config, &pki, &tls, now)).await {
+            tracing::error!(error = %e, "TLS certificate renewal task failed");
         }
+    }
+}
+
+/// Renews the managed server certificate in place when it nears expiry (the running listener
+/// serves the new one from its next handshake), and warns about an operator certificate that
+/// Citadel cannot renew. Returns whether a new certificate went into service.
+pub fn refresh_certificate(config: &Config, pki: &Pki, tls: &TlsState, now: OffsetDateTime) -> bool {
+    let Some(current) = tls.snapshot() else {
+        return false;
+    };
+    let window = time::Duration::days(i64::from(config.server.tls_renew_days));
+    match &current.source {
+        TlsSource::Operator { cert_file } => {
+            if current.info.expires_within(now, window) {
+                tracing::warn!(
+                    file = %cert_file.display(), days_left = current.info.days_left(now),
+                    "the operator-supplied TLS certificate expires soon; replace it and restart"
+                );
+            }
+            false
+        }
+        TlsSource::Managed => match server_certificate(config, pki, now) {
+            Ok(cert) if cert.info.sha256_fingerprint != current.info.sha256_fingerprint => {
+                tls.install(cert);
+                tracing::info!("new TLS server certificate in service");
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate renewal failed; will retry");
+                false
+            }
+        },
     }
 }
 
@@ -275,4 +286,37 @@ pub fn check(config: &Config) -> Result<(), StartupError> {
     }
     pki::server_identity(&config.server.hostnames)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use time::macros::datetime;
+
+    #[test]
+    fn running_server_swaps_in_a_renewed_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: tmp.path().join("data"),
+            ..Config::default()
+        };
+        let clock = ManualClock::at(datetime!(2026-11-28 12:00 UTC));
+        let prepared = prepare(&config, clock.now()).unwrap();
+        let tls = TlsState::new(server_certificate(&config, &prepared.pki, clock.now()).unwrap());
+        let served = || tls.resolver.current_fingerprint();
+        let first = served();
+
+        clock.advance(time::Duration::days(300));
+        assert!(!refresh_certificate(&config, &prepared.pki, &tls, clock.now()));
+        assert_eq!(served(), first);
+
+        // 29 days before expiry: renewed, and the listener's resolver hands out the new one.
+        clock.advance(time::Duration::days(68));
+        assert!(refresh_certificate(&config, &prepared.pki, &tls, clock.now()));
+        assert_ne!(served(), first);
+        let info = tls.snapshot().unwrap().info;
+        assert!(info.days_left(clock.now()) > 390);
+        assert_eq!(Some(info.sha256_fingerprint), served());
+    }
 }

@@ -20,6 +20,15 @@ impl ReloadableCertificate {
         }
     }
 
+    /// SHA-256 of the leaf certificate handed to new connections.
+    pub fn current_fingerprint(&self) -> Option<String> {
+        let current = self.current.read().ok()?;
+        let leaf = current.end_entity_cert().ok()?;
+        citadel_certs::inspect_der(leaf)
+            .ok()
+            .map(|i| i.sha256_fingerprint)
+    }
+
     pub fn replace(&self, next: Arc<CertifiedKey>) {
         match self.current.write() {
             Ok(mut slot) => *slot = next,
