@@ -49,7 +49,8 @@ test_deps() {
   build_deps
   # openssl: the TLS/X.509 oracle; chromium + chromedriver: the console tests;
   # libnss3-tools: to make the test browser trust Citadel's CA like a real client would.
-  apt_install openssl chromium chromium-driver libnss3-tools
+  # scep: Debian's scepclient, the SCEP oracle.
+  apt_install openssl chromium chromium-driver libnss3-tools scep
 }
 
 cmd="${1:-}"

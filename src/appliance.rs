@@ -1,6 +1,7 @@
 //! Start-up and shutdown of the appliance: the order in which the data directory, CA, store,
 //! bootstrap secret and TLS certificate come up, shared by `citadel init` and `citadel serve`.
 
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::http::tls::{self, TlsState};
 use crate::http::{self, AppState};
 use crate::iam::bootstrap::{self, BootstrapOutcome};
 use crate::pki::{self, Pki, PkiError, Renewal, ServerCertificate, TlsSource};
+use crate::scep::{ScepOptions, ScepService};
 use crate::store::{SchemaStatus, SledOptions, SledStore, Store, StoreError, migrate_to_current};
 
 /// How often the server certificate's expiry is checked while running.
@@ -172,16 +174,24 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
     let tls_state = Arc::new(TlsState::new(cert));
     let rustls_config = tls::server_config(Arc::clone(&tls_state.resolver))?;
     let store: Arc<dyn Store> = prepared.store.clone();
+    let pki = Arc::new(prepared.pki);
+    let scep = Arc::new(ScepService::new(
+        Arc::clone(&store),
+        Arc::clone(&pki),
+        ScepOptions::from(&config.scep),
+    ));
     let state = web::Data::new(AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
-        ca_pem: prepared.pki.ca_certificate_pem().to_owned(),
-        ca_der: prepared.pki.ca_certificate_der(),
+        ca_pem: pki.ca_certificate_pem().to_owned(),
+        ca_der: pki.ca_certificate_der(),
         tls: Arc::clone(&tls_state),
+        scep,
     });
 
     let listen = config.server.listen;
-    let mut server = HttpServer::new(move || http::app(state.clone()))
+    let https_state = state.clone();
+    let mut server = HttpServer::new(move || http::app(https_state.clone()))
         .shutdown_timeout(config.server.shutdown_timeout_secs)
         .bind_rustls_0_23(listen, rustls_config)
         .map_err(|source| StartupError::Bind {
@@ -192,8 +202,10 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         server = server.workers(config.server.workers);
     }
     let server = server.run();
+    let admin = admin_socket(&prepared.data, state)?;
+    let admin_handle = admin.handle();
+    actix_web::rt::spawn(admin);
 
-    let pki = Arc::new(prepared.pki);
     actix_web::rt::spawn(keep_certificate_fresh(config.clone(), pki, tls_state, clock));
     tracing::info!(
         %listen,
@@ -202,10 +214,34 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         "citadel is serving"
     );
     let result = server.await;
+    admin_handle.stop(true).await;
     tracing::info!("stopped accepting requests; flushing the store");
     store.flush()?;
     tracing::info!("store flushed; goodbye");
     result.map_err(StartupError::Server)
+}
+
+/// The owner-only Unix socket through which CLI commands reach the running server (the store
+/// can be open in only one process). Only the data directory's owner can reach it.
+fn admin_socket(data: &DataDir, state: web::Data<AppState>) -> Result<actix_web::dev::Server, StartupError> {
+    let path = data.admin_socket();
+    // We hold the store's lock, so no other server owns a socket here: a leftover is stale.
+    let _ = std::fs::remove_file(&path);
+    let server = HttpServer::new(move || http::admin_app(state.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind_uds(&path)
+        .map_err(|source| StartupError::Bind {
+            addr: path.display().to_string(),
+            source,
+        })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        StartupError::Bind {
+            addr: path.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(server.run())
 }
 
 /// Runs [`refresh_certificate`] every [`RENEWAL_CHECK_INTERVAL`].

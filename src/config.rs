@@ -26,6 +26,7 @@ pub struct Config {
     pub log: LogSection,
     pub store: StoreSection,
     pub admin: AdminSection,
+    pub scep: ScepSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,6 +80,36 @@ pub struct AdminSection {
     pub bootstrap_secret_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScepSection {
+    /// A fixed challenge password every device may use. Off by default: one-time challenges
+    /// (`citadel scep challenge`) are safer.
+    pub static_challenge: Option<Secret>,
+    pub static_challenge_file: Option<PathBuf>,
+    /// How long a one-time challenge stays valid unless its creator asks otherwise.
+    pub challenge_ttl_secs: u64,
+    /// Validity of issued device identity certificates.
+    pub certificate_validity_days: u32,
+    /// Accept single-DES envelopes (many SCEP clients still send them). Each use is logged.
+    pub allow_legacy_des: bool,
+    /// Largest PKIOperation message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ScepSection {
+    fn default() -> Self {
+        Self {
+            static_challenge: None,
+            static_challenge_file: None,
+            challenge_ttl_secs: 3600,
+            certificate_validity_days: 730,
+            allow_legacy_des: true,
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -87,6 +118,7 @@ impl Default for Config {
             log: LogSection::default(),
             store: StoreSection::default(),
             admin: AdminSection::default(),
+            scep: ScepSection::default(),
         }
     }
 }
@@ -227,23 +259,39 @@ fn describe(errors: figment::Error) -> String {
         .join("; ")
 }
 
+/// Fills `value` from `file` (`<key>_file`); giving both is an error.
+fn resolve_secret(
+    value: &mut Option<Secret>,
+    file: &mut Option<PathBuf>,
+    key: &'static str,
+) -> Result<(), ConfigError> {
+    let Some(path) = file.as_ref() else { return Ok(()) };
+    if value.is_some() {
+        return Err(ConfigError::Invalid(format!(
+            "set either {key} or {key}_file, not both"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadSecret {
+        what: key,
+        path: path.clone(),
+        source,
+    })?;
+    *value = Some(Secret::new(text.trim().to_owned()));
+    Ok(())
+}
+
 impl Config {
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
-        if let Some(path) = self.admin.bootstrap_secret_file.take() {
-            if self.admin.bootstrap_secret.is_some() {
-                return Err(ConfigError::Invalid(
-                    "set either admin.bootstrap_secret or admin.bootstrap_secret_file, not both".into(),
-                ));
-            }
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadSecret {
-                what: "admin.bootstrap_secret_file",
-                path: path.clone(),
-                source,
-            })?;
-            self.admin.bootstrap_secret = Some(Secret::new(text.trim().to_owned()));
-            self.admin.bootstrap_secret_file = Some(path);
-        }
-        Ok(())
+        resolve_secret(
+            &mut self.admin.bootstrap_secret,
+            &mut self.admin.bootstrap_secret_file,
+            "admin.bootstrap_secret",
+        )?;
+        resolve_secret(
+            &mut self.scep.static_challenge,
+            &mut self.scep.static_challenge_file,
+            "scep.static_challenge",
+        )
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -270,6 +318,19 @@ impl Config {
             && secret.expose().len() < 16
         {
             return invalid("admin.bootstrap_secret must be at least 16 characters".into());
+        }
+        if let Some(secret) = &self.scep.static_challenge
+            && secret.expose().len() < 8
+        {
+            return invalid("scep.static_challenge must be at least 8 characters".into());
+        }
+        if self.scep.challenge_ttl_secs == 0 || self.scep.certificate_validity_days == 0 {
+            return invalid(
+                "scep.challenge_ttl_secs and scep.certificate_validity_days must be positive".into(),
+            );
+        }
+        if !(4096..=1024 * 1024).contains(&self.scep.max_message_bytes) {
+            return invalid("scep.max_message_bytes must be between 4096 and 1048576".into());
         }
         if self.store.cache_capacity_mb == 0 {
             return invalid("store.cache_capacity_mb must be at least 1".into());

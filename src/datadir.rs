@@ -106,6 +106,11 @@ impl DataDir {
         self.root.join("pki")
     }
 
+    /// The owner-only socket of a running server, for CLI commands.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.root.join("admin.sock")
+    }
+
     pub fn ensure_subdir(&self, dir: &Path) -> Result<(), DataDirError> {
         fs::DirBuilder::new()
             .recursive(true)

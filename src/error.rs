@@ -10,6 +10,8 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("not found")]
     NotFound,
+    #[error("authentication required")]
+    Unauthorized,
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("the store is unavailable")]
@@ -28,6 +30,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::NotFound => "not_found",
+            ApiError::Unauthorized => "unauthorized",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
@@ -39,6 +42,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,6 +1,7 @@
 //! Citadel: an on-premises Mobile Device Management appliance in one binary.
 //! See ARCHITECTURE.md for the map.
 
+pub mod admin_client;
 pub mod appliance;
 pub mod clock;
 pub mod config;
@@ -10,5 +11,6 @@ pub mod healthcheck;
 pub mod http;
 pub mod iam;
 pub mod pki;
+pub mod scep;
 pub mod store;
 pub mod telemetry;

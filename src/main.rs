@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use citadel::admin_client::{Admin, AdminError};
 use citadel::appliance::{self, StartupError};
 use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::{self, Config, Overrides};
 use citadel::datadir::DataDir;
+use citadel::scep::challenges::NewChallenge;
+use citadel::scep::registry::{CertificateRecord, CertificateStatus, RevokeOutcome};
 use citadel::{healthcheck, pki, telemetry};
+use hyper::Method;
 
 const EXIT_CODES: &str = "\
 Exit codes: 0 success; 1 unhealthy or unreachable (healthcheck); 2 usage error; \
@@ -51,6 +55,19 @@ enum Command {
     /// Configuration operations.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// SCEP operations.
+    #[command(subcommand)]
+    Scep(ScepCommand),
+}
+
+#[derive(Subcommand)]
+enum ScepCommand {
+    /// Create a one-time challenge password for one device enrollment; prints it on stdout.
+    Challenge {
+        /// Lifetime in seconds (default: scep.challenge_ttl_secs, 1 hour).
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u64>,
+    },
 }
 
 #[derive(Args)]
@@ -79,6 +96,14 @@ struct HealthcheckArgs {
 enum CaCommand {
     /// Print the root CA certificate (PEM) on stdout.
     Export,
+    /// List every certificate the CA issued.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an issued certificate by serial number (hex); the CRL is re-issued.
+    Revoke { serial: String },
 }
 
 #[derive(Subcommand)]
@@ -92,7 +117,7 @@ fn main() -> ExitCode {
     let listen = match &cli.command {
         Command::Serve(a) | Command::Init(a) | Command::Config(ConfigCommand::Check(a)) => a.listen,
         Command::Healthcheck(h) => h.listen.listen,
-        Command::Ca(_) => None,
+        Command::Ca(_) | Command::Scep(_) => None,
     };
     let config = match load_config(&cli, listen) {
         Ok(c) => c,
@@ -105,6 +130,9 @@ fn main() -> ExitCode {
         Command::Init(_) => run_init(&config, &clock),
         Command::Healthcheck(args) => run_healthcheck(&config, &args),
         Command::Ca(CaCommand::Export) => run_ca_export(&config),
+        Command::Ca(CaCommand::List { json }) => report(run_ca_list(&config, &clock, json)),
+        Command::Ca(CaCommand::Revoke { serial }) => report(run_ca_revoke(&config, &clock, &serial)),
+        Command::Scep(ScepCommand::Challenge { ttl }) => report(run_scep_challenge(&config, &clock, ttl)),
         Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
     }
 }
@@ -142,6 +170,85 @@ fn run_init(config: &Config, clock: &SharedClock) -> ExitCode {
         }
         Err(e) => fail(&e),
     }
+}
+
+fn report(result: Result<(), AdminError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("citadel: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run_scep_challenge(config: &Config, clock: &SharedClock, ttl: Option<u64>) -> Result<(), AdminError> {
+    let created: NewChallenge = match Admin::connect(config, clock.now())? {
+        Admin::Socket(socket) => Admin::call(
+            &socket,
+            Method::POST,
+            "/scep/challenges",
+            Some(&serde_json::json!({ "ttl_secs": ttl })),
+        )?,
+        Admin::Local(scep) => {
+            let ttl = ttl.map(|s| time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
+            scep.create_challenge(ttl, clock.now(), "cli")?
+        }
+    };
+    println!("{}", created.challenge);
+    eprintln!(
+        "citadel: one-time SCEP challenge, valid until {}",
+        created.expires_at
+    );
+    Ok(())
+}
+
+fn run_ca_list(config: &Config, clock: &SharedClock, json: bool) -> Result<(), AdminError> {
+    let list: Vec<CertificateRecord> = match Admin::connect(config, clock.now())? {
+        Admin::Socket(socket) => Admin::call(&socket, Method::GET, "/ca/certificates", None::<&()>)?,
+        Admin::Local(scep) => scep.certificates()?,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).map_err(|e| AdminError::Socket(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!("{:<34} {:<11} {:<12} SUBJECT", "SERIAL", "STATUS", "EXPIRES");
+    for r in list {
+        let status = match r.status {
+            CertificateStatus::Active => "active",
+            CertificateStatus::Superseded { .. } => "superseded",
+            CertificateStatus::Revoked { .. } => "revoked",
+        };
+        println!(
+            "{:<34} {:<11} {:<12} {}",
+            r.serial,
+            status,
+            r.not_after.date(),
+            r.subject
+        );
+    }
+    Ok(())
+}
+
+fn run_ca_revoke(config: &Config, clock: &SharedClock, serial: &str) -> Result<(), AdminError> {
+    let serial = citadel::scep::registry::normalise_serial(serial);
+    let record: CertificateRecord = match Admin::connect(config, clock.now())? {
+        Admin::Socket(socket) => Admin::call(
+            &socket,
+            Method::POST,
+            &format!("/ca/certificates/{serial}/revoke"),
+            None::<&()>,
+        )?,
+        Admin::Local(scep) => match scep.revoke(&serial, clock.now())? {
+            RevokeOutcome::Revoked(r) | RevokeOutcome::AlreadyRevoked(r) => r,
+            RevokeOutcome::Unknown => return Err(AdminError::NotFound),
+        },
+    };
+    println!("revoked {} ({})", record.serial, record.subject);
+    Ok(())
 }
 
 fn run_ca_export(config: &Config) -> ExitCode {

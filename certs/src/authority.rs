@@ -13,6 +13,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use time::{Duration, OffsetDateTime};
 
+use zeroize::Zeroizing;
+
+use crate::crypto::CaKeys;
 use crate::inspect::{CertificateInfo, inspect_der, pem_to_der};
 use crate::{CertError, SecretPem};
 
@@ -21,7 +24,7 @@ pub const CA_VALIDITY: Duration = Duration::days(3652);
 /// Apple platforms reject TLS server certificates valid for more than 398 days.
 pub const SERVER_CERT_VALIDITY: Duration = Duration::days(397);
 /// Certificates start slightly in the past so devices with a skewed clock accept them.
-const BACKDATE: Duration = Duration::hours(1);
+pub(crate) const BACKDATE: Duration = Duration::hours(1);
 
 /// The appliance's root certificate authority: an RSA key (Apple's SCEP payload can only
 /// encrypt to RSA) and its self-signed certificate.
@@ -29,6 +32,46 @@ pub struct CertificateAuthority {
     key: KeyPair,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
+    /// The same key loaded once into aws-lc-rs (SCEP decryption and signatures, issuance).
+    keys: CaKeys,
+    /// The parsed CA certificate and what issuance and SCEP need from it.
+    parsed: ParsedCa,
+}
+
+/// What the SCEP and issuance paths need from the CA certificate, parsed once.
+pub(crate) struct ParsedCa {
+    pub(crate) cert: x509_cert::Certificate,
+    /// DER SubjectPublicKeyInfo of the CA.
+    pub(crate) spki_der: Vec<u8>,
+    /// The CA's key identifier (its subjectKeyIdentifier, or SHA-1 of the key).
+    pub(crate) key_id: Vec<u8>,
+    pub(crate) not_after: OffsetDateTime,
+}
+
+impl ParsedCa {
+    fn new(cert_der: &[u8]) -> Result<Self, CertError> {
+        use der::{Decode, Encode};
+        use x509_cert::ext::pkix::SubjectKeyIdentifier;
+        let cert = x509_cert::Certificate::from_der(cert_der).map_err(|e| CertError::Parse(e.to_string()))?;
+        let tbs = cert.tbs_certificate();
+        let spki_der = tbs
+            .subject_public_key_info()
+            .to_der()
+            .map_err(|e| CertError::Parse(e.to_string()))?;
+        let key_id = match tbs.get_extension::<SubjectKeyIdentifier>() {
+            Ok(Some((_, ski))) => ski.0.as_bytes().to_vec(),
+            _ => {
+                crate::crypto::Digest::Sha1.hash(tbs.subject_public_key_info().subject_public_key.raw_bytes())
+            }
+        };
+        let not_after = inspect_der(cert_der)?.not_after;
+        Ok(Self {
+            cert,
+            spki_der,
+            key_id,
+            not_after,
+        })
+    }
 }
 
 /// A certificate and its freshly generated private key.
@@ -106,11 +149,15 @@ fn validate_server_name(name: &str) -> Result<(), CertError> {
     Ok(())
 }
 
-fn random_serial() -> SerialNumber {
+/// 128 random bits, positive and without a leading zero octet, as RFC 5280 wants.
+pub(crate) fn random_serial_bytes() -> [u8; 16] {
     let mut bytes: [u8; 16] = rand::random();
-    // Positive and without a leading zero octet, as RFC 5280 wants.
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
-    SerialNumber::from_slice(&bytes)
+    bytes
+}
+
+fn random_serial() -> SerialNumber {
+    SerialNumber::from_slice(&random_serial_bytes())
 }
 
 fn issue_err(e: rcgen::Error) -> CertError {
@@ -138,10 +185,22 @@ impl CertificateAuthority {
         params.not_after = now + CA_VALIDITY;
         params.serial_number = Some(random_serial());
         let cert = params.self_signed(&key).map_err(issue_err)?;
+        Self::assemble(key, cert.pem(), cert.der().clone())
+    }
+
+    fn assemble(
+        key: KeyPair,
+        cert_pem: String,
+        cert_der: CertificateDer<'static>,
+    ) -> Result<Self, CertError> {
+        let keys = CaKeys::from_pkcs8(&Zeroizing::new(key.serialize_der()))?;
+        let parsed = ParsedCa::new(&cert_der)?;
         Ok(Self {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
             key,
+            cert_pem,
+            cert_der,
+            keys,
+            parsed,
         })
     }
 
@@ -156,11 +215,7 @@ impl CertificateAuthority {
                 "the CA certificate is not marked as a CA".into(),
             ));
         }
-        let ca = Self {
-            key,
-            cert_pem: cert_pem.to_owned(),
-            cert_der,
-        };
+        let ca = Self::assemble(key, cert_pem.to_owned(), cert_der)?;
         ca.check_key_matches()?;
         Ok(ca)
     }
@@ -173,6 +228,18 @@ impl CertificateAuthority {
         CertifiedKey::new(vec![self.cert_der.clone()], signer)
             .keys_match()
             .map_err(|_| CertError::KeyMismatch)
+    }
+
+    pub(crate) fn keys(&self) -> &CaKeys {
+        &self.keys
+    }
+
+    pub(crate) fn parsed(&self) -> &ParsedCa {
+        &self.parsed
+    }
+
+    pub(crate) fn rcgen_key(&self) -> &KeyPair {
+        &self.key
     }
 
     pub fn certificate_pem(&self) -> &str {

@@ -6,12 +6,17 @@
 //! permissions) or wrapped in a rustls signing key.
 
 mod authority;
+mod crypto;
+mod device;
 mod inspect;
+mod oids;
+pub mod scep;
 mod secret;
 
 pub use authority::{
     CA_VALIDITY, CertificateAuthority, IssuedCertificate, SERVER_CERT_VALIDITY, ServerIdentity, certified_key,
 };
+pub use device::DeviceCertificate;
 pub use inspect::{CertificateInfo, inspect_der, inspect_pem, pem_to_der};
 pub use secret::SecretPem;
 
@@ -32,4 +37,8 @@ pub enum CertError {
     KeyMismatch,
     #[error("invalid server name {name:?}: {reason}")]
     ServerName { name: String, reason: String },
+    #[error("certificate request refused: {0}")]
+    Request(String),
+    #[error("could not encode: {0}")]
+    Encode(String),
 }

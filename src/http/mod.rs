@@ -1,7 +1,9 @@
 //! The HTTPS surface: one rustls listener serving the appliance's endpoints and the console.
 
+pub mod api;
 pub mod console;
 pub mod middleware;
+pub mod scep;
 pub mod tls;
 
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use crate::clock::SharedClock;
 use crate::pki::TlsSource;
+use crate::scep::ScepService;
 use crate::store::{Store, read_version};
 use tls::TlsState;
 
@@ -23,12 +26,16 @@ pub struct AppState {
     pub ca_pem: String,
     pub ca_der: Vec<u8>,
     pub tls: Arc<TlsState>,
+    pub scep: Arc<ScepService>,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut web::ServiceConfig, max_scep_message_bytes: usize) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/ca.pem", web::get().to(ca_pem))
         .route("/ca.crt", web::get().to(ca_der));
+    scep::configure(cfg, max_scep_message_bytes);
+    api::configure(cfg);
+    // Last: the console ends with a catch-all page.
     console::configure(cfg);
 }
 
@@ -44,6 +51,7 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let max = state.scep.options().max_message_bytes;
     App::new()
         .app_data(state)
         .wrap(Compress::default())
@@ -55,7 +63,25 @@ pub fn app(
                 .add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
         )
         .wrap(from_fn(middleware::request_context))
-        .configure(configure)
+        .configure(|cfg| configure(cfg, max))
+}
+
+/// The application behind the owner-only admin socket (`<data>/admin.sock`).
+pub fn admin_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .wrap(from_fn(middleware::request_context))
+        .configure(api::configure_admin_socket)
 }
 
 #[derive(Serialize)]

@@ -119,6 +119,11 @@ impl Pki {
         self.ca.certificate_pem()
     }
 
+    /// The CA for issuance and SCEP. Its key stays inside `CertificateAuthority`.
+    pub fn ca(&self) -> &CertificateAuthority {
+        &self.ca
+    }
+
     pub fn ca_certificate_der(&self) -> Vec<u8> {
         self.ca.certificate_der().to_vec()
     }

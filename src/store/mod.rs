@@ -28,15 +28,26 @@ pub enum Tree {
     Meta,
     /// Reserved for the conformance suite and experiments; never holds product data.
     Scratch,
+    /// One-time SCEP challenges, keyed by the SHA-256 of the challenge.
+    ScepChallenges,
+    /// Every certificate the CA issued, keyed by serial (lower-case hex).
+    Certificates,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 2] = [Tree::Meta, Tree::Scratch];
+    pub const ALL: [Tree; 4] = [
+        Tree::Meta,
+        Tree::Scratch,
+        Tree::ScepChallenges,
+        Tree::Certificates,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Tree::Meta => "meta",
             Tree::Scratch => "scratch",
+            Tree::ScepChallenges => "scep_challenges",
+            Tree::Certificates => "certificates",
         }
     }
 }

@@ -37,6 +37,8 @@ fn tree_prefix(tree: Tree) -> u8 {
     match tree {
         Tree::Meta => 1,
         Tree::Scratch => 2,
+        Tree::ScepChallenges => 3,
+        Tree::Certificates => 4,
     }
 }
 

@@ -5,4 +5,5 @@
 
 mod browser;
 mod harness;
+mod scep;
 mod serve;

@@ -1,0 +1,216 @@
+//! The CA's cached private-key operations (aws-lc-rs) and signature verification helpers.
+//!
+//! Private-key operations on untrusted input go through aws-lc-rs only: its PKCS#1 v1.5
+//! decryption is constant-time (the `rsa` 0.9 crate is not: RUSTSEC-2023-0071).
+
+use aws_lc_rs::rsa::{
+    Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+};
+use aws_lc_rs::signature::{self, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm};
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use spki::SubjectPublicKeyInfoRef;
+use zeroize::Zeroizing;
+
+use crate::CertError;
+use crate::oids;
+
+/// A message digest algorithm (for CMS signatures and the SCEP messageDigest attribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digest {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Digest {
+    pub(crate) fn from_oid(oid: &ObjectIdentifier) -> Option<Self> {
+        match *oid {
+            oids::SHA1 => Some(Self::Sha1),
+            oids::SHA256 => Some(Self::Sha256),
+            oids::SHA384 => Some(Self::Sha384),
+            oids::SHA512 => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn oid(self) -> ObjectIdentifier {
+        match self {
+            Self::Sha1 => oids::SHA1,
+            Self::Sha256 => oids::SHA256,
+            Self::Sha384 => oids::SHA384,
+            Self::Sha512 => oids::SHA512,
+        }
+    }
+
+    pub(crate) fn hash(self, data: &[u8]) -> Vec<u8> {
+        let alg = match self {
+            Self::Sha1 => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            Self::Sha256 => &aws_lc_rs::digest::SHA256,
+            Self::Sha384 => &aws_lc_rs::digest::SHA384,
+            Self::Sha512 => &aws_lc_rs::digest::SHA512,
+        };
+        aws_lc_rs::digest::digest(alg, data).as_ref().to_vec()
+    }
+
+    /// The digest this crate signs with when asked for `self`: aws-lc-rs refuses to create
+    /// SHA-1 signatures, so SHA-1 becomes SHA-256 (every SCEP client verifies SHA-256).
+    pub(crate) fn for_signing(self) -> Self {
+        match self {
+            Self::Sha1 => Self::Sha256,
+            other => other,
+        }
+    }
+
+    fn rsa_verification(self) -> &'static signature::RsaParameters {
+        match self {
+            Self::Sha1 => &signature::RSA_PKCS1_1024_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            Self::Sha256 => &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
+            Self::Sha384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+            Self::Sha512 => &signature::RSA_PKCS1_1024_8192_SHA512_FOR_LEGACY_USE_ONLY,
+        }
+    }
+}
+
+/// What kind of public key a SubjectPublicKeyInfo holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Rsa { bits: usize },
+    EcP256,
+    EcP384,
+    Other,
+}
+
+pub(crate) fn key_kind(spki_der: &[u8]) -> KeyKind {
+    let Ok(spki) = SubjectPublicKeyInfoRef::from_der(spki_der) else {
+        return KeyKind::Other;
+    };
+    match spki.algorithm.oid {
+        oids::RSA_ENCRYPTION => rsa_bits(spki_der).map_or(KeyKind::Other, |bits| KeyKind::Rsa { bits }),
+        oids::EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+            match curve {
+                Some(oids::SECP256R1) => KeyKind::EcP256,
+                Some(oids::SECP384R1) => KeyKind::EcP384,
+                _ => KeyKind::Other,
+            }
+        }
+        _ => KeyKind::Other,
+    }
+}
+
+/// The size of an RSA modulus in bits (aws-lc-rs refuses to load keys under 2048 bits, so
+/// this reads the key itself).
+fn rsa_bits(spki_der: &[u8]) -> Option<usize> {
+    use x509_parser::prelude::FromDer;
+    use x509_parser::public_key::PublicKey;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).ok()?;
+    let PublicKey::RSA(rsa) = spki.parsed().ok()? else {
+        return None;
+    };
+    let start = rsa.modulus.iter().position(|b| *b != 0)?;
+    let modulus = rsa.modulus.get(start..)?;
+    let first = modulus.first()?;
+    Some(8 * modulus.len() - first.leading_zeros() as usize)
+}
+
+/// Verifies `sig` over `msg` with the key in `spki_der`.
+///
+/// `sig_alg` is the signature algorithm OID from the structure; `digest` is used when the OID
+/// names only the key type (CMS signer infos often say plain `rsaEncryption`).
+pub(crate) fn verify(
+    spki_der: &[u8],
+    sig_alg: &ObjectIdentifier,
+    digest: Option<Digest>,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), &'static str> {
+    let alg: &'static dyn VerificationAlgorithm = match (*sig_alg, key_kind(spki_der)) {
+        (oids::RSA_ENCRYPTION, KeyKind::Rsa { .. }) => digest
+            .ok_or("no digest algorithm for the signature")?
+            .rsa_verification(),
+        (oids::SHA1_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha1.rsa_verification(),
+        (oids::SHA256_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha256.rsa_verification(),
+        (oids::SHA384_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha384.rsa_verification(),
+        (oids::SHA512_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha512.rsa_verification(),
+        (oids::ECDSA_WITH_SHA256, KeyKind::EcP256) => &signature::ECDSA_P256_SHA256_ASN1,
+        (oids::ECDSA_WITH_SHA384, KeyKind::EcP256) => &signature::ECDSA_P256_SHA384_ASN1,
+        (oids::ECDSA_WITH_SHA256, KeyKind::EcP384) => &signature::ECDSA_P384_SHA256_ASN1,
+        (oids::ECDSA_WITH_SHA384, KeyKind::EcP384) => &signature::ECDSA_P384_SHA384_ASN1,
+        _ => return Err("unsupported signature algorithm or key type"),
+    };
+    UnparsedPublicKey::new(alg, spki_der)
+        .verify(msg, sig)
+        .map_err(|_| "the signature does not verify")
+}
+
+/// Encrypts `plaintext` (a content-encryption key) to an RSA public key with PKCS#1 v1.5.
+pub(crate) fn rsa_encrypt(spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CertError> {
+    let unusable = || CertError::Key("the recipient's key is not a usable RSA key".into());
+    let key = PublicEncryptingKey::from_der(spki_der).map_err(|_| unusable())?;
+    let key = Pkcs1PublicEncryptingKey::new(key).map_err(|_| unusable())?;
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let len = key
+        .encrypt(plaintext, &mut out)
+        .map_err(|_| CertError::Key("RSA encryption failed".into()))?
+        .len();
+    out.truncate(len);
+    Ok(out)
+}
+
+/// The CA's private key, loaded once into aws-lc-rs for signing and decryption.
+pub(crate) struct CaKeys {
+    signer: RsaKeyPair,
+    decrypter: Pkcs1PrivateDecryptingKey,
+}
+
+impl CaKeys {
+    pub(crate) fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, CertError> {
+        let signer = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| CertError::Key(e.to_string()))?;
+        let decrypter = PrivateDecryptingKey::from_pkcs8(pkcs8)
+            .map_err(|e| CertError::Key(e.to_string()))
+            .and_then(|k| {
+                Pkcs1PrivateDecryptingKey::new(k).map_err(|_| CertError::Key("not an RSA key".into()))
+            })?;
+        Ok(Self { signer, decrypter })
+    }
+
+    /// RSA PKCS#1 v1.5 signature over `msg` with `digest` (SHA-1 is signed as SHA-256; see
+    /// [`Digest::for_signing`]).
+    pub(crate) fn sign(&self, digest: Digest, msg: &[u8]) -> Result<Vec<u8>, CertError> {
+        let encoding = match digest.for_signing() {
+            Digest::Sha384 => &signature::RSA_PKCS1_SHA384,
+            Digest::Sha512 => &signature::RSA_PKCS1_SHA512,
+            Digest::Sha1 | Digest::Sha256 => &signature::RSA_PKCS1_SHA256,
+        };
+        let mut sig = vec![0u8; self.signer.public_modulus_len()];
+        self.signer
+            .sign(encoding, &aws_lc_rs::rand::SystemRandom::new(), msg, &mut sig)
+            .map_err(|_| CertError::Key("RSA signing failed".into()))?;
+        Ok(sig)
+    }
+
+    /// Unwraps a content-encryption key of exactly `key_len` bytes.
+    ///
+    /// Implicit rejection: when the RSA block does not decrypt, has bad padding or the wrong
+    /// length, a random key is returned instead of an error, so that what happens next
+    /// (content decryption failing) does not tell a padding-oracle attacker anything.
+    pub(crate) fn unwrap_content_key(&self, encrypted: &[u8], key_len: usize) -> Zeroizing<Vec<u8>> {
+        let mut buf = Zeroizing::new(vec![0u8; self.decrypter.min_output_size()]);
+        let mut random = Zeroizing::new(vec![0u8; key_len]);
+        rand::Rng::fill(&mut rand::rng(), random.as_mut_slice());
+        match self.decrypter.decrypt(encrypted, &mut buf) {
+            Ok(plain) if plain.len() == key_len => Zeroizing::new(plain.to_vec()),
+            _ => random,
+        }
+    }
+}
+
+/// Re-encodes a value to DER, mapping the error.
+pub(crate) fn to_der<T: Encode>(value: &T) -> Result<Vec<u8>, CertError> {
+    value.to_der().map_err(|e| CertError::Encode(e.to_string()))
+}

@@ -1,0 +1,138 @@
+//! The JSON admin API (`/api/v1`) and the same operations on the owner-only admin socket that
+//! the CLI uses while the server runs.
+//!
+//! Until administrators exist (the IAM work), the API accepts the one-time bootstrap secret as
+//! a bearer token.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::iam::bootstrap;
+use crate::scep::registry::RevokeOutcome;
+
+/// Longest challenge lifetime an administrator may ask for.
+const MAX_CHALLENGE_TTL_SECS: u64 = 30 * 24 * 3600;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(16 * 1024)
+                    .error_handler(json_error),
+            )
+            .route("/scep/challenges", web::post().to(api_create_challenge))
+            .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) })),
+    );
+}
+
+/// Routes of the admin socket: reachable only by the data directory's owner.
+pub fn configure_admin_socket(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(16 * 1024)
+            .error_handler(json_error),
+    )
+    .route("/scep/challenges", web::post().to(socket_create_challenge))
+    .route("/ca/certificates", web::get().to(list_certificates))
+    .route(
+        "/ca/certificates/{serial}/revoke",
+        web::post().to(revoke_certificate),
+    );
+}
+
+fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(err.to_string()).into()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// Lifetime in seconds; default `scep.challenge_ttl_secs`.
+    ttl_secs: Option<u64>,
+}
+
+async fn authenticate(state: &web::Data<AppState>, req: &HttpRequest) -> Result<(), ApiError> {
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .ok_or(ApiError::Unauthorized)?;
+    let store = state.store.clone();
+    let valid = web::block(move || bootstrap::verify(store.as_ref(), &token))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+async fn create_challenge(
+    state: web::Data<AppState>,
+    body: Option<web::Json<ChallengeRequest>>,
+    actor: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let ttl_secs = body.and_then(|b| b.ttl_secs);
+    if let Some(ttl) = ttl_secs
+        && !(1..=MAX_CHALLENGE_TTL_SECS).contains(&ttl)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_secs must be between 1 and {MAX_CHALLENGE_TTL_SECS}"
+        )));
+    }
+    let ttl = ttl_secs.map(|s| time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
+    let now = state.clock.now();
+    let scep = state.scep.clone();
+    let created = web::block(move || scep.create_challenge(ttl, now, actor))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn api_create_challenge(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Option<web::Json<ChallengeRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    create_challenge(state, body, "api").await
+}
+
+async fn socket_create_challenge(
+    state: web::Data<AppState>,
+    body: Option<web::Json<ChallengeRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    create_challenge(state, body, "cli").await
+}
+
+async fn list_certificates(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let scep = state.scep.clone();
+    let list = web::block(move || scep.certificates())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn revoke_certificate(
+    state: web::Data<AppState>,
+    serial: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let scep = state.scep.clone();
+    let serial = serial.into_inner();
+    let outcome = web::block(move || scep.revoke(&serial, now))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match outcome {
+        RevokeOutcome::Revoked(r) => Ok(HttpResponse::Ok().json(r)),
+        RevokeOutcome::AlreadyRevoked(r) => Ok(HttpResponse::Ok().json(r)),
+        RevokeOutcome::Unknown => Err(ApiError::NotFound),
+    }
+}

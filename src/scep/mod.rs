@@ -1,0 +1,357 @@
+//! The SCEP service (RFC 8894): devices obtain their identity certificates from Citadel's CA.
+//!
+//! The codecs and the CA's work live in `citadel-certs`; this module decides who gets a
+//! certificate (challenge or renewal), keeps the registry and the CRL, and answers every
+//! failure it can identify with a signed CertRep FAILURE rather than an HTTP error.
+
+pub mod challenges;
+pub mod registry;
+
+use std::sync::{Arc, Mutex};
+
+use citadel_certs::scep::{self, DecodeError, DecodeOptions, FailInfo, MessageType, ReplyTo, ScepRequest};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::config::{ScepSection, Secret};
+use crate::pki::Pki;
+use crate::store::{Store, StoreError, StoreExt, Tree};
+use challenges::{ChallengeCheckError, ChallengeRejection};
+use registry::{CertificateRecord, CertificateStatus, IssuedVia, RevokeOutcome};
+
+const CRL_KEY: &[u8] = b"crl";
+/// A CRL is valid for a week and re-signed when less than a day of that remains.
+const CRL_VALIDITY: time::Duration = time::Duration::days(7);
+const CRL_REFRESH_MARGIN: time::Duration = time::Duration::days(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScepError {
+    /// Not a SCEP message: nothing can be signed back, so the client gets HTTP 400.
+    #[error("malformed SCEP message: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("CA failure: {0}")]
+    Ca(String),
+}
+
+/// What the HTTP layer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ScepOptions {
+    pub allow_legacy_des: bool,
+    pub certificate_validity: time::Duration,
+    pub challenge_ttl: time::Duration,
+    pub static_challenge: Option<Secret>,
+    pub max_message_bytes: usize,
+}
+
+impl From<&ScepSection> for ScepOptions {
+    fn from(s: &ScepSection) -> Self {
+        Self {
+            allow_legacy_des: s.allow_legacy_des,
+            certificate_validity: time::Duration::days(i64::from(s.certificate_validity_days)),
+            challenge_ttl: time::Duration::seconds(i64::try_from(s.challenge_ttl_secs).unwrap_or(i64::MAX)),
+            static_challenge: s.static_challenge.clone(),
+            max_message_bytes: s.max_message_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CachedCrl {
+    number: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    next_update: OffsetDateTime,
+    der_hex: String,
+}
+
+pub struct ScepService {
+    store: Arc<dyn Store>,
+    pki: Arc<Pki>,
+    options: ScepOptions,
+    // Serialises CRL regeneration so two revocations cannot publish the same number.
+    crl_lock: Mutex<()>,
+}
+
+/// The outcome of the registry transaction that pays for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settlement {
+    Issued,
+    Refused(FailInfo, &'static str),
+}
+
+impl ScepService {
+    pub fn new(store: Arc<dyn Store>, pki: Arc<Pki>, options: ScepOptions) -> Self {
+        Self {
+            store,
+            pki,
+            options,
+            crl_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn options(&self) -> &ScepOptions {
+        &self.options
+    }
+
+    pub fn ca_caps(&self) -> &'static str {
+        scep::CA_CAPS
+    }
+
+    /// GetCACert: the CA certificate is RSA and signs CertReps itself, so no RA is needed.
+    pub fn ca_certificate_der(&self) -> Vec<u8> {
+        self.pki.ca_certificate_der()
+    }
+
+    /// Handles one PKIOperation message. CPU-heavy: call it from a blocking pool.
+    pub fn pki_operation(&self, message: &[u8], now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
+        let ca = self.pki.ca();
+        let options = DecodeOptions {
+            allow_des: self.options.allow_legacy_des,
+            now,
+        };
+        let request = match scep::decode_request(message, ca, &options) {
+            Ok(r) => r,
+            Err(DecodeError::Malformed(reason)) => return Err(ScepError::Malformed(reason)),
+            Err(DecodeError::Rejected {
+                fail_info,
+                reason,
+                reply_to,
+            }) => {
+                tracing::warn!(transaction_id = %reply_to.transaction_id, ?fail_info, %reason, "SCEP request rejected");
+                return self.failure(&reply_to, fail_info);
+            }
+        };
+        if request.cipher == scep::ContentCipher::DesCbc {
+            tracing::warn!(
+                transaction_id = %request.transaction_id,
+                "SCEP request used single-DES (accepted because scep.allow_legacy_des is on)"
+            );
+        }
+        match request.message_type {
+            MessageType::PkcsReq => self.enrol(&request, now),
+            MessageType::RenewalReq => self.renew(&request, now),
+            other => {
+                tracing::warn!(transaction_id = %request.transaction_id, ?other, "unsupported SCEP message type");
+                self.failure(&request.reply_to(), FailInfo::BadRequest)
+            }
+        }
+    }
+
+    fn failure(&self, to: &ReplyTo, fail: FailInfo) -> Result<Vec<u8>, ScepError> {
+        scep::cert_rep_failure(self.pki.ca(), to, fail).map_err(|e| ScepError::Ca(e.to_string()))
+    }
+
+    fn refuse(&self, request: &ScepRequest, fail: FailInfo, why: &str) -> Result<Vec<u8>, ScepError> {
+        tracing::warn!(
+            transaction_id = %request.transaction_id, subject = %request.csr.subject, ?fail, reason = why,
+            "SCEP enrollment refused"
+        );
+        self.failure(&request.reply_to(), fail)
+    }
+
+    fn static_challenge_matches(&self, given: &str) -> bool {
+        self.options
+            .static_challenge
+            .as_ref()
+            .is_some_and(|s| bool::from(s.expose().as_bytes().ct_eq(given.as_bytes())))
+    }
+
+    fn enrol(&self, request: &ScepRequest, now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
+        let Some(challenge) = request.csr.challenge_password.as_deref() else {
+            return self.refuse(request, FailInfo::BadRequest, "no challenge password");
+        };
+        let one_time = if self.static_challenge_matches(challenge) {
+            None
+        } else {
+            match challenges::check(self.store.as_ref(), challenge, now) {
+                Ok(()) => Some(challenge),
+                Err(ChallengeCheckError::Rejected(ChallengeRejection::Unknown)) => {
+                    return self.refuse(request, FailInfo::BadRequest, "unknown or already used challenge");
+                }
+                Err(ChallengeCheckError::Rejected(ChallengeRejection::Expired)) => {
+                    return self.refuse(request, FailInfo::BadRequest, "expired challenge");
+                }
+                Err(ChallengeCheckError::Store(e)) => return Err(e.into()),
+            }
+        };
+        let via = if one_time.is_some() {
+            IssuedVia::OneTimeChallenge
+        } else {
+            IssuedVia::StaticChallenge
+        };
+        self.issue_and_record(request, now, via, |tx| match one_time {
+            None => Ok(Settlement::Issued),
+            Some(c) => Ok(match challenges::redeem(tx, c, now)? {
+                Ok(()) => Settlement::Issued,
+                Err(_) => Settlement::Refused(FailInfo::BadRequest, "challenge used by a concurrent request"),
+            }),
+        })
+    }
+
+    fn renew(&self, request: &ScepRequest, now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
+        let ca = self.pki.ca();
+        if !ca.issued_and_valid(&request.signer_certificate, now) {
+            return self.refuse(
+                request,
+                FailInfo::BadCertId,
+                "renewal not signed by a valid certificate of this CA",
+            );
+        }
+        let previous = match citadel_certs::inspect_der(&request.signer_certificate) {
+            Ok(info) => info.serial_hex,
+            Err(_) => return self.refuse(request, FailInfo::BadCertId, "unreadable signer certificate"),
+        };
+        self.issue_and_record(
+            request,
+            now,
+            IssuedVia::Renewal {
+                previous_serial: previous.clone(),
+            },
+            |tx| {
+                // Checked inside the transaction, so a revocation racing the renewal wins.
+                Ok(match registry::get_in(tx, &previous)?.map(|old| old.status) {
+                    None => Settlement::Refused(FailInfo::BadCertId, "certificate not in the registry"),
+                    Some(CertificateStatus::Active) => Settlement::Issued,
+                    Some(CertificateStatus::Revoked { .. }) => {
+                        Settlement::Refused(FailInfo::BadCertId, "certificate is revoked")
+                    }
+                    Some(CertificateStatus::Superseded { .. }) => {
+                        Settlement::Refused(FailInfo::BadCertId, "certificate was already renewed")
+                    }
+                })
+            },
+        )
+    }
+
+    /// Issues the certificate, then in one transaction runs `settle` (redeem the challenge, or
+    /// check the renewed certificate still counts), retires a renewed certificate and records
+    /// the new one. A certificate that
+    /// is not recorded is never sent.
+    fn issue_and_record(
+        &self,
+        request: &ScepRequest,
+        now: OffsetDateTime,
+        via: IssuedVia,
+        settle: impl Fn(&dyn crate::store::Txn) -> Result<Settlement, StoreError>,
+    ) -> Result<Vec<u8>, ScepError> {
+        let ca = self.pki.ca();
+        let issued = match ca.issue_device_certificate(&request.csr, self.options.certificate_validity, now) {
+            Ok(c) => c,
+            Err(e) => return self.refuse(request, FailInfo::BadRequest, &e.to_string()),
+        };
+        let record = CertificateRecord {
+            serial: issued.info.serial_hex.clone(),
+            subject: issued.info.subject.clone(),
+            sha256_fingerprint: issued.info.sha256_fingerprint.clone(),
+            not_before: issued.info.not_before,
+            not_after: issued.info.not_after,
+            issued_at: now,
+            issued_via: via,
+            transaction_id: request.transaction_id.clone(),
+            status: CertificateStatus::Active,
+        };
+        let settlement = Mutex::new(Settlement::Refused(FailInfo::BadRequest, "not settled"));
+        self.store.transaction(&|tx| {
+            let outcome = settle(tx)?;
+            if outcome == Settlement::Issued {
+                if let IssuedVia::Renewal { previous_serial } = &record.issued_via
+                    && let Some(mut old) = registry::get_in(tx, previous_serial)?
+                {
+                    old.status = CertificateStatus::Superseded {
+                        by_serial: record.serial.clone(),
+                        at: now,
+                    };
+                    registry::put_in(tx, &old)?;
+                }
+                registry::put_in(tx, &record)?;
+            }
+            if let Ok(mut slot) = settlement.lock() {
+                *slot = outcome;
+            }
+            Ok(())
+        })?;
+        match settlement
+            .into_inner()
+            .unwrap_or(Settlement::Refused(FailInfo::BadRequest, "poisoned"))
+        {
+            Settlement::Refused(fail, why) => self.refuse(request, fail, why),
+            Settlement::Issued => {
+                tracing::info!(
+                    transaction_id = %request.transaction_id, serial = %record.serial, subject = %record.subject,
+                    via = ?record.issued_via, "SCEP certificate issued"
+                );
+                let ca_der = self.pki.ca_certificate_der();
+                scep::cert_rep_success(ca, &request.reply_to(), &[&issued.der, &ca_der])
+                    .map_err(|e| ScepError::Ca(e.to_string()))
+            }
+        }
+    }
+
+    pub fn create_challenge(
+        &self,
+        ttl: Option<time::Duration>,
+        now: OffsetDateTime,
+        created_by: &str,
+    ) -> Result<challenges::NewChallenge, StoreError> {
+        let created = challenges::create(
+            self.store.as_ref(),
+            ttl.unwrap_or(self.options.challenge_ttl),
+            now,
+            created_by,
+        )?;
+        tracing::info!(%created_by, expires_at = %created.expires_at, "SCEP challenge created");
+        Ok(created)
+    }
+
+    pub fn certificates(&self) -> Result<Vec<CertificateRecord>, StoreError> {
+        registry::list(self.store.as_ref())
+    }
+
+    /// Revokes a certificate and re-issues the CRL.
+    pub fn revoke(&self, serial: &str, now: OffsetDateTime) -> Result<RevokeOutcome, ScepError> {
+        let outcome = registry::revoke(self.store.as_ref(), serial, now)?;
+        if let RevokeOutcome::Revoked(r) = &outcome {
+            tracing::info!(serial = %r.serial, subject = %r.subject, "certificate revoked");
+            self.publish_crl(now)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The current CRL (DER), re-signed when missing or close to its next update.
+    pub fn crl(&self, now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
+        if let Some(cached) = self.store.get_record::<CachedCrl>(Tree::Meta, CRL_KEY)?
+            && cached.next_update - CRL_REFRESH_MARGIN > now
+            && let Ok(der) = hex::decode(&cached.der_hex)
+        {
+            return Ok(der);
+        }
+        self.publish_crl(now)
+    }
+
+    fn publish_crl(&self, now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
+        let _guard = self
+            .crl_lock
+            .lock()
+            .map_err(|_| ScepError::Ca("CRL lock poisoned".into()))?;
+        let number = self
+            .store
+            .get_record::<CachedCrl>(Tree::Meta, CRL_KEY)?
+            .map_or(1, |c| c.number + 1);
+        let revoked = registry::revoked(self.store.as_ref())?;
+        let next_update = now + CRL_VALIDITY;
+        let der = self
+            .pki
+            .ca()
+            .crl(&revoked, number, now, next_update)
+            .map_err(|e| ScepError::Ca(e.to_string()))?;
+        let cached = CachedCrl {
+            number,
+            next_update,
+            der_hex: hex::encode(&der),
+        };
+        self.store.put_record(Tree::Meta, CRL_KEY, &cached)?;
+        Ok(der)
+    }
+}

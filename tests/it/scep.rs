@@ -1,0 +1,261 @@
+//! SCEP (RFC 8894) against independent clients: Debian's `scepclient`, with `openssl` checking
+//! what it received.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::harness::{Appliance, run, text};
+
+const SCEPCLIENT: &str = "/usr/bin/scepclient";
+
+struct Enrolment {
+    key: PathBuf,
+    cert: PathBuf,
+    out: Output,
+}
+
+/// Runs `scepclient` against the appliance, trusting its CA for TLS, in its own directory.
+fn scepclient(a: &Appliance, name: &str, challenge: &str, extra: &[&str]) -> Enrolment {
+    assert!(
+        Path::new(SCEPCLIENT).exists(),
+        "scepclient is missing: run `installer/dev.sh deps`"
+    );
+    let dir = a.tmp.path().join(format!("client-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("device.key"), dir.join("device.pem"));
+    let out = Command::new(SCEPCLIENT)
+        .env("SSL_CERT_FILE", a.export_ca())
+        .current_dir(&dir)
+        .args([
+            "-server-url",
+            &a.url("/scep"),
+            "-challenge",
+            challenge,
+            "-cn",
+            name,
+        ])
+        .arg("-private-key")
+        .arg(&key)
+        .arg("-certificate")
+        .arg(&cert)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Enrolment { key, cert, out }
+}
+
+fn challenge(a: &Appliance, ttl: Option<&str>) -> String {
+    let mut cmd = a.cmd();
+    cmd.args(["scep", "challenge"]);
+    if let Some(ttl) = ttl {
+        cmd.args(["--ttl", ttl]);
+    }
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_owned()
+}
+
+fn certificates(a: &Appliance) -> Vec<serde_json::Value> {
+    let out = run(a.cmd().args(["ca", "list", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn openssl_verify(ca: &Path, cert: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .arg("verify")
+        .args(extra)
+        .arg("-CAfile")
+        .arg(ca)
+        .arg(cert)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+#[test]
+fn scepclient_enrols_with_a_one_time_challenge_and_openssl_verifies_the_result() {
+    let a = Appliance::start();
+    let secret = challenge(&a, None);
+    let e = scepclient(&a, "device-1", &secret, &[]);
+    assert!(
+        e.out.status.success(),
+        "scepclient failed: {}{}",
+        text(&e.out.stdout),
+        text(&e.out.stderr)
+    );
+    let (ok, out) = openssl_verify(&a.export_ca(), &e.cert, &["-purpose", "sslclient"]);
+    assert!(ok, "{out}");
+    let subject = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(&e.cert)
+        .output()
+        .unwrap();
+    assert!(
+        text(&subject.stdout).contains("device-1"),
+        "{}",
+        text(&subject.stdout)
+    );
+    let list = certificates(&a);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["status"]["state"], "active");
+    assert_eq!(list[0]["issued_via"]["kind"], "one_time_challenge");
+    assert!(e.key.exists());
+
+    // The same challenge never pays for a second certificate.
+    let again = scepclient(&a, "device-2", &secret, &[]);
+    assert!(!again.out.status.success(), "a reused challenge must fail");
+    assert!(!again.cert.exists());
+    assert_eq!(certificates(&a).len(), 1);
+}
+
+#[test]
+fn wrong_and_expired_challenges_issue_nothing() {
+    let a = Appliance::start();
+    let wrong = scepclient(&a, "wrong", "NOT-A-REAL-CHALLENGE", &[]);
+    assert!(!wrong.out.status.success());
+    assert!(!wrong.cert.exists());
+    let short = challenge(&a, Some("1"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let expired = scepclient(&a, "expired", &short, &[]);
+    assert!(!expired.out.status.success());
+    assert!(certificates(&a).is_empty());
+    assert!(a.stderr().contains("expired challenge"), "{}", a.stderr());
+}
+
+#[test]
+fn revocation_reaches_the_crl() {
+    let a = Appliance::start();
+    let e = scepclient(&a, "to-revoke", &challenge(&a, None), &[]);
+    assert!(e.out.status.success(), "{}", text(&e.out.stderr));
+    let serial = certificates(&a)[0]["serial"].as_str().unwrap().to_owned();
+    let out = run(a.cmd().args(["ca", "revoke", &serial]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(certificates(&a)[0]["status"]["state"], "revoked");
+    let crl = a.client().get(a.url("/ca/crl")).send().unwrap();
+    assert_eq!(crl.status(), 200);
+    let crl_path = a.tmp.path().join("ca.crl");
+    std::fs::write(&crl_path, crl.bytes().unwrap()).unwrap();
+    let pem = Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-in"])
+        .arg(&crl_path)
+        .args(["-outform", "PEM"])
+        .output()
+        .unwrap();
+    assert!(pem.status.success(), "{}", text(&pem.stderr));
+    let crl_pem = a.tmp.path().join("ca.crl.pem");
+    std::fs::write(&crl_pem, &pem.stdout).unwrap();
+    let (ok, out) = openssl_verify(
+        &a.export_ca(),
+        &e.cert,
+        &["-crl_check", "-CRLfile", crl_pem.to_str().unwrap()],
+    );
+    assert!(!ok, "a revoked certificate must fail CRL checking: {out}");
+    assert!(out.contains("revoked"), "{out}");
+    let unknown = run(a.cmd().args(["ca", "revoke", "0123abcd"]));
+    assert!(!unknown.status.success());
+}
+
+#[test]
+fn capabilities_and_ca_certificate() {
+    let a = Appliance::start();
+    let client = a.client();
+    let caps = client
+        .get(a.url("/scep?operation=GetCACaps"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for cap in [
+        "POSTPKIOperation",
+        "SHA-256",
+        "SHA-512",
+        "AES",
+        "DES3",
+        "SCEPStandard",
+        "Renewal",
+    ] {
+        assert!(
+            caps.lines().any(|l| l.trim() == cap),
+            "{cap} missing from {caps:?}"
+        );
+    }
+    let res = client.get(a.url("/scep?operation=GetCACert")).send().unwrap();
+    assert_eq!(res.headers()["content-type"], "application/x-x509-ca-cert");
+    let der = res.bytes().unwrap();
+    let served = client.get(a.url("/ca.crt")).send().unwrap().bytes().unwrap();
+    assert_eq!(der, served);
+}
+
+#[test]
+fn malformed_oversized_and_unauthenticated_requests_fail_cleanly() {
+    let a = Appliance::start();
+    let client = a.client();
+    let post = |body: Vec<u8>| {
+        client
+            .post(a.url("/scep?operation=PKIOperation"))
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(b"definitely not DER".to_vec()), 400);
+    assert_eq!(post(vec![0x30, 0x82, 0xff, 0xff, 0x06]), 400, "truncated DER");
+    assert_eq!(post(vec![0u8; 2 * 1024 * 1024]), 413);
+    // A long GET (clients repeat the message in the URL) is read, not refused for its length.
+    let long = "A".repeat(16 * 1024);
+    let res = client
+        .get(a.url(&format!("/scep?operation=PKIOperation&message={long}")))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = client.get(a.url("/scep?operation=Bogus")).send().unwrap();
+    assert_eq!(res.status(), 400);
+    // The admin API needs the bootstrap secret.
+    let res = client.post(a.url("/api/v1/scep/challenges")).send().unwrap();
+    assert_eq!(res.status(), 401);
+    let res = client
+        .post(a.url("/api/v1/scep/challenges"))
+        .bearer_auth("wrong")
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let secret = a
+        .stdout()
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 39 && l.matches('-').count() == 7)
+        .expect("bootstrap secret in the first-start notice")
+        .to_owned();
+    let res = client
+        .post(a.url("/api/v1/scep/challenges"))
+        .bearer_auth(&secret)
+        .json(&serde_json::json!({ "ttl_secs": 600 }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["challenge"].as_str().unwrap().len(), 32);
+    // The server is still healthy after all of that.
+    assert_eq!(client.get(a.url("/healthz")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn a_challenge_made_while_the_server_is_stopped_is_honoured_later() {
+    let mut a = Appliance::new();
+    assert!(
+        run(a.cmd().args(["init", "--listen", &a.listen()]))
+            .status
+            .success()
+    );
+    let secret = challenge(&a, None);
+    a.spawn(&[]);
+    a.wait_healthy();
+    let e = scepclient(&a, "offline-made", &secret, &[]);
+    assert!(e.out.status.success(), "{}", text(&e.out.stderr));
+}
