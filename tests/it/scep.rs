@@ -259,3 +259,40 @@ fn a_challenge_made_while_the_server_is_stopped_is_honoured_later() {
     let e = scepclient(&a, "offline-made", &secret, &[]);
     assert!(e.out.status.success(), "{}", text(&e.out.stderr));
 }
+
+#[test]
+fn renewal_replaces_the_certificate_and_a_revoked_one_cannot_renew() {
+    let a = Appliance::start();
+    let first = scepclient(&a, "renewing", &challenge(&a, None), &[]);
+    assert!(first.out.status.success(), "{}", text(&first.out.stderr));
+    let original = std::fs::read(&first.cert).unwrap();
+    // With its certificate present, scepclient sends a RenewalReq signed by it, no challenge.
+    let renewed = scepclient(&a, "renewing", "", &[]);
+    assert!(renewed.out.status.success(), "{}", text(&renewed.out.stderr));
+    assert_ne!(std::fs::read(&renewed.cert).unwrap(), original);
+    let (ok, out) = openssl_verify(&a.export_ca(), &renewed.cert, &[]);
+    assert!(ok, "{out}");
+    let list = certificates(&a);
+    assert_eq!(list.len(), 2, "{list:?}");
+    let old = list
+        .iter()
+        .find(|c| c["status"]["state"] == "superseded")
+        .expect("old one superseded");
+    let new = list
+        .iter()
+        .find(|c| c["status"]["state"] == "active")
+        .expect("new one active");
+    assert_eq!(new["issued_via"]["kind"], "renewal");
+    assert_eq!(new["issued_via"]["previous_serial"], old["serial"]);
+    assert_eq!(old["status"]["by_serial"], new["serial"]);
+
+    let serial = new["serial"].as_str().unwrap().to_owned();
+    assert!(run(a.cmd().args(["ca", "revoke", &serial])).status.success());
+    let refused = scepclient(&a, "renewing", "", &[]);
+    assert!(
+        !refused.out.status.success(),
+        "a revoked certificate must not renew"
+    );
+    assert_eq!(certificates(&a).len(), 2);
+    assert!(a.stderr().contains("certificate is revoked"), "{}", a.stderr());
+}
