@@ -50,7 +50,8 @@ test_deps() {
   # openssl: the TLS/X.509 oracle; chromium + chromedriver: the console tests;
   # libnss3-tools: to make the test browser trust Citadel's CA like a real client would.
   # scep: Debian's scepclient, the SCEP oracle.
-  apt_install openssl chromium chromium-driver libnss3-tools scep
+  # certmonger + dbus-daemon: certmonger's SCEP client, run on a private session bus.
+  apt_install openssl chromium chromium-driver libnss3-tools scep certmonger dbus-daemon
 }
 
 cmd="${1:-}"
