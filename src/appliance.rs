@@ -206,6 +206,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
     let admin_handle = admin.handle();
     actix_web::rt::spawn(admin);
 
+    actix_web::rt::spawn(purge_expired_challenges(Arc::clone(&store), Arc::clone(&clock)));
     actix_web::rt::spawn(keep_certificate_fresh(config.clone(), pki, tls_state, clock));
     tracing::info!(
         %listen,
@@ -242,6 +243,21 @@ fn admin_socket(data: &DataDir, state: web::Data<AppState>) -> Result<actix_web:
         }
     })?;
     Ok(server.run())
+}
+
+/// Deletes expired one-time SCEP challenges every hour, so abandoned ones do not pile up.
+async fn purge_expired_challenges(store: Arc<dyn Store>, clock: SharedClock) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticks.tick().await;
+        let (store, now) = (Arc::clone(&store), clock.now());
+        match web::block(move || crate::scep::challenges::purge_expired(store.as_ref(), now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "expired SCEP challenges purged"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot purge expired SCEP challenges"),
+            Err(e) => tracing::error!(error = %e, "challenge purge task failed"),
+        }
+    }
 }
 
 /// Runs [`refresh_certificate`] every [`RENEWAL_CHECK_INTERVAL`].
