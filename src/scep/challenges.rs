@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::store::{Store, StoreError, StoreExt, Tree, Txn, decode};
+use crate::store::{Store, StoreError, StoreExt, Tree, Txn, decode, scan_all};
 
 /// 160 bits, base32: long enough to be unguessable, short enough to paste.
 const CHALLENGE_BYTES: usize = 20;
@@ -91,16 +91,10 @@ pub fn redeem(
 /// Deletes expired challenges; returns how many.
 pub fn purge_expired(store: &dyn Store, now: OffsetDateTime) -> Result<usize, StoreError> {
     let mut removed = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan_prefix(Tree::ScepChallenges, b"", after.as_deref(), 1000)?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (k, v) in &page {
-            let record: ChallengeRecord = decode(Tree::ScepChallenges, k, v)?;
-            if record.expires_at <= now && store.delete(Tree::ScepChallenges, k)? {
-                removed += 1;
-            }
+    for (k, v) in scan_all(store, Tree::ScepChallenges, b"")? {
+        let record: ChallengeRecord = decode(Tree::ScepChallenges, &k, &v)?;
+        if record.expires_at <= now && store.delete(Tree::ScepChallenges, &k)? {
+            removed += 1;
         }
     }
     Ok(removed)

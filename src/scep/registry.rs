@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::store::{Store, StoreError, StoreExt, Tree, Txn, decode, encode};
+use crate::store::{Store, StoreError, StoreExt, Tree, Txn, decode, encode, scan_all};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -69,17 +69,10 @@ pub fn put_in(txn: &dyn Txn, record: &CertificateRecord) -> Result<(), StoreErro
 
 /// Every record, in serial order.
 pub fn list(store: &dyn Store) -> Result<Vec<CertificateRecord>, StoreError> {
-    let mut out = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store.scan_prefix(Tree::Certificates, b"", after.as_deref(), 1000)?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (k, v) in &page {
-            out.push(decode(Tree::Certificates, k, v)?);
-        }
-    }
-    Ok(out)
+    scan_all(store, Tree::Certificates, b"")?
+        .iter()
+        .map(|(k, v)| decode(Tree::Certificates, k, v))
+        .collect()
 }
 
 /// Serial numbers and revocation times, for the CRL.

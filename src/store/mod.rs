@@ -162,6 +162,21 @@ impl<S: Store + ?Sized> StoreExt for S {
     }
 }
 
+/// Every entry under `prefix`, read page by page so no single scan holds the engine long.
+pub fn scan_all(store: &dyn Store, tree: Tree, prefix: &[u8]) -> Result<Entries, StoreError> {
+    const PAGE: usize = 1000;
+    let mut out: Entries = Vec::new();
+    loop {
+        let after = out.last().map(|(k, _)| k.clone());
+        let page = store.scan_prefix(tree, prefix, after.as_deref(), PAGE)?;
+        let full = page.len() == PAGE;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))
 }
