@@ -23,6 +23,7 @@ where
             "typed records round-trip and corruption is reported",
             typed_records,
         ),
+        ("scan_all pages through everything under a prefix", scan_all_pages),
     ];
     for (name, case) in cases {
         let (store, _guard) = make();
@@ -170,13 +171,20 @@ fn typed_records(s: &dyn Store) {
 fn scan_all_pages(s: &dyn Store) {
     let mut batch = WriteBatch::default();
     for i in 0..2500u32 {
-        batch.put(Tree::Scratch, format!("p/{i:05}").into_bytes(), i.to_be_bytes().to_vec());
+        batch.put(
+            Tree::Scratch,
+            format!("p/{i:05}").into_bytes(),
+            i.to_be_bytes().to_vec(),
+        );
     }
     batch.put(Tree::Scratch, b"q/outside".to_vec(), b"x".to_vec());
     s.apply(batch).unwrap();
     let all = super::scan_all(s, Tree::Scratch, b"p/").unwrap();
     assert_eq!(all.len(), 2500);
-    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "in key order, no repeats");
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "in key order, no repeats"
+    );
     assert_eq!(all[2499].0, b"p/02499".to_vec());
 }
 
