@@ -94,8 +94,12 @@ struct HealthcheckArgs {
 
 #[derive(Subcommand)]
 enum CaCommand {
-    /// Print the root CA certificate (PEM) on stdout.
-    Export,
+    /// Print the root CA certificate (PEM) on stdout: what browsers and devices trust.
+    Export {
+        /// Print the issuing CA (which signs device certificates) before the root.
+        #[arg(long)]
+        chain: bool,
+    },
     /// List every certificate the CA issued.
     List {
         /// Print JSON instead of a table.
@@ -129,7 +133,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => run_serve(config, clock),
         Command::Init(_) => run_init(&config, &clock),
         Command::Healthcheck(args) => run_healthcheck(&config, &args),
-        Command::Ca(CaCommand::Export) => run_ca_export(&config),
+        Command::Ca(CaCommand::Export { chain }) => run_ca_export(&config, chain),
         Command::Ca(CaCommand::List { json }) => report(run_ca_list(&config, &clock, json)),
         Command::Ca(CaCommand::Revoke { serial }) => report(run_ca_revoke(&config, &clock, &serial)),
         Command::Scep(ScepCommand::Challenge { ttl }) => report(run_scep_challenge(&config, &clock, ttl)),
@@ -251,10 +255,10 @@ fn run_ca_revoke(config: &Config, clock: &SharedClock, serial: &str) -> Result<(
     Ok(())
 }
 
-fn run_ca_export(config: &Config) -> ExitCode {
+fn run_ca_export(config: &Config, chain: bool) -> ExitCode {
     let pem = DataDir::open(&config.data_dir)
         .map_err(StartupError::from)
-        .and_then(|dd| pki::read_ca_certificate(&dd).map_err(StartupError::from));
+        .and_then(|dd| pki::read_ca_certificate(&dd, chain).map_err(StartupError::from));
     match pem {
         Ok(pem) => {
             print!("{pem}");

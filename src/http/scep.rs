@@ -36,9 +36,13 @@ async fn scep_get(state: web::Data<AppState>, query: web::Query<ScepQuery>) -> H
         Some("GetCACaps") => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body(state.scep.ca_caps()),
-        Some("GetCACert") => HttpResponse::Ok()
-            .content_type("application/x-x509-ca-cert")
-            .body(state.scep.ca_certificate_der()),
+        Some("GetCACert") => match state.scep.ca_certificates() {
+            Ok((content_type, body)) => HttpResponse::Ok().content_type(content_type).body(body),
+            Err(e) => {
+                tracing::error!(error = %e, "GetCACert: cannot encode the certificates");
+                HttpResponse::ServiceUnavailable().finish()
+            }
+        },
         Some("PKIOperation") => {
             let Some(message) = query.message.as_deref() else {
                 return bad_request("PKIOperation by GET needs a message parameter");

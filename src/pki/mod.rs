@@ -15,6 +15,8 @@ use crate::datadir::{self, DataDir, DataDirError};
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
+const ISSUING_CERT: &str = "issuing.crt";
+const ISSUING_KEY: &str = "issuing.key";
 const SERVER_CERT: &str = "server.crt";
 const SERVER_KEY: &str = "server.key";
 
@@ -66,11 +68,15 @@ pub enum Renewal {
 
 pub struct Pki {
     dir: PathBuf,
+    /// RSA-3072 root: the trust anchor; signs the TLS certificate and the issuing CA.
     ca: CertificateAuthority,
+    /// RSA-2048 issuing CA under the root: device certificates, CRL, SCEP RA.
+    issuing: CertificateAuthority,
 }
 
 impl Pki {
-    /// Loads the CA, creating it on first start. Returns whether it was created.
+    /// Loads the root and issuing CAs, creating what is missing (the root only on first
+    /// start). Returns whether the root was created.
     pub fn load_or_create(
         data: &DataDir,
         label: &str,
@@ -78,50 +84,28 @@ impl Pki {
     ) -> Result<(Self, bool), PkiError> {
         let dir = data.pki_dir();
         data.ensure_subdir(&dir)?;
-        let (cert, key) = (dir.join(CA_CERT), dir.join(CA_KEY));
-        match (cert.exists(), key.exists()) {
-            (false, false) => {
-                let ca = CertificateAuthority::generate(label, now)
-                    .map_err(cert_err("cannot create the root CA"))?;
-                // Key first: a certificate without its key is the worse half-state.
-                datadir::write_file(&key, ca.private_key_pem().expose().as_bytes(), 0o600)?;
-                datadir::write_file(&cert, ca.certificate_pem().as_bytes(), 0o644)?;
-                Ok((Self { dir, ca }, true))
-            }
-            (true, true) => Ok((Self::load_from(&dir)?, false)),
-            (false, true) => Err(PkiError::Incomplete {
-                dir: dir.display().to_string(),
-                missing: CA_CERT,
-            }),
-            (true, false) => Err(PkiError::Incomplete {
-                dir: dir.display().to_string(),
-                missing: CA_KEY,
-            }),
-        }
-    }
-
-    fn load_from(dir: &Path) -> Result<Self, PkiError> {
-        let key_path = dir.join(CA_KEY);
-        datadir::check_secret_file(&key_path)?;
-        let cert_pem = datadir::read_file(&dir.join(CA_CERT))?;
-        let key_pem = SecretPem::new(datadir::read_file(&key_path)?);
-        let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(cert_err(format!(
-            "cannot load the root CA from {}",
-            dir.display()
-        )))?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            ca,
-        })
+        let (ca, created) = load_or_create_pair(&dir, CA_CERT, CA_KEY, "root CA", || {
+            CertificateAuthority::generate(label, now)
+        })?;
+        let (issuing, _) = load_or_create_pair(&dir, ISSUING_CERT, ISSUING_KEY, "issuing CA", || {
+            ca.generate_issuing(label, now)
+        })?;
+        Ok((Self { dir, ca, issuing }, created))
     }
 
     pub fn ca_certificate_pem(&self) -> &str {
         self.ca.certificate_pem()
     }
 
-    /// The CA for issuance and SCEP. Its key stays inside `CertificateAuthority`.
-    pub fn ca(&self) -> &CertificateAuthority {
-        &self.ca
+    /// The issuing CA for device certificates, the CRL and SCEP. Its key stays inside
+    /// `CertificateAuthority`.
+    pub fn issuing_ca(&self) -> &CertificateAuthority {
+        &self.issuing
+    }
+
+    /// Issuing CA then root, PEM: what a relying party needs besides the root.
+    pub fn chain_pem(&self) -> String {
+        format!("{}{}", self.issuing.certificate_pem(), self.ca.certificate_pem())
     }
 
     pub fn ca_certificate_der(&self) -> Vec<u8> {
@@ -193,6 +177,41 @@ impl Pki {
     }
 }
 
+/// Loads a CA certificate and key pair from `dir`, or creates and persists it when both files
+/// are absent. One file without the other is an error: re-creating would orphan devices.
+fn load_or_create_pair(
+    dir: &Path,
+    cert_name: &'static str,
+    key_name: &'static str,
+    what: &str,
+    create: impl FnOnce() -> Result<CertificateAuthority, CertError>,
+) -> Result<(CertificateAuthority, bool), PkiError> {
+    let (cert, key) = (dir.join(cert_name), dir.join(key_name));
+    let incomplete = |missing| PkiError::Incomplete {
+        dir: dir.display().to_string(),
+        missing,
+    };
+    match (cert.exists(), key.exists()) {
+        (false, false) => {
+            let ca = create().map_err(cert_err(format!("cannot create the {what}")))?;
+            // Key first: a certificate without its key is the worse half-state.
+            datadir::write_file(&key, ca.private_key_pem().expose().as_bytes(), 0o600)?;
+            datadir::write_file(&cert, ca.certificate_pem().as_bytes(), 0o644)?;
+            Ok((ca, true))
+        }
+        (true, true) => {
+            datadir::check_secret_file(&key)?;
+            let cert_pem = datadir::read_file(&cert)?;
+            let key_pem = SecretPem::new(datadir::read_file(&key)?);
+            let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem)
+                .map_err(cert_err(format!("cannot load the {what} from {}", dir.display())))?;
+            Ok((ca, false))
+        }
+        (false, true) => Err(incomplete(cert_name)),
+        (true, false) => Err(incomplete(key_name)),
+    }
+}
+
 fn managed_certificate(cert_pem: &str, key_pem: &SecretPem) -> Result<ServerCertificate, PkiError> {
     Ok(ServerCertificate {
         certified_key: citadel_certs::certified_key(cert_pem, key_pem)
@@ -241,16 +260,25 @@ pub fn load_operator_certificate(cert_file: &Path, key_file: &Path) -> Result<Se
 }
 
 /// The root certificate (public) as stored, without loading the key: for `citadel ca export`,
-/// which must work while the server runs.
-pub fn read_ca_certificate(data: &DataDir) -> Result<String, PkiError> {
-    let path = data.pki_dir().join(CA_CERT);
-    if !path.exists() {
-        return Err(PkiError::Incomplete {
-            dir: data.pki_dir().display().to_string(),
-            missing: CA_CERT,
-        });
+/// which must work while the server runs. With `chain`, the issuing CA comes first.
+pub fn read_ca_certificate(data: &DataDir, chain: bool) -> Result<String, PkiError> {
+    let names: &[&'static str] = if chain {
+        &[ISSUING_CERT, CA_CERT]
+    } else {
+        &[CA_CERT]
+    };
+    let mut out = String::new();
+    for name in names {
+        let path = data.pki_dir().join(name);
+        if !path.exists() {
+            return Err(PkiError::Incomplete {
+                dir: data.pki_dir().display().to_string(),
+                missing: name,
+            });
+        }
+        out.push_str(&datadir::read_file(&path)?);
     }
-    Ok(datadir::read_file(&path)?)
+    Ok(out)
 }
 
 /// The host's names for the generated certificate: loopback, the machine's hostname and
@@ -286,15 +314,18 @@ mod tests {
         let (_tmp, dd) = setup();
         let (pki, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(created);
-        let key_mode = std::fs::metadata(dd.pki_dir().join(CA_KEY))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(key_mode, 0o600);
+        for key in [CA_KEY, ISSUING_KEY] {
+            let mode = std::fs::metadata(dd.pki_dir().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        assert!(pki.issuing_ca().info().unwrap().is_ca);
         let (again, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(!created);
         assert_eq!(again.ca_certificate_pem(), pki.ca_certificate_pem());
+        assert_eq!(again.chain_pem(), pki.chain_pem());
     }
 
     #[test]

@@ -99,14 +99,18 @@ impl ScepService {
         scep::CA_CAPS
     }
 
-    /// GetCACert: the CA certificate is RSA and signs CertReps itself, so no RA is needed.
-    pub fn ca_certificate_der(&self) -> Vec<u8> {
-        self.pki.ca_certificate_der()
+    /// GetCACert: the issuing CA (which is also the RA devices encrypt to, RSA as Apple's SCEP
+    /// payload requires) and the root, as a degenerate PKCS#7.
+    pub fn ca_certificates(&self) -> Result<(&'static str, Vec<u8>), ScepError> {
+        let issuing = self.pki.issuing_ca().certificate_der().to_vec();
+        let root = self.pki.ca_certificate_der();
+        let p7 = scep::degenerate_pkcs7(&[&issuing, &root]).map_err(|e| ScepError::Ca(e.to_string()))?;
+        Ok((scep::CA_RA_CERT_CONTENT_TYPE, p7))
     }
 
     /// Handles one PKIOperation message. CPU-heavy: call it from a blocking pool.
     pub fn pki_operation(&self, message: &[u8], now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
-        let ca = self.pki.ca();
+        let ca = self.pki.issuing_ca();
         let options = DecodeOptions {
             allow_des: self.options.allow_legacy_des,
             now,
@@ -140,7 +144,7 @@ impl ScepService {
     }
 
     fn failure(&self, to: &ReplyTo, fail: FailInfo) -> Result<Vec<u8>, ScepError> {
-        scep::cert_rep_failure(self.pki.ca(), to, fail).map_err(|e| ScepError::Ca(e.to_string()))
+        scep::cert_rep_failure(self.pki.issuing_ca(), to, fail).map_err(|e| ScepError::Ca(e.to_string()))
     }
 
     fn refuse(&self, request: &ScepRequest, fail: FailInfo, why: &str) -> Result<Vec<u8>, ScepError> {
@@ -191,7 +195,7 @@ impl ScepService {
     }
 
     fn renew(&self, request: &ScepRequest, now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
-        let ca = self.pki.ca();
+        let ca = self.pki.issuing_ca();
         if !ca.issued_and_valid(&request.signer_certificate, now) {
             return self.refuse(
                 request,
@@ -236,7 +240,7 @@ impl ScepService {
         via: IssuedVia,
         settle: impl Fn(&dyn crate::store::Txn) -> Result<Settlement, StoreError>,
     ) -> Result<Vec<u8>, ScepError> {
-        let ca = self.pki.ca();
+        let ca = self.pki.issuing_ca();
         let issued = match ca.issue_device_certificate(&request.csr, self.options.certificate_validity, now) {
             Ok(c) => c,
             Err(e) => return self.refuse(request, FailInfo::BadRequest, &e.to_string()),
@@ -282,8 +286,9 @@ impl ScepService {
                     transaction_id = %request.transaction_id, serial = %record.serial, subject = %record.subject,
                     via = ?record.issued_via, "SCEP certificate issued"
                 );
-                let ca_der = self.pki.ca_certificate_der();
-                scep::cert_rep_success(ca, &request.reply_to(), &[&issued.der, &ca_der])
+                let issuing_der = ca.certificate_der().to_vec();
+                let root_der = self.pki.ca_certificate_der();
+                scep::cert_rep_success(ca, &request.reply_to(), &[&issued.der, &issuing_der, &root_der])
                     .map_err(|e| ScepError::Ca(e.to_string()))
             }
         }
@@ -343,7 +348,7 @@ impl ScepService {
         let next_update = now + CRL_VALIDITY;
         let der = self
             .pki
-            .ca()
+            .issuing_ca()
             .crl(&revoked, number, now, next_update)
             .map_err(|e| ScepError::Ca(e.to_string()))?;
         let cached = CachedCrl {

@@ -178,6 +178,16 @@ impl Appliance {
         path
     }
 
+    /// The issuing CA and the root (`citadel ca export --chain`), for verifying device
+    /// certificates.
+    pub fn export_chain(&self) -> PathBuf {
+        let out = run(self.cmd().args(["ca", "export", "--chain"]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let path = self.tmp.path().join("exported-chain.pem");
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
     /// An HTTPS client that trusts only this appliance's CA.
     pub fn client(&self) -> reqwest::blocking::Client {
         let pem = std::fs::read(self.export_ca()).unwrap();

@@ -62,12 +62,16 @@ fn certificates(a: &Appliance) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn openssl_verify(ca: &Path, cert: &Path, extra: &[&str]) -> (bool, String) {
+/// `openssl verify` of a device certificate: the root is the only trust anchor; the issuing CA
+/// comes from `citadel ca export --chain` as an untrusted intermediate.
+fn openssl_verify(a: &Appliance, cert: &Path, extra: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")
         .arg("verify")
         .args(extra)
         .arg("-CAfile")
-        .arg(ca)
+        .arg(a.export_ca())
+        .arg("-untrusted")
+        .arg(a.export_chain())
         .arg(cert)
         .output()
         .unwrap();
@@ -88,7 +92,7 @@ fn scepclient_enrols_with_a_one_time_challenge_and_openssl_verifies_the_result()
         text(&e.out.stdout),
         text(&e.out.stderr)
     );
-    let (ok, out) = openssl_verify(&a.export_ca(), &e.cert, &["-purpose", "sslclient"]);
+    let (ok, out) = openssl_verify(&a, &e.cert, &["-purpose", "sslclient"]);
     assert!(ok, "{out}");
     let subject = Command::new("openssl")
         .args(["x509", "-noout", "-subject", "-in"])
@@ -150,7 +154,7 @@ fn revocation_reaches_the_crl() {
     let crl_pem = a.tmp.path().join("ca.crl.pem");
     std::fs::write(&crl_pem, &pem.stdout).unwrap();
     let (ok, out) = openssl_verify(
-        &a.export_ca(),
+        &a,
         &e.cert,
         &["-crl_check", "-CRLfile", crl_pem.to_str().unwrap()],
     );
@@ -184,11 +188,26 @@ fn capabilities_and_ca_certificate() {
             "{cap} missing from {caps:?}"
         );
     }
+    // GetCACert: the issuing CA (the RA devices encrypt to) and the root, as PKCS#7.
     let res = client.get(a.url("/scep?operation=GetCACert")).send().unwrap();
-    assert_eq!(res.headers()["content-type"], "application/x-x509-ca-cert");
-    let der = res.bytes().unwrap();
-    let served = client.get(a.url("/ca.crt")).send().unwrap().bytes().unwrap();
-    assert_eq!(der, served);
+    assert_eq!(res.headers()["content-type"], "application/x-x509-ca-ra-cert");
+    let p7 = a.tmp.path().join("getcacert.p7b");
+    std::fs::write(&p7, res.bytes().unwrap()).unwrap();
+    let out = Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+        .arg(&p7)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let certs = text(&out.stdout);
+    assert_eq!(certs.matches("BEGIN CERTIFICATE").count(), 2, "{certs}");
+    assert!(certs.contains("Citadel Device CA"), "{certs}");
+    assert!(certs.contains("Citadel Root CA"), "{certs}");
+    let root = std::fs::read_to_string(a.export_ca()).unwrap();
+    assert!(
+        certs.contains(root.trim()),
+        "the root in GetCACert is the exported root"
+    );
 }
 
 #[test]
@@ -270,7 +289,7 @@ fn renewal_replaces_the_certificate_and_a_revoked_one_cannot_renew() {
     let renewed = scepclient(&a, "renewing", "", &[]);
     assert!(renewed.out.status.success(), "{}", text(&renewed.out.stderr));
     assert_ne!(std::fs::read(&renewed.cert).unwrap(), original);
-    let (ok, out) = openssl_verify(&a.export_ca(), &renewed.cert, &[]);
+    let (ok, out) = openssl_verify(&a, &renewed.cert, &[]);
     assert!(ok, "{out}");
     let list = certificates(&a);
     assert_eq!(list.len(), 2, "{list:?}");

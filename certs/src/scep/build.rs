@@ -2,10 +2,7 @@
 
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
-use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
-    RecipientInfos,
-};
+use cms::enveloped_data::EncryptedContentInfo;
 use cms::signed_data::{
     CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
@@ -13,8 +10,10 @@ use der::asn1::{Null, OctetString, SetOfVec};
 use der::{Any, Tagged};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
+use x509_cert::certificate::{CertificateInner, Profile};
 use zeroize::Zeroizing;
 
+use super::asn1;
 use super::symmetric::ContentCipher;
 use crate::CertError;
 use crate::crypto::{Digest, rsa_encrypt, to_der};
@@ -131,9 +130,11 @@ pub(crate) fn signed_data(
 }
 
 /// A ContentInfo(EnvelopedData): `plaintext` encrypted with a fresh key under `cipher`, the
-/// key transported to `recipient`'s RSA key (PKCS#1 v1.5).
-pub(crate) fn envelope(
-    recipient: &x509_cert::Certificate,
+/// key transported to `recipient`'s RSA key (PKCS#1 v1.5). The recipient is identified by its
+/// certificate's issuer and serial, as they are (serials longer than RFC 5280 allows included:
+/// the client looks for exactly these).
+pub(crate) fn envelope<P: Profile>(
+    recipient: &CertificateInner<P>,
     cipher: ContentCipher,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CertError> {
@@ -146,18 +147,17 @@ pub(crate) fn envelope(
         .ok_or_else(|| CertError::Encode("content encryption failed".into()))?;
     let spki_der = to_der(recipient.tbs_certificate().subject_public_key_info())?;
     let encrypted_key = rsa_encrypt(&spki_der, &key)?;
-    let ktri = KeyTransRecipientInfo {
+    let ktri = asn1::KeyTransRecipientInfo {
         version: CmsVersion::V0,
-        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(recipient)),
+        rid: asn1::IssuerAndSerialNumber::of(recipient).map_err(enc_err)?,
         key_enc_alg: alg_with_null(oids::RSA_ENCRYPTION)?,
         enc_key: OctetString::new(encrypted_key).map_err(enc_err)?,
     };
-    let mut infos = SetOfVec::new();
-    infos.insert(RecipientInfo::Ktri(ktri)).map_err(enc_err)?;
-    let ed = EnvelopedData {
+    let mut recip_infos = SetOfVec::new();
+    recip_infos.insert(ktri).map_err(enc_err)?;
+    let ed = asn1::EnvelopedData {
         version: CmsVersion::V0,
-        originator_info: None,
-        recip_infos: RecipientInfos(infos),
+        recip_infos,
         encrypted_content: EncryptedContentInfo {
             content_type: oids::ID_DATA,
             content_enc_alg: AlgorithmIdentifierOwned {
@@ -166,7 +166,6 @@ pub(crate) fn envelope(
             },
             encrypted_content: Some(OctetString::new(ciphertext).map_err(enc_err)?),
         },
-        unprotected_attrs: None,
     };
     let ci = ContentInfo {
         content_type: oids::ID_ENVELOPED_DATA,

@@ -3,19 +3,20 @@
 //! Pure codecs: the caller decides policy (challenges, renewal registry, DES setting) and
 //! passes `now`. Every parser path returns an error; nothing here panics on any input.
 
+mod asn1;
 pub(crate) mod build;
 mod csr;
 mod symmetric;
 
 use cms::content_info::ContentInfo;
 use cms::enveloped_data::{EnvelopedData, RecipientIdentifier, RecipientInfo};
-use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
 use const_oid::ObjectIdentifier;
 use der::asn1::OctetString;
 use der::{Any, Decode, Encode, EncodingRules, Tag, Tagged};
 use time::OffsetDateTime;
 use x509_cert::attr::Attribute;
 
+use self::asn1::{CertificateChoices, SignedData, SignerIdentifier, SignerInfo};
 pub use self::csr::CertificationRequest;
 pub use self::symmetric::ContentCipher;
 pub use crate::crypto::Digest;
@@ -186,10 +187,11 @@ fn attr_octets(attrs: &[Attribute], oid: ObjectIdentifier) -> Option<Vec<u8>> {
     (value.tag() == Tag::OctetString).then(|| value.value().to_vec())
 }
 
-fn find_certificate<'a>(sd: &'a SignedData, sid: &SignerIdentifier) -> Option<&'a x509_cert::Certificate> {
+/// The certificate in the message's certificate set that `sid` names.
+fn find_certificate<'a>(sd: &'a SignedData, sid: &SignerIdentifier) -> Option<&'a asn1::Certificate> {
     let certs = sd.certificates.as_ref()?;
-    certs.0.iter().find_map(|choice| {
-        let cms::cert::CertificateChoices::Certificate(cert) = choice else {
+    certs.iter().find_map(|choice| {
+        let CertificateChoices::Certificate(cert) = choice else {
             return None;
         };
         let tbs = cert.tbs_certificate();
@@ -400,7 +402,7 @@ pub(crate) fn decode(
         .content
         .decode_as_encoding(rules)
         .map_err(|e| malformed(format!("not a SignedData: {e}")))?;
-    let mut signers = sd.signer_infos.0.iter();
+    let mut signers = sd.signer_infos.iter();
     let (Some(si), None) = (signers.next(), signers.next()) else {
         return Err(malformed("a SCEP message has exactly one signer"));
     };
@@ -463,7 +465,7 @@ fn check(
     si: &SignerInfo,
     attrs: &[Attribute],
     message_type: &str,
-    signer: Option<&x509_cert::Certificate>,
+    signer: Option<&asn1::Certificate>,
     digest: Option<Digest>,
     message: &[u8],
     rules: EncodingRules,
@@ -663,7 +665,7 @@ pub fn cert_rep_success(
     to: &ReplyTo,
     certs: &[&[u8]],
 ) -> Result<Vec<u8>, CertError> {
-    let recipient = x509_cert::Certificate::from_der(&to.signer_certificate)
+    let recipient = asn1::Certificate::from_der(&to.signer_certificate)
         .map_err(|e| CertError::Parse(format!("the requester's certificate: {e}")))?;
     let inner = degenerate_pkcs7(certs)?;
     let envelope = build::envelope(&recipient, to.cipher.unwrap_or(ContentCipher::Aes256Cbc), &inner)?;

@@ -973,3 +973,253 @@ fn signatures_over_unsorted_attributes_are_found() {
     let candidates = signed_attr_candidates(&[b.clone(), a.clone()], &message);
     assert_eq!(candidates, vec![sorted, unsorted]);
 }
+
+// ---------------------------------------------------------------- long signer serials
+
+/// A self-signed certificate for `key` with serial `serial` (certmonger signs its requests
+/// with one whose serial is its 32-byte transaction ID).
+fn self_signed_with_serial(key: &KeyPair, serial: &[u8]) -> Vec<u8> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "certmonger-style signer");
+    params.distinguished_name = dn;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+    params.not_before = OffsetDateTime::now_utc() - Duration::days(1);
+    params.not_after = OffsetDateTime::now_utc() + Duration::days(400);
+    params.self_signed(key).unwrap().der().to_vec()
+}
+
+/// `msg` with its certificate set replaced by `cert_der` alone and its signer identifier by
+/// that certificate's issuer and serial, copied raw (whatever their length). The signature
+/// covers only the signed attributes, so it still verifies when `cert_der` has the key that
+/// signed `msg`.
+fn with_signer_certificate(msg: &[u8], cert_der: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert_der).unwrap();
+    let ci = ContentInfo::from_der(msg).unwrap();
+    let sd: SignedData = ci.content.decode_as().unwrap();
+    let si = sd.signer_infos.0.iter().next().unwrap();
+    let sid = build::tlv(
+        0x30,
+        &[cert.issuer().as_raw(), &build::tlv(0x02, cert.raw_serial())].concat(),
+    );
+    let mut signed_attrs = si.signed_attrs.as_ref().unwrap().to_der().unwrap();
+    signed_attrs[0] = 0xa0; // [0] IMPLICIT SET OF
+    let signer_info = build::tlv(
+        0x30,
+        &[
+            si.version.to_der().unwrap(),
+            sid,
+            si.digest_alg.to_der().unwrap(),
+            signed_attrs,
+            si.signature_algorithm.to_der().unwrap(),
+            si.signature.to_der().unwrap(),
+        ]
+        .concat(),
+    );
+    let signed_data = build::tlv(
+        0x30,
+        &[
+            sd.version.to_der().unwrap(),
+            sd.digest_algorithms.to_der().unwrap(),
+            sd.encap_content_info.to_der().unwrap(),
+            build::tlv(0xa0, cert_der),
+            build::tlv(0x31, &signer_info),
+        ]
+        .concat(),
+    );
+    build::tlv(
+        0x30,
+        &[
+            oids::ID_SIGNED_DATA.to_der().unwrap(),
+            build::tlv(0xa0, &signed_data),
+        ]
+        .concat(),
+    )
+}
+
+#[test]
+fn a_pkcsreq_signed_with_a_32_byte_serial_is_decoded_and_answered() {
+    let now = OffsetDateTime::now_utc();
+    let c = client();
+    // 32 octets with the high bit set: 33 on the wire, with the sign octet.
+    let serial: Vec<u8> = (0u8..32).map(|i| 0xa5 ^ i).collect();
+    let signer = self_signed_with_serial(&c.key, &serial);
+    let msg = with_signer_certificate(
+        &Req {
+            cipher: ContentCipher::Aes256Cbc,
+            ..Req::pkcs(c)
+        }
+        .build(),
+        &signer,
+    );
+    let opts = DecodeOptions {
+        allow_des: false,
+        now,
+    };
+    let req = decode_request(&msg, ca(), &opts).unwrap();
+    assert_eq!(req.message_type, MessageType::PkcsReq);
+    assert_eq!(req.signer_certificate, signer, "kept byte for byte");
+    assert_eq!(req.csr.der, c.csr_der);
+    assert_eq!(req.transaction_id, "tx-0001");
+
+    // Every check still applies: the requested key must be the signer's…
+    let other_key = with_signer_certificate(
+        &Req {
+            csr: &client2().csr_der,
+            ..Req::pkcs(c)
+        }
+        .build(),
+        &signer,
+    );
+    let (fail, reason, to) = rejected(decode_request(&other_key, ca(), &opts));
+    assert_eq!(fail, FailInfo::BadMessageCheck);
+    assert!(reason.contains("not the requested key"), "{reason}");
+    assert_eq!(to.signer_certificate, signer);
+    // …the signature must be by the certificate's key…
+    let foreign_signer = self_signed_with_serial(&client2().key, &serial);
+    let (fail, reason, _) = rejected(decode_request(
+        &with_signer_certificate(&Req::pkcs(c).build(), &foreign_signer),
+        ca(),
+        &opts,
+    ));
+    assert_eq!(fail, FailInfo::BadMessageCheck);
+    assert!(reason.contains("signature"), "{reason}");
+    // …and a renewal must be signed by a certificate this CA issued.
+    let renewal = with_signer_certificate(
+        &Req {
+            message_type: "17",
+            ..Req::pkcs(c)
+        }
+        .build(),
+        &signer,
+    );
+    assert_eq!(
+        rejected(decode_request(&renewal, ca(), &opts)).0,
+        FailInfo::BadCertId
+    );
+    // A failure reply to it verifies.
+    let fail = cert_rep_failure(ca(), &to, FailInfo::BadMessageCheck).unwrap();
+    open_rep(ca(), &fail);
+
+    // The reply's envelope names the recipient by that issuer and 32-byte serial: OpenSSL,
+    // given the certificate, opens only a recipient info that matches it.
+    let issued = ca().issue_device_certificate(&req.csr, VALIDITY, now).unwrap();
+    let ca_der = ca().certificate_der().to_vec();
+    let rep = cert_rep_success(ca(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
+    let opened = open_rep(ca(), &rep);
+    let dir = tmp();
+    let d = dir.path();
+    write(d, "ca.pem", ca().certificate_pem());
+    write(d, "envelope.der", &opened.content);
+    write(d, "client.key", c.key.serialize_pem());
+    write(d, "signer.der", &signer);
+    write(d, "short.der", &c.cert_der);
+    for (der, pem) in [("signer.der", "signer.pem"), ("short.der", "short.pem")] {
+        let (ok, text) = openssl(d, &["x509", "-inform", "DER", "-in", der, "-out", pem]);
+        assert!(ok, "{text}");
+    }
+    let (ok, text) = openssl(d, &["x509", "-in", "signer.pem", "-noout", "-serial"]);
+    assert!(ok, "{text}");
+    assert!(text.contains(&hex::encode_upper(&serial)), "{text}");
+    // Same key, another serial: no matching recipient.
+    let (ok, text) = openssl(
+        d,
+        &[
+            "cms",
+            "-decrypt",
+            "-inform",
+            "DER",
+            "-in",
+            "envelope.der",
+            "-inkey",
+            "client.key",
+            "-recip",
+            "short.pem",
+            "-binary",
+            "-out",
+            "wrong.p7",
+        ],
+    );
+    assert!(!ok, "{text}");
+    let (ok, text) = openssl(
+        d,
+        &[
+            "cms",
+            "-decrypt",
+            "-inform",
+            "DER",
+            "-in",
+            "envelope.der",
+            "-inkey",
+            "client.key",
+            "-recip",
+            "signer.pem",
+            "-binary",
+            "-out",
+            "certs.p7",
+        ],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = openssl(
+        d,
+        &[
+            "pkcs7",
+            "-inform",
+            "DER",
+            "-in",
+            "certs.p7",
+            "-print_certs",
+            "-out",
+            "chain.pem",
+        ],
+    );
+    assert!(ok, "{text}");
+    let chain = std::fs::read_to_string(d.join("chain.pem")).unwrap();
+    let end = chain.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let start = chain.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let leaf = format!("{}\n", &chain[start..end]);
+    assert_eq!(leaf.trim(), issued.pem.trim());
+    write(d, "leaf.pem", &leaf);
+    let (ok, text) = openssl(
+        d,
+        &["verify", "-CAfile", "ca.pem", "-purpose", "sslclient", "leaf.pem"],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("leaf.pem: OK"), "{text}");
+}
+
+#[test]
+fn absurdly_long_signer_serials_are_refused() {
+    let c = client();
+    for len in [65usize, 300] {
+        let serial = vec![0x5a; len];
+        let signer = self_signed_with_serial(&c.key, &serial);
+        let msg = with_signer_certificate(&Req::pkcs(c).build(), &signer);
+        assert!(
+            matches!(
+                decode_request(&msg, ca(), &opts(false)),
+                Err(DecodeError::Malformed(_))
+            ),
+            "{len}"
+        );
+        // Nor is anything enveloped to such a certificate.
+        let to = ReplyTo {
+            transaction_id: "tx-0001".into(),
+            sender_nonce: b"0123456789abcdef".to_vec(),
+            signer_certificate: signer,
+            digest: Digest::Sha256,
+            cipher: None,
+        };
+        assert!(cert_rep_success(ca(), &to, &[ca().certificate_der()]).is_err());
+    }
+    // 64 octets is the limit.
+    let signer = self_signed_with_serial(&c.key, &[0x5a; 64]);
+    let msg = with_signer_certificate(&Req::pkcs(c).build(), &signer);
+    assert_eq!(
+        decode_request(&msg, ca(), &opts(false))
+            .unwrap()
+            .signer_certificate,
+        signer
+    );
+}
