@@ -315,3 +315,30 @@ fn renewal_replaces_the_certificate_and_a_revoked_one_cannot_renew() {
     assert_eq!(certificates(&a).len(), 2);
     assert!(a.stderr().contains("certificate is revoked"), "{}", a.stderr());
 }
+
+#[test]
+fn a_static_challenge_from_config_can_be_used_repeatedly() {
+    let mut a = Appliance::new();
+    let secret = a.tmp.path().join("scep.secret");
+    std::fs::write(&secret, "site-wide-static-challenge\n").unwrap();
+    let config = a.tmp.path().join("citadel.toml");
+    std::fs::write(&config, format!("[scep]\nstatic_challenge_file = {secret:?}\n")).unwrap();
+    a.spawn(&["--config", config.to_str().unwrap()]);
+    a.wait_healthy();
+    for name in ["static-1", "static-2"] {
+        let e = scepclient(&a, name, "site-wide-static-challenge", &[]);
+        assert!(e.out.status.success(), "{name}: {}", text(&e.out.stderr));
+    }
+    let list = certificates(&a);
+    assert_eq!(list.len(), 2);
+    assert!(
+        list.iter().all(|c| c["issued_via"]["kind"] == "static_challenge"),
+        "{list:?}"
+    );
+    assert!(
+        !scepclient(&a, "static-wrong", "site-wide-static-challengX", &[])
+            .out
+            .status
+            .success()
+    );
+}
