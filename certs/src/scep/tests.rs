@@ -722,6 +722,63 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) {
     std::fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// `openssl cms -decrypt` of `envelope.der` in `d` with `client.key`, as the recipient named
+/// by the certificate `recip` (openssl matches it by issuer and serial).
+fn cms_decrypt(d: &Path, recip: &str, out: &str) -> (bool, String) {
+    let args = [
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        "envelope.der",
+        "-inkey",
+        "client.key",
+        "-recip",
+        recip,
+        "-binary",
+        "-out",
+        out,
+    ];
+    openssl(d, &args)
+}
+
+/// `openssl cms -decrypt` opens `envelope.der` in `d` with `client.key` as the recipient
+/// named by the certificate `recip`; the degenerate PKCS#7 inside must hold `leaf_pem` first,
+/// and that leaf must verify against `ca.pem` for client authentication.
+fn assert_envelope_holds_leaf_first(d: &Path, recip: &str, leaf_pem: &str) {
+    let (ok, text) = cms_decrypt(d, recip, "certs.p7");
+    assert!(ok, "{text}");
+    let print = [
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        "certs.p7",
+        "-print_certs",
+        "-out",
+        "chain.pem",
+    ];
+    let (ok, text) = openssl(d, &print);
+    assert!(ok, "{text}");
+    let chain = std::fs::read_to_string(d.join("chain.pem")).unwrap();
+    let start = chain.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let end = chain.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let first = format!("{}\n", &chain[start..end]);
+    assert_eq!(
+        first.trim(),
+        leaf_pem.trim(),
+        "the issued certificate comes first"
+    );
+    write(d, "leaf.pem", &first);
+    let (ok, text) = openssl(
+        d,
+        &["verify", "-CAfile", "ca.pem", "-purpose", "sslclient", "leaf.pem"],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("leaf.pem: OK"), "{text}");
+}
+
 #[test]
 fn openssl_verifies_and_decrypts_a_certrep() {
     let now = OffsetDateTime::now_utc();
@@ -782,56 +839,7 @@ fn openssl_verifies_and_decrypts_a_certrep() {
         ],
     );
     assert!(ok, "{text}");
-    let (ok, text) = openssl(
-        d,
-        &[
-            "cms",
-            "-decrypt",
-            "-inform",
-            "DER",
-            "-in",
-            "envelope.der",
-            "-inkey",
-            "client.key",
-            "-recip",
-            "client.pem",
-            "-binary",
-            "-out",
-            "certs.p7",
-        ],
-    );
-    assert!(ok, "{text}");
-    let (ok, text) = openssl(
-        d,
-        &[
-            "pkcs7",
-            "-inform",
-            "DER",
-            "-in",
-            "certs.p7",
-            "-print_certs",
-            "-out",
-            "chain.pem",
-        ],
-    );
-    assert!(ok, "{text}");
-    // The issued certificate comes first and verifies against the CA.
-    let chain = std::fs::read_to_string(d.join("chain.pem")).unwrap();
-    let first = chain
-        .split("-----END CERTIFICATE-----")
-        .next()
-        .unwrap()
-        .to_owned()
-        + "-----END CERTIFICATE-----\n";
-    let first_pem = first[first.find("-----BEGIN").unwrap()..].to_owned();
-    assert_eq!(first_pem.trim(), issued.pem.trim());
-    write(d, "leaf.pem", &first_pem);
-    let (ok, text) = openssl(
-        d,
-        &["verify", "-CAfile", "ca.pem", "-purpose", "sslclient", "leaf.pem"],
-    );
-    assert!(ok, "{text}");
-    assert!(text.contains("leaf.pem: OK"), "{text}");
+    assert_envelope_holds_leaf_first(d, "client.pem", &issued.pem);
 
     // A failure reply verifies too.
     let fail = cert_rep_failure(ca(), &req.reply_to(), FailInfo::BadRequest).unwrap();
@@ -1123,70 +1131,9 @@ fn a_pkcsreq_signed_with_a_32_byte_serial_is_decoded_and_answered() {
     assert!(ok, "{text}");
     assert!(text.contains(&hex::encode_upper(&serial)), "{text}");
     // Same key, another serial: no matching recipient.
-    let (ok, text) = openssl(
-        d,
-        &[
-            "cms",
-            "-decrypt",
-            "-inform",
-            "DER",
-            "-in",
-            "envelope.der",
-            "-inkey",
-            "client.key",
-            "-recip",
-            "short.pem",
-            "-binary",
-            "-out",
-            "wrong.p7",
-        ],
-    );
+    let (ok, text) = cms_decrypt(d, "short.pem", "wrong.p7");
     assert!(!ok, "{text}");
-    let (ok, text) = openssl(
-        d,
-        &[
-            "cms",
-            "-decrypt",
-            "-inform",
-            "DER",
-            "-in",
-            "envelope.der",
-            "-inkey",
-            "client.key",
-            "-recip",
-            "signer.pem",
-            "-binary",
-            "-out",
-            "certs.p7",
-        ],
-    );
-    assert!(ok, "{text}");
-    let (ok, text) = openssl(
-        d,
-        &[
-            "pkcs7",
-            "-inform",
-            "DER",
-            "-in",
-            "certs.p7",
-            "-print_certs",
-            "-out",
-            "chain.pem",
-        ],
-    );
-    assert!(ok, "{text}");
-    let chain = std::fs::read_to_string(d.join("chain.pem")).unwrap();
-    let end = chain.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
-    let start = chain.find("-----BEGIN CERTIFICATE-----").unwrap();
-    let leaf = format!("{}\n", &chain[start..end]);
-    assert_eq!(leaf.trim(), issued.pem.trim());
-    write(d, "leaf.pem", &leaf);
-    let (ok, text) = openssl(
-        d,
-        &["verify", "-CAfile", "ca.pem", "-purpose", "sslclient", "leaf.pem"],
-    );
-    assert!(ok, "{text}");
-    assert!(text.contains("leaf.pem: OK"), "{text}");
+    assert_envelope_holds_leaf_first(d, "signer.pem", &issued.pem);
 }
 
 #[test]
