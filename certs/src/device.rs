@@ -355,8 +355,7 @@ impl CertificateAuthority {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::process::Command;
+    use crate::test_support::openssl;
     use std::sync::OnceLock;
 
     use rcgen::{
@@ -397,20 +396,6 @@ mod tests {
 
     fn dns(name: &str) -> SanType {
         SanType::DnsName(name.try_into().unwrap())
-    }
-
-    fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl is installed");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
     }
 
     #[test]
@@ -557,52 +542,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for (bits, accepted) in [("1024", false), ("2048", true)] {
+            let newkey = format!("rsa:{bits}");
+            let request = [
+                "req",
+                "-new",
+                "-newkey",
+                &newkey,
+                "-nodes",
+                "-keyout",
+                "k.pem",
+                "-subj",
+                "/CN=openssl-device/O=Example",
+                "-addext",
+                "subjectAltName=DNS:o.example.org",
+                "-outform",
+                "DER",
+                "-out",
+                "req.der",
+            ];
             let (ok, text) = openssl(
                 d,
-                &[
-                    "req",
-                    "-new",
-                    "-newkey",
-                    &format!("rsa:{bits}"),
-                    "-nodes",
-                    "-keyout",
-                    "k.pem",
-                    "-subj",
-                    "/CN=openssl-device/O=Example",
-                    "-addext",
-                    "subjectAltName=DNS:o.example.org",
-                    "-outform",
-                    "DER",
-                    "-out",
-                    "req.der",
-                    "-passout",
-                    "pass:",
-                    "-config",
-                    "/dev/null",
-                ],
+                &[&request[..], &["-passout", "pass:", "-config", "/dev/null"]].concat(),
             );
             if !ok {
                 // Older OpenSSL without a usable -config /dev/null: try the default configuration.
-                let (ok2, text2) = openssl(
-                    d,
-                    &[
-                        "req",
-                        "-new",
-                        "-newkey",
-                        &format!("rsa:{bits}"),
-                        "-nodes",
-                        "-keyout",
-                        "k.pem",
-                        "-subj",
-                        "/CN=openssl-device/O=Example",
-                        "-addext",
-                        "subjectAltName=DNS:o.example.org",
-                        "-outform",
-                        "DER",
-                        "-out",
-                        "req.der",
-                    ],
-                );
+                let (ok2, text2) = openssl(d, &request);
                 assert!(ok2, "{text}\n{text2}");
             }
             let der = std::fs::read(d.join("req.der")).unwrap();

@@ -12,6 +12,8 @@ mod inspect;
 mod oids;
 pub mod scep;
 mod secret;
+#[cfg(test)]
+mod test_support;
 
 pub use authority::{
     CA_VALIDITY, CertificateAuthority, ISSUING_CA_VALIDITY, IssuedCertificate, SERVER_CERT_VALIDITY,

@@ -2,7 +2,8 @@
 //! OpenSSL as an independent oracle.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use crate::test_support::openssl;
 use std::sync::OnceLock;
 
 use cms::content_info::ContentInfo;
@@ -156,20 +157,6 @@ impl<'a> Req<'a> {
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 fn openssl_sign_sha1(key: &KeyPair, data: &[u8]) -> Vec<u8> {
