@@ -260,7 +260,7 @@ async fn purge_expired_challenges(store: Arc<dyn Store>, clock: SharedClock) {
     }
 }
 
-/// Runs [`refresh_certificate`] every [`RENEWAL_CHECK_INTERVAL`].
+/// Runs [`refresh_certificate`] and the SCEP RA renewal every [`RENEWAL_CHECK_INTERVAL`].
 async fn keep_certificate_fresh(config: Config, pki: Arc<Pki>, tls: Arc<TlsState>, clock: SharedClock) {
     let mut ticks = tokio::time::interval(RENEWAL_CHECK_INTERVAL);
     ticks.tick().await; // the first tick is immediate; start-up already checked
@@ -268,8 +268,19 @@ async fn keep_certificate_fresh(config: Config, pki: Arc<Pki>, tls: Arc<TlsState
         ticks.tick().await;
         let (config, pki, tls, now) = (config.clone(), Arc::clone(&pki), Arc::clone(&tls), clock.now());
         // Key generation and file writes are blocking work.
-        if let Err(e) = web::block(move || refresh_certificate(&config, &pki, &tls, now)).await {
-            tracing::error!(error = %e, "TLS certificate renewal task failed");
+        let refreshed = web::block(move || {
+            refresh_certificate(&config, &pki, &tls, now);
+            match pki.refresh_registration_authority(now) {
+                Ok(Renewal::Issued { reason }) => {
+                    tracing::info!(%reason, "new SCEP RA certificate in service")
+                }
+                Ok(Renewal::Reused) => {}
+                Err(e) => tracing::error!(error = %e, "SCEP RA renewal failed; will retry"),
+            }
+        })
+        .await;
+        if let Err(e) = refreshed {
+            tracing::error!(error = %e, "certificate renewal task failed");
         }
     }
 }

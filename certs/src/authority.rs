@@ -25,11 +25,13 @@ pub const CA_VALIDITY: Duration = Duration::days(3652);
 pub const SERVER_CERT_VALIDITY: Duration = Duration::days(397);
 /// The issuing CA is rotated well within the root's life.
 pub const ISSUING_CA_VALIDITY: Duration = Duration::days(5 * 365);
+/// The SCEP RA certificate; re-issued by the appliance when it nears expiry.
+pub const RA_VALIDITY: Duration = Duration::days(2 * 365);
 /// Certificates start slightly in the past so devices with a skewed clock accept them.
 pub(crate) const BACKDATE: Duration = Duration::hours(1);
 
-/// The appliance's root certificate authority: an RSA key (Apple's SCEP payload can only
-/// encrypt to RSA) and its self-signed certificate.
+/// A certificate authority: the RSA-3072 root (self-signed) or the ECDSA P-256 issuing CA
+/// under it, with its key.
 pub struct CertificateAuthority {
     key: KeyPair,
     cert_pem: String,
@@ -191,12 +193,13 @@ impl CertificateAuthority {
         Self::assemble(key, cert.pem(), cert.der().clone())
     }
 
-    /// Creates the issuing CA under this root: an RSA-2048 key (a third of RSA-3072's cost per
-    /// operation, and every SCEP enrollment needs three) that issues device certificates, signs
-    /// CRLs and acts as the SCEP RA that devices encrypt their requests to. Valid for
+    /// Creates the issuing CA under this root: an ECDSA P-256 key that issues device
+    /// certificates and signs CRLs. Its signatures cost a few percent of an RSA one, which is
+    /// what lets one appliance absorb an enrollment burst; devices encrypt their SCEP requests
+    /// to the separate RSA [`RegistrationAuthority`] instead. Valid for
     /// [`ISSUING_CA_VALIDITY`], never beyond the root.
     pub fn generate_issuing(&self, label: &str, now: OffsetDateTime) -> Result<Self, CertError> {
-        let key = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
             .map_err(|e| CertError::KeyGeneration(e.to_string()))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -208,7 +211,6 @@ impl CertificateAuthority {
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
         ];
         params.use_authority_key_identifier_extension = true;
         params.not_before = now - BACKDATE;
@@ -217,6 +219,63 @@ impl CertificateAuthority {
         let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key).map_err(issue_err)?;
         let cert = params.signed_by(&key, &issuer).map_err(issue_err)?;
         Self::assemble(key, cert.pem(), cert.der().clone())
+    }
+
+    /// Issues the SCEP registration authority certificate under this root: an RSA-2048 key
+    /// (Apple's SCEP payload encrypts only to RSA) that devices encrypt their requests to and
+    /// that signs CertReps. An end entity, not a CA, valid for [`RA_VALIDITY`] (never beyond
+    /// the root).
+    pub fn issue_registration_authority(
+        &self,
+        label: &str,
+        now: OffsetDateTime,
+    ) -> Result<RegistrationAuthority, CertError> {
+        let key = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)
+            .map_err(|e| CertError::KeyGeneration(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Citadel");
+        dn.push(DnType::CommonName, format!("Citadel SCEP RA ({label})"));
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = now - BACKDATE;
+        params.not_after = std::cmp::min(now + RA_VALIDITY, self.parsed.not_after);
+        params.serial_number = Some(random_serial());
+        let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key).map_err(issue_err)?;
+        let cert = params.signed_by(&key, &issuer).map_err(issue_err)?;
+        RegistrationAuthority::assemble(key, cert.pem(), cert.der().clone())
+    }
+
+    /// True when `der` carries a signature of this CA's key and names it as issuer (validity
+    /// and CA flags not checked): used to tell whether a stored RA belongs to this root.
+    pub fn signed(&self, der: &[u8]) -> bool {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return false;
+        };
+        let Ok(subject) = crate::crypto::to_der(self.parsed.cert.tbs_certificate().subject()) else {
+            return false;
+        };
+        if cert.issuer().as_raw() != subject.as_slice() {
+            return false;
+        }
+        let Ok(alg) = const_oid::ObjectIdentifier::from_bytes(cert.signature_algorithm.algorithm.as_bytes())
+        else {
+            return false;
+        };
+        crate::crypto::verify(
+            &self.parsed.spki_der,
+            &alg,
+            None,
+            cert.tbs_certificate.as_ref(),
+            &cert.signature_value.data,
+        )
+        .is_ok()
     }
 
     fn assemble(
@@ -238,8 +297,7 @@ impl CertificateAuthority {
     /// Loads a CA persisted earlier, checking that the key belongs to the certificate.
     pub fn from_pem(cert_pem: &str, key_pem: &SecretPem) -> Result<Self, CertError> {
         let cert_der = pem_to_der(cert_pem)?;
-        let key = KeyPair::from_pem_and_sign_algo(key_pem.expose(), &PKCS_RSA_SHA256)
-            .map_err(|e| CertError::Key(e.to_string()))?;
+        let key = KeyPair::from_pem(key_pem.expose()).map_err(|e| CertError::Key(e.to_string()))?;
         let info = inspect_der(&cert_der)?;
         if !info.is_ca {
             return Err(CertError::Parse(
@@ -252,13 +310,7 @@ impl CertificateAuthority {
     }
 
     fn check_key_matches(&self) -> Result<(), CertError> {
-        let key_der =
-            PrivateKeyDer::try_from(self.key.serialize_der()).map_err(|e| CertError::Key(e.to_string()))?;
-        let signer =
-            aws_lc_rs::sign::any_supported_type(&key_der).map_err(|e| CertError::Key(e.to_string()))?;
-        CertifiedKey::new(vec![self.cert_der.clone()], signer)
-            .keys_match()
-            .map_err(|_| CertError::KeyMismatch)
+        check_key_matches(&self.key, &self.cert_der)
     }
 
     pub(crate) fn keys(&self) -> &CaKeys {
@@ -361,6 +413,82 @@ impl CertificateAuthority {
                 UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
             )
             .is_ok()
+    }
+}
+
+fn check_key_matches(key: &KeyPair, cert_der: &CertificateDer<'static>) -> Result<(), CertError> {
+    let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| CertError::Key(e.to_string()))?;
+    let signer = aws_lc_rs::sign::any_supported_type(&key_der).map_err(|e| CertError::Key(e.to_string()))?;
+    CertifiedKey::new(vec![cert_der.clone()], signer)
+        .keys_match()
+        .map_err(|_| CertError::KeyMismatch)
+}
+
+/// The SCEP registration authority: the RSA certificate and key that devices encrypt their
+/// requests to and that sign the CertRep replies. Issued by the root (so that GetCACert's
+/// RA + root is a complete chain of RSA certificates every client can encrypt to).
+pub struct RegistrationAuthority {
+    key: KeyPair,
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    keys: CaKeys,
+    parsed: ParsedCa,
+}
+
+impl RegistrationAuthority {
+    fn assemble(
+        key: KeyPair,
+        cert_pem: String,
+        cert_der: CertificateDer<'static>,
+    ) -> Result<Self, CertError> {
+        let keys = CaKeys::from_pkcs8(&Zeroizing::new(key.serialize_der()))?;
+        if !keys.is_rsa() {
+            return Err(CertError::Key(
+                "the SCEP RA key must be RSA: devices encrypt their requests to it".into(),
+            ));
+        }
+        let parsed = ParsedCa::new(&cert_der)?;
+        Ok(Self {
+            key,
+            cert_pem,
+            cert_der,
+            keys,
+            parsed,
+        })
+    }
+
+    /// Loads an RA persisted earlier (or an RSA CA acting as its own RA), checking that the
+    /// key is RSA and belongs to the certificate.
+    pub fn from_pem(cert_pem: &str, key_pem: &SecretPem) -> Result<Self, CertError> {
+        let cert_der = pem_to_der(cert_pem)?;
+        let key = KeyPair::from_pem(key_pem.expose()).map_err(|e| CertError::Key(e.to_string()))?;
+        check_key_matches(&key, &cert_der)?;
+        Self::assemble(key, cert_pem.to_owned(), cert_der)
+    }
+
+    pub(crate) fn keys(&self) -> &CaKeys {
+        &self.keys
+    }
+
+    pub(crate) fn parsed(&self) -> &ParsedCa {
+        &self.parsed
+    }
+
+    pub fn certificate_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn certificate_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    pub fn info(&self) -> Result<CertificateInfo, CertError> {
+        inspect_der(&self.cert_der)
+    }
+
+    /// The private key, for the caller to store in an owner-only file.
+    pub fn private_key_pem(&self) -> SecretPem {
+        SecretPem::new(self.key.serialize_pem())
     }
 }
 
@@ -479,7 +607,7 @@ mod tests {
     }
 
     #[test]
-    fn issuing_ca_is_a_2048_bit_ca_under_the_root() {
+    fn issuing_ca_is_an_ecdsa_ca_under_the_root() {
         let root = ca();
         let issuing = root.generate_issuing("test", NOW).unwrap();
         let info = issuing.info().unwrap();
@@ -489,9 +617,10 @@ mod tests {
         assert_eq!(info.not_after, NOW + ISSUING_CA_VALIDITY);
         assert_eq!(
             issuing.parsed().spki_der.len(),
-            294,
-            "RSA-2048 SubjectPublicKeyInfo"
+            91,
+            "ECDSA P-256 SubjectPublicKeyInfo"
         );
+        assert!(!issuing.keys().is_rsa());
         let again =
             CertificateAuthority::from_pem(issuing.certificate_pem(), &issuing.private_key_pem()).unwrap();
         assert_eq!(again.certificate_der(), issuing.certificate_der());
@@ -512,6 +641,60 @@ mod tests {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn registration_authority_is_an_rsa_end_entity_under_the_root() {
+        let root = ca();
+        let ra = root.issue_registration_authority("test", NOW).unwrap();
+        let info = ra.info().unwrap();
+        assert!(!info.is_ca);
+        assert_eq!(info.issuer, root.info().unwrap().subject);
+        assert!(info.subject.contains("Citadel SCEP RA (test)"));
+        assert_eq!(info.not_after, NOW + RA_VALIDITY);
+        assert_eq!(ra.parsed().spki_der.len(), 294, "RSA-2048 SubjectPublicKeyInfo");
+        assert!(root.signed(ra.certificate_der()));
+        assert!(
+            !root
+                .generate_issuing("x", NOW)
+                .unwrap()
+                .signed(ra.certificate_der())
+        );
+        let again = RegistrationAuthority::from_pem(ra.certificate_pem(), &ra.private_key_pem()).unwrap();
+        assert_eq!(again.certificate_der(), ra.certificate_der());
+        // An EC key cannot be an RA; a key of another certificate is refused.
+        let issuing = root.generate_issuing("test", NOW).unwrap();
+        assert!(
+            RegistrationAuthority::from_pem(issuing.certificate_pem(), &issuing.private_key_pem()).is_err()
+        );
+        assert!(matches!(
+            RegistrationAuthority::from_pem(ra.certificate_pem(), &root.private_key_pem()),
+            Err(CertError::KeyMismatch)
+        ));
+        // openssl: the RA chains to the root and may encrypt and sign.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("root.pem"), root.certificate_pem()).unwrap();
+        std::fs::write(dir.path().join("ra.pem"), ra.certificate_pem()).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args([
+                "verify",
+                "-attime",
+                &NOW.unix_timestamp().to_string(),
+                "-CAfile",
+                "root.pem",
+                "ra.pem",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = std::process::Command::new("openssl")
+            .args(["x509", "-in", "ra.pem", "-noout", "-ext", "keyUsage"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("Digital Signature, Key Encipherment"), "{text}");
     }
 
     #[test]

@@ -6,10 +6,10 @@
 use aws_lc_rs::rsa::{
     Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
 };
-use aws_lc_rs::signature::{self, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm};
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
-use spki::SubjectPublicKeyInfoRef;
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoRef};
 use zeroize::Zeroizing;
 
 use crate::CertError;
@@ -162,51 +162,89 @@ pub(crate) fn rsa_encrypt(spki_der: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-/// The CA's private key, loaded once into aws-lc-rs for signing and decryption.
-pub(crate) struct CaKeys {
-    signer: RsaKeyPair,
-    decrypter: Pkcs1PrivateDecryptingKey,
+/// A CA or RA private key, loaded once into aws-lc-rs for signing (and, for RSA, decryption).
+pub(crate) enum CaKeys {
+    Rsa {
+        signer: RsaKeyPair,
+        decrypter: Pkcs1PrivateDecryptingKey,
+    },
+    /// ECDSA P-256: an issuing CA's signatures cost a fraction of RSA's, and devices only
+    /// ever encrypt to the (RSA) RA.
+    EcP256(EcdsaKeyPair),
 }
 
 impl CaKeys {
     pub(crate) fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, CertError> {
-        let signer = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| CertError::Key(e.to_string()))?;
-        let decrypter = PrivateDecryptingKey::from_pkcs8(pkcs8)
-            .map_err(|e| CertError::Key(e.to_string()))
-            .and_then(|k| {
-                Pkcs1PrivateDecryptingKey::new(k).map_err(|_| CertError::Key("not an RSA key".into()))
-            })?;
-        Ok(Self { signer, decrypter })
+        if let Ok(signer) = RsaKeyPair::from_pkcs8(pkcs8) {
+            let decrypter = PrivateDecryptingKey::from_pkcs8(pkcs8)
+                .map_err(|e| CertError::Key(e.to_string()))
+                .and_then(|k| {
+                    Pkcs1PrivateDecryptingKey::new(k).map_err(|_| CertError::Key("not an RSA key".into()))
+                })?;
+            return Ok(Self::Rsa { signer, decrypter });
+        }
+        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8)
+            .map(Self::EcP256)
+            .map_err(|_| CertError::Key("the key is neither RSA nor ECDSA P-256".into()))
     }
 
-    /// RSA PKCS#1 v1.5 signature over `msg` with `digest` (SHA-1 is signed as SHA-256; see
-    /// [`Digest::for_signing`]).
+    pub(crate) fn is_rsa(&self) -> bool {
+        matches!(self, Self::Rsa { .. })
+    }
+
+    /// The X.509 signatureAlgorithm for certificates and CRLs this key signs with SHA-256.
+    pub(crate) fn certificate_signature_algorithm(&self) -> Result<AlgorithmIdentifierOwned, CertError> {
+        Ok(match self {
+            Self::Rsa { .. } => crate::scep::build::alg_with_null(oids::SHA256_WITH_RSA)?,
+            // RFC 5758: the parameters of ecdsa-with-SHA256 are absent.
+            Self::EcP256(_) => AlgorithmIdentifierOwned {
+                oid: oids::ECDSA_WITH_SHA256,
+                parameters: None,
+            },
+        })
+    }
+
+    /// Signature over `msg` with `digest`: RSA PKCS#1 v1.5 (SHA-1 is signed as SHA-256; see
+    /// [`Digest::for_signing`]) or, for an EC key, ECDSA P-256 with SHA-256 (ASN.1 form).
     pub(crate) fn sign(&self, digest: Digest, msg: &[u8]) -> Result<Vec<u8>, CertError> {
-        let encoding = match digest.for_signing() {
-            Digest::Sha384 => &signature::RSA_PKCS1_SHA384,
-            Digest::Sha512 => &signature::RSA_PKCS1_SHA512,
-            Digest::Sha1 | Digest::Sha256 => &signature::RSA_PKCS1_SHA256,
-        };
-        let mut sig = vec![0u8; self.signer.public_modulus_len()];
-        self.signer
-            .sign(encoding, &aws_lc_rs::rand::SystemRandom::new(), msg, &mut sig)
-            .map_err(|_| CertError::Key("RSA signing failed".into()))?;
-        Ok(sig)
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match self {
+            Self::Rsa { signer, .. } => {
+                let encoding = match digest.for_signing() {
+                    Digest::Sha384 => &signature::RSA_PKCS1_SHA384,
+                    Digest::Sha512 => &signature::RSA_PKCS1_SHA512,
+                    Digest::Sha1 | Digest::Sha256 => &signature::RSA_PKCS1_SHA256,
+                };
+                let mut sig = vec![0u8; signer.public_modulus_len()];
+                signer
+                    .sign(encoding, &rng, msg, &mut sig)
+                    .map_err(|_| CertError::Key("RSA signing failed".into()))?;
+                Ok(sig)
+            }
+            Self::EcP256(key) => key
+                .sign(&rng, msg)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| CertError::Key("ECDSA signing failed".into())),
+        }
     }
 
-    /// Unwraps a content-encryption key of exactly `key_len` bytes.
+    /// Unwraps a content-encryption key of exactly `key_len` bytes (RSA keys only; `None` for
+    /// an EC key, which nobody can encrypt to).
     ///
     /// Implicit rejection: when the RSA block does not decrypt, has bad padding or the wrong
     /// length, a random key is returned instead of an error, so that what happens next
     /// (content decryption failing) does not tell a padding-oracle attacker anything.
-    pub(crate) fn unwrap_content_key(&self, encrypted: &[u8], key_len: usize) -> Zeroizing<Vec<u8>> {
-        let mut buf = Zeroizing::new(vec![0u8; self.decrypter.min_output_size()]);
+    pub(crate) fn unwrap_content_key(&self, encrypted: &[u8], key_len: usize) -> Option<Zeroizing<Vec<u8>>> {
+        let Self::Rsa { decrypter, .. } = self else {
+            return None;
+        };
+        let mut buf = Zeroizing::new(vec![0u8; decrypter.min_output_size()]);
         let mut random = Zeroizing::new(vec![0u8; key_len]);
         rand::Rng::fill(&mut rand::rng(), random.as_mut_slice());
-        match self.decrypter.decrypt(encrypted, &mut buf) {
+        Some(match decrypter.decrypt(encrypted, &mut buf) {
             Ok(plain) if plain.len() == key_len => Zeroizing::new(plain.to_vec()),
             _ => random,
-        }
+        })
     }
 }
 

@@ -205,7 +205,7 @@ impl CertificateAuthority {
         }
 
         let serial = x509_cert::serial_number::SerialNumber::new(&random_serial_bytes()).map_err(enc_err)?;
-        let sig_alg = crate::scep::build::alg_with_null(oids::SHA256_WITH_RSA)?;
+        let sig_alg = self.keys().certificate_signature_algorithm()?;
         let usages = match req.key {
             KeyKind::Rsa { .. } => KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment,
             _ => KeyUsages::DigitalSignature.into(),

@@ -16,8 +16,8 @@ mod secret;
 mod test_support;
 
 pub use authority::{
-    CA_VALIDITY, CertificateAuthority, ISSUING_CA_VALIDITY, IssuedCertificate, SERVER_CERT_VALIDITY,
-    ServerIdentity, certified_key,
+    CA_VALIDITY, CertificateAuthority, ISSUING_CA_VALIDITY, IssuedCertificate, RA_VALIDITY,
+    RegistrationAuthority, SERVER_CERT_VALIDITY, ServerIdentity, certified_key,
 };
 pub use device::DeviceCertificate;
 pub use inspect::{CertificateInfo, inspect_der, inspect_pem, pem_to_der};

@@ -5,9 +5,11 @@
 //! inside a rustls signing key.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use citadel_certs::{CertError, CertificateAuthority, CertificateInfo, SecretPem, ServerIdentity};
+use citadel_certs::{
+    CertError, CertificateAuthority, CertificateInfo, RegistrationAuthority, SecretPem, ServerIdentity,
+};
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 
@@ -17,7 +19,12 @@ const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const ISSUING_CERT: &str = "issuing.crt";
 const ISSUING_KEY: &str = "issuing.key";
+const RA_CERT: &str = "ra.crt";
+const RA_KEY: &str = "ra.key";
 const SERVER_CERT: &str = "server.crt";
+/// The RA certificate is replaced this long before it expires. Devices fetch it afresh for
+/// every enrollment (GetCACert), so replacing it strands nobody.
+pub const RA_RENEW_WITHIN: time::Duration = time::Duration::days(30);
 const SERVER_KEY: &str = "server.key";
 
 #[derive(Debug, thiserror::Error)]
@@ -68,10 +75,15 @@ pub enum Renewal {
 
 pub struct Pki {
     dir: PathBuf,
-    /// RSA-3072 root: the trust anchor; signs the TLS certificate and the issuing CA.
+    /// Names this installation in the subjects of the certificates it creates.
+    label: String,
+    /// RSA-3072 root: the trust anchor; signs the TLS certificate, the issuing CA and the RA.
     ca: CertificateAuthority,
-    /// RSA-2048 issuing CA under the root: device certificates, CRL, SCEP RA.
+    /// ECDSA P-256 issuing CA under the root: device certificates and the CRL.
     issuing: CertificateAuthority,
+    /// RSA-2048 SCEP RA under the root: devices encrypt to it; it signs CertReps. Swapped in
+    /// place when renewed.
+    ra: RwLock<Arc<RegistrationAuthority>>,
 }
 
 impl Pki {
@@ -90,7 +102,52 @@ impl Pki {
         let (issuing, _) = load_or_create_pair(&dir, ISSUING_CERT, ISSUING_KEY, "issuing CA", || {
             ca.generate_issuing(label, now)
         })?;
-        Ok((Self { dir, ca, issuing }, created))
+        let ra = match reusable_registration_authority(&dir, &ca, now)? {
+            Ok(ra) => ra,
+            Err(reason) => {
+                tracing::info!(%reason, "issuing a new SCEP RA certificate");
+                create_registration_authority(&dir, &ca, label, now)?
+            }
+        };
+        let pki = Self {
+            dir,
+            label: label.to_owned(),
+            ca,
+            issuing,
+            ra: RwLock::new(Arc::new(ra)),
+        };
+        Ok((pki, created))
+    }
+
+    /// The SCEP registration authority in use.
+    pub fn registration_authority(&self) -> Arc<RegistrationAuthority> {
+        match self.ra.read() {
+            Ok(ra) => Arc::clone(&ra),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the RA certificate when it expires within [`RA_RENEW_WITHIN`] of `now`.
+    pub fn refresh_registration_authority(&self, now: OffsetDateTime) -> Result<Renewal, PkiError> {
+        let current = self.registration_authority();
+        let info = current
+            .info()
+            .map_err(cert_err("cannot read the SCEP RA certificate"))?;
+        if !info.expires_within(now, RA_RENEW_WITHIN) {
+            return Ok(Renewal::Reused);
+        }
+        let reason = format!("it expires in {} days", info.days_left(now));
+        let fresh = Arc::new(create_registration_authority(
+            &self.dir,
+            &self.ca,
+            &self.label,
+            now,
+        )?);
+        match self.ra.write() {
+            Ok(mut slot) => *slot = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(Renewal::Issued { reason })
     }
 
     pub fn ca_certificate_pem(&self) -> &str {
@@ -175,6 +232,50 @@ impl Pki {
         }
         Ok(Ok(cert))
     }
+}
+
+/// `Ok(Ok(ra))` when the RA on disk can stay, `Ok(Err(reason))` when a new one is needed.
+/// Unsafe key permissions are an error, as for every key.
+fn reusable_registration_authority(
+    dir: &Path,
+    root: &CertificateAuthority,
+    now: OffsetDateTime,
+) -> Result<Result<RegistrationAuthority, String>, PkiError> {
+    let (cert, key) = (dir.join(RA_CERT), dir.join(RA_KEY));
+    if !cert.exists() || !key.exists() {
+        return Ok(Err("no SCEP RA certificate yet".into()));
+    }
+    datadir::check_secret_file(&key)?;
+    let cert_pem = datadir::read_file(&cert)?;
+    let key_pem = SecretPem::new(datadir::read_file(&key)?);
+    let ra = match RegistrationAuthority::from_pem(&cert_pem, &key_pem) {
+        Ok(ra) => ra,
+        Err(e) => return Ok(Err(format!("the RA on disk is unusable ({e})"))),
+    };
+    if !root.signed(ra.certificate_der()) {
+        return Ok(Err("the RA on disk was not issued by this root".into()));
+    }
+    match ra.info() {
+        Ok(info) if info.expires_within(now, RA_RENEW_WITHIN) => {
+            Ok(Err(format!("it expires in {} days", info.days_left(now))))
+        }
+        Ok(_) => Ok(Ok(ra)),
+        Err(e) => Ok(Err(format!("the RA on disk is unreadable ({e})"))),
+    }
+}
+
+fn create_registration_authority(
+    dir: &Path,
+    root: &CertificateAuthority,
+    label: &str,
+    now: OffsetDateTime,
+) -> Result<RegistrationAuthority, PkiError> {
+    let ra = root
+        .issue_registration_authority(label, now)
+        .map_err(cert_err("cannot issue the SCEP RA certificate"))?;
+    datadir::write_file(&dir.join(RA_KEY), ra.private_key_pem().expose().as_bytes(), 0o600)?;
+    datadir::write_file(&dir.join(RA_CERT), ra.certificate_pem().as_bytes(), 0o644)?;
+    Ok(ra)
 }
 
 /// Loads a CA certificate and key pair from `dir`, or creates and persists it when both files
@@ -314,7 +415,7 @@ mod tests {
         let (_tmp, dd) = setup();
         let (pki, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(created);
-        for key in [CA_KEY, ISSUING_KEY] {
+        for key in [CA_KEY, ISSUING_KEY, RA_KEY] {
             let mode = std::fs::metadata(dd.pki_dir().join(key))
                 .unwrap()
                 .permissions()
@@ -322,10 +423,47 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
         assert!(pki.issuing_ca().info().unwrap().is_ca);
+        assert!(!pki.registration_authority().info().unwrap().is_ca);
         let (again, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(!created);
+        assert_eq!(
+            again.registration_authority().certificate_pem(),
+            pki.registration_authority().certificate_pem()
+        );
         assert_eq!(again.ca_certificate_pem(), pki.ca_certificate_pem());
         assert_eq!(again.chain_pem(), pki.chain_pem());
+    }
+
+    #[test]
+    fn the_ra_is_replaced_before_it_expires_and_when_lost() {
+        let (_tmp, dd) = setup();
+        let (pki, _) = Pki::load_or_create(&dd, "t", NOW).unwrap();
+        let first = pki.registration_authority().info().unwrap();
+        assert_eq!(pki.refresh_registration_authority(NOW).unwrap(), Renewal::Reused);
+        let late = first.not_after - time::Duration::days(29);
+        let renewal = pki.refresh_registration_authority(late).unwrap();
+        assert!(
+            matches!(&renewal, Renewal::Issued { reason } if reason.contains("expires")),
+            "{renewal:?}"
+        );
+        let second = pki.registration_authority().info().unwrap();
+        assert!(second.not_after > first.not_after);
+        // The renewed RA was persisted; losing its files only costs a new RA.
+        let (again, _) = Pki::load_or_create(&dd, "t", late).unwrap();
+        assert_eq!(
+            again.registration_authority().info().unwrap().serial_hex,
+            second.serial_hex
+        );
+        std::fs::remove_file(dd.pki_dir().join(RA_KEY)).unwrap();
+        let (again, _) = Pki::load_or_create(&dd, "t", late).unwrap();
+        assert_ne!(
+            again.registration_authority().info().unwrap().serial_hex,
+            second.serial_hex
+        );
+        // …but a readable RA key is refused like any other key.
+        let key = dd.pki_dir().join(RA_KEY);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Pki::load_or_create(&dd, "t", late).is_err());
     }
 
     #[test]

@@ -99,23 +99,25 @@ impl ScepService {
         scep::CA_CAPS
     }
 
-    /// GetCACert: the issuing CA (which is also the RA devices encrypt to, RSA as Apple's SCEP
-    /// payload requires) and the root, as a degenerate PKCS#7.
+    /// GetCACert: the RA that devices encrypt to (RSA, as Apple's SCEP payload requires) and
+    /// the root that issued it, as a degenerate PKCS#7. Both are RSA, so clients that encrypt
+    /// to every certificate they are given (Go's scepclient does) work as well. The ECDSA
+    /// issuing CA reaches devices in the CertRep's chain.
     pub fn ca_certificates(&self) -> Result<(&'static str, Vec<u8>), ScepError> {
-        let issuing = self.pki.issuing_ca().certificate_der().to_vec();
+        let ra = self.pki.registration_authority().certificate_der().to_vec();
         let root = self.pki.ca_certificate_der();
-        let p7 = scep::degenerate_pkcs7(&[&issuing, &root]).map_err(|e| ScepError::Ca(e.to_string()))?;
+        let p7 = scep::degenerate_pkcs7(&[&ra, &root]).map_err(|e| ScepError::Ca(e.to_string()))?;
         Ok((scep::CA_RA_CERT_CONTENT_TYPE, p7))
     }
 
     /// Handles one PKIOperation message. CPU-heavy: call it from a blocking pool.
     pub fn pki_operation(&self, message: &[u8], now: OffsetDateTime) -> Result<Vec<u8>, ScepError> {
-        let ca = self.pki.issuing_ca();
+        let ra = self.pki.registration_authority();
         let options = DecodeOptions {
             allow_des: self.options.allow_legacy_des,
             now,
         };
-        let request = match scep::decode_request(message, ca, &options) {
+        let request = match scep::decode_request(message, &ra, self.pki.issuing_ca(), &options) {
             Ok(r) => r,
             Err(DecodeError::Malformed(reason)) => return Err(ScepError::Malformed(reason)),
             Err(DecodeError::Rejected {
@@ -144,7 +146,8 @@ impl ScepService {
     }
 
     fn failure(&self, to: &ReplyTo, fail: FailInfo) -> Result<Vec<u8>, ScepError> {
-        scep::cert_rep_failure(self.pki.issuing_ca(), to, fail).map_err(|e| ScepError::Ca(e.to_string()))
+        scep::cert_rep_failure(&self.pki.registration_authority(), to, fail)
+            .map_err(|e| ScepError::Ca(e.to_string()))
     }
 
     fn refuse(&self, request: &ScepRequest, fail: FailInfo, why: &str) -> Result<Vec<u8>, ScepError> {
@@ -288,8 +291,24 @@ impl ScepService {
                 );
                 let issuing_der = ca.certificate_der().to_vec();
                 let root_der = self.pki.ca_certificate_der();
-                scep::cert_rep_success(ca, &request.reply_to(), &[&issued.der, &issuing_der, &root_der])
-                    .map_err(|e| ScepError::Ca(e.to_string()))
+                let ra = self.pki.registration_authority();
+                match scep::cert_rep_success(
+                    &ra,
+                    &request.reply_to(),
+                    &[&issued.der, &issuing_der, &root_der],
+                ) {
+                    Ok(reply) => Ok(reply),
+                    // The request decoded, so this is the requester's certificate being unusable
+                    // as a recipient: answer FAILURE rather than a 500. The certificate stays in
+                    // the registry (it was issued) but never reached anyone.
+                    Err(e) => {
+                        tracing::error!(
+                            transaction_id = %request.transaction_id, serial = %record.serial, error = %e,
+                            "could not envelope the issued certificate to the requester"
+                        );
+                        self.failure(&request.reply_to(), FailInfo::BadRequest)
+                    }
+                }
             }
         }
     }

@@ -188,7 +188,7 @@ fn capabilities_and_ca_certificate() {
             "{cap} missing from {caps:?}"
         );
     }
-    // GetCACert: the issuing CA (the RA devices encrypt to) and the root, as PKCS#7.
+    // GetCACert: the RA devices encrypt to and the root that issued it, as PKCS#7.
     let res = client.get(a.url("/scep?operation=GetCACert")).send().unwrap();
     assert_eq!(res.headers()["content-type"], "application/x-x509-ca-ra-cert");
     let p7 = a.tmp.path().join("getcacert.p7b");
@@ -201,13 +201,44 @@ fn capabilities_and_ca_certificate() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let certs = text(&out.stdout);
     assert_eq!(certs.matches("BEGIN CERTIFICATE").count(), 2, "{certs}");
-    assert!(certs.contains("Citadel Device CA"), "{certs}");
+    assert!(certs.contains("Citadel SCEP RA"), "{certs}");
     assert!(certs.contains("Citadel Root CA"), "{certs}");
     let root = std::fs::read_to_string(a.export_ca()).unwrap();
     assert!(
         certs.contains(root.trim()),
         "the root in GetCACert is the exported root"
     );
+    // The RA is an RSA end entity that chains to the exported root and may encrypt.
+    let begin = certs.find("-----BEGIN CERTIFICATE-----").unwrap();
+    let end = certs.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len();
+    let ra = a.tmp.path().join("ra.pem");
+    std::fs::write(&ra, format!("{}\n", &certs[begin..end])).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&ra)
+        .output()
+        .unwrap();
+    let ra_text = text(&out.stdout);
+    assert!(
+        ra_text.contains("Citadel SCEP RA"),
+        "the RA comes first: {ra_text}"
+    );
+    assert!(
+        ra_text.contains("rsaEncryption") && ra_text.contains("(2048 bit)"),
+        "{ra_text}"
+    );
+    assert!(
+        ra_text.contains("CA:FALSE") && ra_text.contains("Key Encipherment"),
+        "{ra_text}"
+    );
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(a.export_ca())
+        .arg(&ra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }
 
 #[test]

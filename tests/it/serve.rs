@@ -93,11 +93,13 @@ fn data_dir_and_keys_are_owner_only() {
     assert_eq!(mode(&a.data_dir.join("store")), 0o700);
     assert_eq!(mode(&a.data_dir.join("pki/ca.key")), 0o600);
     assert_eq!(mode(&a.data_dir.join("pki/issuing.key")), 0o600);
+    assert_eq!(mode(&a.data_dir.join("pki/ra.key")), 0o600);
     assert_eq!(mode(&a.data_dir.join("pki/server.key")), 0o600);
     // The keys really are the certificates' keys (openssl as the oracle).
     for (cert, key) in [
         ("ca.crt", "ca.key"),
         ("issuing.crt", "issuing.key"),
+        ("ra.crt", "ra.key"),
         ("server.crt", "server.key"),
     ] {
         let pubkey = |args: &[&str]| {

@@ -21,7 +21,7 @@ pub use self::csr::CertificationRequest;
 pub use self::symmetric::ContentCipher;
 pub use crate::crypto::Digest;
 use crate::crypto::{self, KeyKind};
-use crate::{CertError, CertificateAuthority, oids};
+use crate::{CertError, CertificateAuthority, RegistrationAuthority, oids};
 
 /// Body of the GetCACaps answer (`text/plain`), one capability per line.
 ///
@@ -364,24 +364,26 @@ fn read_header(attrs: &[Attribute]) -> Result<Header, DecodeError> {
 ///
 /// Parses the outer SignedData, verifies the signer info's signature over the signed
 /// attributes with the signer certificate's key and the messageDigest, reads messageType /
-/// transactionID / senderNonce, decrypts the EnvelopedData with the CA key (RSA key transport;
+/// transactionID / senderNonce, decrypts the EnvelopedData with the RA key (RSA key transport;
 /// DES-CBC only when `opts.allow_des`, DES-EDE3-CBC, AES-128/192/256-CBC), parses the PKCS#10
 /// request and verifies its self-signature. For PKCSReq the signer certificate's key must be
-/// the request's; for RenewalReq the signer certificate must be issued by this CA and valid at
-/// `opts.now`.
+/// the request's; for RenewalReq the signer certificate must be issued by `issuer` and valid
+/// at `opts.now`.
 pub fn decode_request(
     der: &[u8],
-    ca: &CertificateAuthority,
+    ra: &RegistrationAuthority,
+    issuer: &CertificateAuthority,
     opts: &DecodeOptions,
 ) -> Result<ScepRequest, DecodeError> {
-    decode(der, ca, opts, true)
+    decode(der, ra, issuer, opts, true)
 }
 
 /// [`decode_request`]; `same_key` off skips the PKCSReq signer-key rule (for tests of
 /// fixtures whose signer key differs from the requested one).
 pub(crate) fn decode(
     der: &[u8],
-    ca: &CertificateAuthority,
+    ra: &RegistrationAuthority,
+    issuer: &CertificateAuthority,
     opts: &DecodeOptions,
     same_key: bool,
 ) -> Result<ScepRequest, DecodeError> {
@@ -430,7 +432,7 @@ pub(crate) fn decode(
         digest,
         der,
         rules,
-        ca,
+        (ra, issuer),
         opts,
         same_key,
         &mut reply_to,
@@ -469,7 +471,7 @@ fn check(
     digest: Option<Digest>,
     message: &[u8],
     rules: EncodingRules,
-    ca: &CertificateAuthority,
+    (ra, issuer): (&RegistrationAuthority, &CertificateAuthority),
     opts: &DecodeOptions,
     same_key: bool,
     reply_to: &mut ReplyTo,
@@ -539,13 +541,13 @@ fn check(
 
     if message_type == MessageType::RenewalReq {
         let signer_der = &reply_to.signer_certificate;
-        if !ca.issued_by_this_ca(signer_der) {
+        if !issuer.issued_by_this_ca(signer_der) {
             return reject(
                 BadCertId,
                 "a renewal must be signed by a certificate this CA issued",
             );
         }
-        if !ca.issued_and_valid(signer_der, opts.now) {
+        if !issuer.issued_and_valid(signer_der, opts.now) {
             return reject(BadTime, "the certificate signing the renewal is not valid now");
         }
     }
@@ -589,18 +591,18 @@ fn check(
     let Some(ciphertext) = enc.encrypted_content.as_ref() else {
         return reject(BadRequest, "the envelope has no encrypted content");
     };
-    let parsed_ca = ca.parsed();
-    let ca_isn = build::issuer_and_serial(&parsed_ca.cert);
+    let parsed_ra = ra.parsed();
+    let ra_isn = build::issuer_and_serial(&parsed_ra.cert);
     let ktri = ed.recip_infos.0.iter().find_map(|ri| match ri {
         RecipientInfo::Ktri(k) => match &k.rid {
-            RecipientIdentifier::IssuerAndSerialNumber(isn) if *isn == ca_isn => Some(k),
-            RecipientIdentifier::SubjectKeyIdentifier(ski) if ski.0.as_bytes() == parsed_ca.key_id => Some(k),
+            RecipientIdentifier::IssuerAndSerialNumber(isn) if *isn == ra_isn => Some(k),
+            RecipientIdentifier::SubjectKeyIdentifier(ski) if ski.0.as_bytes() == parsed_ra.key_id => Some(k),
             _ => None,
         },
         _ => None,
     });
     let Some(ktri) = ktri else {
-        return reject(BadMessageCheck, "the envelope is not encrypted to this CA");
+        return reject(BadMessageCheck, "the envelope is not encrypted to this RA");
     };
     if ktri.key_enc_alg.oid != oids::RSA_ENCRYPTION {
         return reject(
@@ -608,9 +610,12 @@ fn check(
             format!("unsupported key transport {}", ktri.key_enc_alg.oid),
         );
     }
-    let key = ca
+    let Some(key) = ra
         .keys()
-        .unwrap_content_key(ktri.enc_key.as_bytes(), cipher.key_len());
+        .unwrap_content_key(ktri.enc_key.as_bytes(), cipher.key_len())
+    else {
+        return reject(BadAlg, "the RA key cannot decrypt");
+    };
     let Some(plaintext) = cipher.decrypt(&key, iv.as_bytes(), ciphertext.as_bytes()) else {
         return reject(BadMessageCheck, "the envelope could not be decrypted");
     };
@@ -630,7 +635,7 @@ fn check(
 }
 
 fn cert_rep(
-    ca: &CertificateAuthority,
+    ra: &RegistrationAuthority,
     to: &ReplyTo,
     status: &str,
     fail: Option<FailInfo>,
@@ -648,20 +653,20 @@ fn cert_rep(
         attrs.push(build::printable(oids::SCEP_FAIL_INFO, fail.code())?);
     }
     let digest = to.digest.for_signing();
-    let ca_cert = &ca.parsed().cert;
-    build::signed_data(ca_cert, &[ca_cert], digest, attrs, content, |tbs| {
-        ca.keys().sign(digest, tbs)
+    let ra_cert = &ra.parsed().cert;
+    build::signed_data(ra_cert, &[ra_cert], digest, attrs, content, |tbs| {
+        ra.keys().sign(digest, tbs)
     })
 }
 
 /// CertRep SUCCESS (pkiStatus 0): a degenerate PKCS#7 holding `certs` (issued certificate
 /// first, then the chain), enveloped to the key of `to.signer_certificate` with `to.cipher`
-/// (AES-256 if unknown), inside a SignedData signed by the CA with messageType CertRep,
+/// (AES-256 if unknown), inside a SignedData signed by the RA with messageType CertRep,
 /// transactionID, recipientNonce (= the request's senderNonce) and a fresh senderNonce. The
-/// CA certificate is included. Signed with `to.digest`, except SHA-1, which is signed as
+/// RA certificate is included. Signed with `to.digest`, except SHA-1, which is signed as
 /// SHA-256 (aws-lc-rs does not create SHA-1 signatures).
 pub fn cert_rep_success(
-    ca: &CertificateAuthority,
+    ra: &RegistrationAuthority,
     to: &ReplyTo,
     certs: &[&[u8]],
 ) -> Result<Vec<u8>, CertError> {
@@ -669,16 +674,16 @@ pub fn cert_rep_success(
         .map_err(|e| CertError::Parse(format!("the requester's certificate: {e}")))?;
     let inner = degenerate_pkcs7(certs)?;
     let envelope = build::envelope(&recipient, to.cipher.unwrap_or(ContentCipher::Aes256Cbc), &inner)?;
-    cert_rep(ca, to, "0", None, &envelope)
+    cert_rep(ra, to, "0", None, &envelope)
 }
 
 /// CertRep FAILURE (pkiStatus 2) with `fail`; the content is empty.
 pub fn cert_rep_failure(
-    ca: &CertificateAuthority,
+    ra: &RegistrationAuthority,
     to: &ReplyTo,
     fail: FailInfo,
 ) -> Result<Vec<u8>, CertError> {
-    cert_rep(ca, to, "2", Some(fail), &[])
+    cert_rep(ra, to, "2", Some(fail), &[])
 }
 
 /// A degenerate PKCS#7 SignedData holding only `certs` (DER), in the given order.

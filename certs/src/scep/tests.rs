@@ -17,7 +17,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::*;
 use crate::crypto::CaKeys;
-use crate::{CertificateAuthority, SecretPem};
+use crate::{CertificateAuthority, RegistrationAuthority, SecretPem};
 
 const NOW: OffsetDateTime = datetime!(2026-11-28 12:00 UTC);
 const VALIDITY: Duration = Duration::days(730);
@@ -27,17 +27,47 @@ fn opts(allow_des: bool) -> DecodeOptions {
     DecodeOptions { allow_des, now: NOW }
 }
 
-/// A CA created at the real current time, so OpenSSL accepts what it signs without `-attime`.
+/// The appliance's PKI shape, created at the real current time so OpenSSL accepts what it
+/// signs without `-attime`: an RSA root, the ECDSA issuing CA and the RSA RA under it.
+struct Pki {
+    root: CertificateAuthority,
+    issuing: CertificateAuthority,
+    ra: RegistrationAuthority,
+}
+
+fn pki(label: &str, at: OffsetDateTime) -> Pki {
+    let root = CertificateAuthority::generate(label, at).unwrap();
+    let issuing = root.generate_issuing(label, at).unwrap();
+    let ra = root.issue_registration_authority(label, at).unwrap();
+    Pki { root, issuing, ra }
+}
+
+fn test_pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| pki("scep-test", OffsetDateTime::now_utc() - Duration::days(30)))
+}
+
+fn other_pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| pki("other", NOW - Duration::days(30)))
+}
+
+/// The issuing CA (ECDSA).
 fn ca() -> &'static CertificateAuthority {
-    static CA: OnceLock<CertificateAuthority> = OnceLock::new();
-    CA.get_or_init(|| {
-        CertificateAuthority::generate("scep-test", OffsetDateTime::now_utc() - Duration::days(30)).unwrap()
-    })
+    &test_pki().issuing
+}
+
+/// The RA that requests are encrypted to and that signs replies (RSA).
+fn ra() -> &'static RegistrationAuthority {
+    &test_pki().ra
+}
+
+fn root() -> &'static CertificateAuthority {
+    &test_pki().root
 }
 
 fn other_ca() -> &'static CertificateAuthority {
-    static CA: OnceLock<CertificateAuthority> = OnceLock::new();
-    CA.get_or_init(|| CertificateAuthority::generate("other", NOW - Duration::days(30)).unwrap())
+    &other_pki().issuing
 }
 
 /// A requester: an RSA key, a self-signed certificate for it and a CSR.
@@ -107,7 +137,7 @@ struct Req<'a> {
     csr: &'a [u8],
     signer_cert: &'a [u8],
     signer_key: &'a KeyPair,
-    recipient: &'a CertificateAuthority,
+    recipient: &'a RegistrationAuthority,
     corrupt_signature: bool,
     transaction_id: &'a str,
 }
@@ -121,7 +151,7 @@ impl<'a> Req<'a> {
             csr: &c.csr_der,
             signer_cert: &c.cert_der,
             signer_key: &c.key,
-            recipient: ca(),
+            recipient: ra(),
             corrupt_signature: false,
             transaction_id: "tx-0001",
         }
@@ -200,14 +230,14 @@ struct OpenedRep {
     digest: Digest,
 }
 
-fn open_rep(ca: &CertificateAuthority, rep: &[u8]) -> OpenedRep {
+fn open_rep(ra: &RegistrationAuthority, rep: &[u8]) -> OpenedRep {
     let ci = ContentInfo::from_der(rep).unwrap();
     let sd: SignedData = ci.content.decode_as().unwrap();
     let si = sd.signer_infos.0.iter().next().unwrap();
     let attrs = si.signed_attrs.clone().unwrap();
     let digest = Digest::from_oid(&si.digest_alg.oid).unwrap();
     crypto::verify(
-        &ca.parsed().spki_der,
+        &ra.parsed().spki_der,
         &si.signature_algorithm.oid,
         Some(digest),
         &attrs.to_der().unwrap(),
@@ -303,7 +333,8 @@ fn ca_caps_lists_what_clients_need() {
 
 // ---------------------------------------------------------------- fixtures from real clients
 
-fn fixture_ca() -> Option<CertificateAuthority> {
+/// The fixture CA (RSA) as issuer and as its own RA, as a single-certificate SCEP server is.
+fn fixture_ca() -> Option<(RegistrationAuthority, CertificateAuthority)> {
     let key = fixture("scep/ca.key")?;
     let cert = String::from_utf8(fixture("scep/ca.pem")?).unwrap();
     let dir = tmp();
@@ -316,12 +347,16 @@ fn fixture_ca() -> Option<CertificateAuthority> {
     );
     assert!(ok, "{text}");
     let pkcs8 = std::fs::read_to_string(dir.path().join("ca8.pem")).unwrap();
-    Some(CertificateAuthority::from_pem(&cert, &SecretPem::new(pkcs8)).unwrap())
+    let key = SecretPem::new(pkcs8);
+    Some((
+        RegistrationAuthority::from_pem(&cert, &key).unwrap(),
+        CertificateAuthority::from_pem(&cert, &key).unwrap(),
+    ))
 }
 
 #[test]
 fn decodes_a_real_pkcsreq() {
-    let (Some(ca), Some(msg)) = (fixture_ca(), fixture("scep/PKCSReq.der")) else {
+    let (Some((ra, ca)), Some(msg)) = (fixture_ca(), fixture("scep/PKCSReq.der")) else {
         return;
     };
     // The fixture CA expired in May 2026; decode at a time inside its validity.
@@ -331,11 +366,11 @@ fn decodes_a_real_pkcsreq() {
     };
     // Its signer certificate's key (2048 bits) is not the requested key (1024 bits), which
     // the decoder refuses after everything else has been checked…
-    let (fail, reason, _) = rejected(decode_request(&msg, &ca, &opts));
+    let (fail, reason, _) = rejected(decode_request(&msg, &ra, &ca, &opts));
     assert_eq!(fail, FailInfo::BadMessageCheck);
     assert!(reason.contains("not the requested key"), "{reason}");
     // …so look inside without that rule.
-    let req = decode(&msg, &ca, &opts, false).unwrap();
+    let req = decode(&msg, &ra, &ca, &opts, false).unwrap();
     assert_eq!(req.message_type, MessageType::PkcsReq);
     assert_eq!(req.digest, Digest::Sha1);
     assert_eq!(req.cipher, ContentCipher::Des3Cbc);
@@ -357,7 +392,12 @@ fn decodes_a_real_pkcsreq() {
         Err(CertError::Request(_))
     ));
     // The same message to another CA cannot be opened.
-    let (fail, _, to) = rejected(decode_request(&msg, ca_for_fixture_mismatch(), &opts));
+    let (fail, _, to) = rejected(decode_request(
+        &msg,
+        &other_pki().ra,
+        ca_for_fixture_mismatch(),
+        &opts,
+    ));
     assert_eq!(fail, FailInfo::BadMessageCheck);
     assert_eq!(to.transaction_id, req.transaction_id);
 }
@@ -372,21 +412,21 @@ fn a_real_single_des_request_to_another_ca_is_rejected_with_its_transaction() {
         return;
     };
     // The signature checks out (SHA-1, Go client); only the envelope is not ours.
-    let (fail, reason, to) = rejected(decode_request(&msg, ca(), &opts(true)));
+    let (fail, reason, to) = rejected(decode_request(&msg, ra(), ca(), &opts(true)));
     assert_eq!(fail, FailInfo::BadMessageCheck, "{reason}");
-    assert!(reason.contains("not encrypted to this CA"), "{reason}");
+    assert!(reason.contains("not encrypted to this RA"), "{reason}");
     assert!(!to.transaction_id.is_empty());
     assert!(!to.sender_nonce.is_empty());
     assert!(!to.signer_certificate.is_empty());
     assert_eq!(to.digest, Digest::Sha1);
     assert_eq!(to.cipher, Some(ContentCipher::DesCbc));
     // With DES off, the algorithm is what is refused.
-    let (fail, _, to2) = rejected(decode_request(&msg, ca(), &opts(false)));
+    let (fail, _, to2) = rejected(decode_request(&msg, ra(), ca(), &opts(false)));
     assert_eq!(fail, FailInfo::BadAlg);
     assert_eq!(to2.transaction_id, to.transaction_id);
     // A failure reply to it verifies.
-    let rep = cert_rep_failure(ca(), &to, fail).unwrap();
-    let opened = open_rep(ca(), &rep);
+    let rep = cert_rep_failure(ra(), &to, fail).unwrap();
+    let opened = open_rep(ra(), &rep);
     assert_eq!(
         attr_str(&opened.attrs, oids::SCEP_TRANSACTION_ID).unwrap(),
         to.transaction_id
@@ -400,7 +440,7 @@ fn a_certrep_is_not_a_request() {
     };
     // A reply carries no senderNonce of its own kind: not a request at all.
     assert!(matches!(
-        decode_request(&msg, ca(), &opts(true)),
+        decode_request(&msg, ra(), ca(), &opts(true)),
         Err(DecodeError::Malformed(_))
     ));
 }
@@ -422,7 +462,7 @@ fn pkcsreq_round_trip_with_every_cipher() {
             ..Req::pkcs(c)
         }
         .build();
-        let req = decode_request(&msg, ca(), &opts(true)).unwrap();
+        let req = decode_request(&msg, ra(), ca(), &opts(true)).unwrap();
         assert_eq!(req.message_type, MessageType::PkcsReq);
         assert_eq!(req.cipher, cipher);
         assert_eq!(req.digest, Digest::Sha256);
@@ -436,8 +476,8 @@ fn pkcsreq_round_trip_with_every_cipher() {
         // Reply and read the reply as the client.
         let issued = ca().issue_device_certificate(&req.csr, VALIDITY, NOW).unwrap();
         let ca_der = ca().certificate_der().to_vec();
-        let rep = cert_rep_success(ca(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
-        let opened = open_rep(ca(), &rep);
+        let rep = cert_rep_success(ra(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
+        let opened = open_rep(ra(), &rep);
         assert_eq!(opened.digest, Digest::Sha256);
         assert_eq!(
             attr_str(&opened.attrs, oids::SCEP_MESSAGE_TYPE).as_deref(),
@@ -473,7 +513,7 @@ fn single_des_is_refused_unless_allowed() {
         ..Req::pkcs(client())
     }
     .build();
-    let (fail, _, to) = rejected(decode_request(&msg, ca(), &opts(false)));
+    let (fail, _, to) = rejected(decode_request(&msg, ra(), ca(), &opts(false)));
     assert_eq!(fail, FailInfo::BadAlg);
     assert_eq!(to.cipher, Some(ContentCipher::DesCbc));
     assert_eq!(to.transaction_id, "tx-0001");
@@ -488,10 +528,10 @@ fn sha1_and_sha512_requests() {
             ..Req::pkcs(client())
         }
         .build();
-        let req = decode_request(&msg, ca(), &opts(false)).unwrap();
+        let req = decode_request(&msg, ra(), ca(), &opts(false)).unwrap();
         assert_eq!(req.digest, digest);
-        let rep = cert_rep_failure(ca(), &req.reply_to(), FailInfo::BadRequest).unwrap();
-        let opened = open_rep(ca(), &rep);
+        let rep = cert_rep_failure(ra(), &req.reply_to(), FailInfo::BadRequest).unwrap();
+        let opened = open_rep(ra(), &rep);
         // SHA-1 is answered with SHA-256; others in kind.
         assert_eq!(opened.digest, digest.for_signing());
         assert_eq!(
@@ -525,14 +565,14 @@ fn renewal_signed_by_an_issued_certificate() {
         ..Req::pkcs(old)
     }
     .build();
-    let req = decode_request(&msg, ca(), &opts(false)).unwrap();
+    let req = decode_request(&msg, ra(), ca(), &opts(false)).unwrap();
     assert_eq!(req.message_type, MessageType::RenewalReq);
     assert_eq!(req.signer_certificate, issued.der);
     assert_eq!(req.csr.der, new_key.csr_der);
     // The reply is enveloped to the old certificate's key.
     let renewed = ca().issue_device_certificate(&req.csr, VALIDITY, NOW).unwrap();
-    let rep = cert_rep_success(ca(), &req.reply_to(), &[&renewed.der]).unwrap();
-    let (_, p7) = open_envelope(&old.key, &open_rep(ca(), &rep).content);
+    let rep = cert_rep_success(ra(), &req.reply_to(), &[&renewed.der]).unwrap();
+    let (_, p7) = open_envelope(&old.key, &open_rep(ra(), &rep).content);
     assert_eq!(certs_in_degenerate(&p7), vec![renewed.der.clone()]);
 
     // Expired by then.
@@ -540,7 +580,10 @@ fn renewal_signed_by_an_issued_certificate() {
         allow_des: false,
         now: NOW + VALIDITY + Duration::days(1),
     };
-    assert_eq!(rejected(decode_request(&msg, ca(), &later)).0, FailInfo::BadTime);
+    assert_eq!(
+        rejected(decode_request(&msg, ra(), ca(), &later)).0,
+        FailInfo::BadTime
+    );
 
     // A renewal signed by a self-signed certificate, or one from another CA.
     let self_signed = Req {
@@ -549,7 +592,7 @@ fn renewal_signed_by_an_issued_certificate() {
     }
     .build();
     assert_eq!(
-        rejected(decode_request(&self_signed, ca(), &opts(false))).0,
+        rejected(decode_request(&self_signed, ra(), ca(), &opts(false))).0,
         FailInfo::BadCertId
     );
     let foreign = other_ca()
@@ -566,7 +609,7 @@ fn renewal_signed_by_an_issued_certificate() {
     }
     .build();
     assert_eq!(
-        rejected(decode_request(&msg, ca(), &opts(false))).0,
+        rejected(decode_request(&msg, ra(), ca(), &opts(false))).0,
         FailInfo::BadCertId
     );
 }
@@ -578,7 +621,7 @@ fn pkcsreq_must_be_signed_by_the_requested_key() {
         ..Req::pkcs(client())
     }
     .build();
-    let (fail, reason, _) = rejected(decode_request(&msg, ca(), &opts(false)));
+    let (fail, reason, _) = rejected(decode_request(&msg, ra(), ca(), &opts(false)));
     assert_eq!(fail, FailInfo::BadMessageCheck, "{reason}");
 }
 
@@ -589,7 +632,7 @@ fn tampered_messages_fail_the_message_check() {
         ..Req::pkcs(client())
     }
     .build();
-    let (fail, reason, to) = rejected(decode_request(&msg, ca(), &opts(false)));
+    let (fail, reason, to) = rejected(decode_request(&msg, ra(), ca(), &opts(false)));
     assert_eq!(fail, FailInfo::BadMessageCheck);
     assert!(reason.contains("signature"), "{reason}");
     assert_eq!(to.transaction_id, "tx-0001");
@@ -598,7 +641,7 @@ fn tampered_messages_fail_the_message_check() {
     let mut msg = Req::pkcs(client()).build();
     let at = msg.len() / 3;
     msg[at] ^= 0x80;
-    match decode_request(&msg, ca(), &opts(false)) {
+    match decode_request(&msg, ra(), ca(), &opts(false)) {
         Err(DecodeError::Rejected { fail_info, .. }) => assert_eq!(fail_info, FailInfo::BadMessageCheck),
         Err(DecodeError::Malformed(_)) => {}
         Ok(_) => panic!("a tampered message was accepted"),
@@ -608,11 +651,11 @@ fn tampered_messages_fail_the_message_check() {
 #[test]
 fn a_request_for_another_ca_is_rejected() {
     let msg = Req {
-        recipient: other_ca(),
+        recipient: &other_pki().ra,
         ..Req::pkcs(client())
     }
     .build();
-    let (fail, _, to) = rejected(decode_request(&msg, ca(), &opts(false)));
+    let (fail, _, to) = rejected(decode_request(&msg, ra(), ca(), &opts(false)));
     assert_eq!(fail, FailInfo::BadMessageCheck);
     assert_eq!(to.cipher, Some(ContentCipher::Aes128Cbc));
 }
@@ -626,7 +669,7 @@ fn unsupported_message_types_are_rejected() {
         }
         .build();
         assert_eq!(
-            rejected(decode_request(&msg, ca(), &opts(false))).0,
+            rejected(decode_request(&msg, ra(), ca(), &opts(false))).0,
             FailInfo::BadRequest,
             "{t}"
         );
@@ -641,7 +684,7 @@ fn envelope_content_that_is_not_a_csr_is_a_bad_request() {
     }
     .build();
     assert_eq!(
-        rejected(decode_request(&msg, ca(), &opts(false))).0,
+        rejected(decode_request(&msg, ra(), ca(), &opts(false))).0,
         FailInfo::BadRequest
     );
 }
@@ -664,7 +707,7 @@ fn garbage_is_malformed_and_never_panics() {
     for case in &cases {
         assert!(
             matches!(
-                decode_request(case, ca(), &opts(true)),
+                decode_request(case, ra(), ca(), &opts(true)),
                 Err(DecodeError::Malformed(_))
             ),
             "{:?}",
@@ -673,12 +716,12 @@ fn garbage_is_malformed_and_never_panics() {
     }
     // Every truncation and a sweep of single-byte corruptions: any error, no panic.
     for len in (0..good.len()).step_by(7) {
-        assert!(decode_request(&good[..len], ca(), &opts(true)).is_err());
+        assert!(decode_request(&good[..len], ra(), ca(), &opts(true)).is_err());
     }
     for at in (0..good.len()).step_by(3) {
         let mut m = good.clone();
         m[at] = m[at].wrapping_add(0x41);
-        let _ = decode_request(&m, ca(), &opts(true));
+        let _ = decode_request(&m, ra(), ca(), &opts(true));
     }
 }
 
@@ -699,7 +742,7 @@ fn random_mutations_never_panic() {
                 _ => m.insert(at, rng.random()),
             }
         }
-        let _ = decode_request(&m, ca(), &opts(true));
+        let _ = decode_request(&m, ra(), ca(), &opts(true));
     }
 }
 
@@ -732,7 +775,8 @@ fn cms_decrypt(d: &Path, recip: &str, out: &str) -> (bool, String) {
 
 /// `openssl cms -decrypt` opens `envelope.der` in `d` with `client.key` as the recipient
 /// named by the certificate `recip`; the degenerate PKCS#7 inside must hold `leaf_pem` first,
-/// and that leaf must verify against `ca.pem` for client authentication.
+/// and that leaf must verify against `ca.pem` (the root) for client authentication with the
+/// intermediates the envelope delivers.
 fn assert_envelope_holds_leaf_first(d: &Path, recip: &str, leaf_pem: &str) {
     let (ok, text) = cms_decrypt(d, recip, "certs.p7");
     assert!(ok, "{text}");
@@ -760,7 +804,16 @@ fn assert_envelope_holds_leaf_first(d: &Path, recip: &str, leaf_pem: &str) {
     write(d, "leaf.pem", &first);
     let (ok, text) = openssl(
         d,
-        &["verify", "-CAfile", "ca.pem", "-purpose", "sslclient", "leaf.pem"],
+        &[
+            "verify",
+            "-CAfile",
+            "ca.pem",
+            "-untrusted",
+            "chain.pem",
+            "-purpose",
+            "sslclient",
+            "leaf.pem",
+        ],
     );
     assert!(ok, "{text}");
     assert!(text.contains("leaf.pem: OK"), "{text}");
@@ -777,6 +830,7 @@ fn openssl_verifies_and_decrypts_a_certrep() {
     .build();
     let req = decode_request(
         &msg,
+        ra(),
         ca(),
         &DecodeOptions {
             allow_des: false,
@@ -786,11 +840,11 @@ fn openssl_verifies_and_decrypts_a_certrep() {
     .unwrap();
     let issued = ca().issue_device_certificate(&req.csr, VALIDITY, now).unwrap();
     let ca_der = ca().certificate_der().to_vec();
-    let rep = cert_rep_success(ca(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
+    let rep = cert_rep_success(ra(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
 
     let dir = tmp();
     let d = dir.path();
-    write(d, "ca.pem", ca().certificate_pem());
+    write(d, "ca.pem", root().certificate_pem());
     write(d, "rep.der", &rep);
     write(d, "client.key", c.key.serialize_pem());
     write(d, "client.der", &c.cert_der);
@@ -829,7 +883,7 @@ fn openssl_verifies_and_decrypts_a_certrep() {
     assert_envelope_holds_leaf_first(d, "client.pem", &issued.pem);
 
     // A failure reply verifies too.
-    let fail = cert_rep_failure(ca(), &req.reply_to(), FailInfo::BadRequest).unwrap();
+    let fail = cert_rep_failure(ra(), &req.reply_to(), FailInfo::BadRequest).unwrap();
     write(d, "fail.der", &fail);
     let (ok, text) = openssl(
         d,
@@ -869,7 +923,7 @@ fn degenerate_pkcs7_keeps_the_order() {
         assert!(ok, "{text}");
         let subjects: Vec<&str> = text.lines().filter(|l| l.starts_with("subject=")).collect();
         assert_eq!(subjects.len(), 2);
-        let first_is_ca = subjects[0].contains("Citadel Root CA");
+        let first_is_ca = subjects[0].contains("Citadel Device CA");
         assert_eq!(first_is_ca, order[0] == &ca_der, "{text}");
     }
     assert!(degenerate_pkcs7(&[b"junk"]).is_err());
@@ -926,8 +980,8 @@ fn indefinite_length_ber_requests_decode() {
     for chunked in [false, true] {
         let ber = to_indefinite_ber(&der, chunked);
         assert_ne!(ber, der);
-        let req =
-            decode_request(&ber, ca(), &opts(false)).unwrap_or_else(|e| panic!("chunked={chunked}: {e:?}"));
+        let req = decode_request(&ber, ra(), ca(), &opts(false))
+            .unwrap_or_else(|e| panic!("chunked={chunked}: {e:?}"));
         assert_eq!(req.csr.der, client().csr_der);
     }
 }
@@ -942,9 +996,9 @@ fn enrollment_throughput() {
     let n = 300;
     let start = std::time::Instant::now();
     for _ in 0..n {
-        let req = decode_request(&msg, ca(), &opts(false)).unwrap();
+        let req = decode_request(&msg, ra(), ca(), &opts(false)).unwrap();
         let issued = ca().issue_device_certificate(&req.csr, VALIDITY, NOW).unwrap();
-        cert_rep_success(ca(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
+        cert_rep_success(ra(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
     }
     let per_sec = f64::from(n) / start.elapsed().as_secs_f64();
     let start = std::time::Instant::now();
@@ -1052,7 +1106,7 @@ fn a_pkcsreq_signed_with_a_32_byte_serial_is_decoded_and_answered() {
         allow_des: false,
         now,
     };
-    let req = decode_request(&msg, ca(), &opts).unwrap();
+    let req = decode_request(&msg, ra(), ca(), &opts).unwrap();
     assert_eq!(req.message_type, MessageType::PkcsReq);
     assert_eq!(req.signer_certificate, signer, "kept byte for byte");
     assert_eq!(req.csr.der, c.csr_der);
@@ -1067,7 +1121,7 @@ fn a_pkcsreq_signed_with_a_32_byte_serial_is_decoded_and_answered() {
         .build(),
         &signer,
     );
-    let (fail, reason, to) = rejected(decode_request(&other_key, ca(), &opts));
+    let (fail, reason, to) = rejected(decode_request(&other_key, ra(), ca(), &opts));
     assert_eq!(fail, FailInfo::BadMessageCheck);
     assert!(reason.contains("not the requested key"), "{reason}");
     assert_eq!(to.signer_certificate, signer);
@@ -1075,6 +1129,7 @@ fn a_pkcsreq_signed_with_a_32_byte_serial_is_decoded_and_answered() {
     let foreign_signer = self_signed_with_serial(&client2().key, &serial);
     let (fail, reason, _) = rejected(decode_request(
         &with_signer_certificate(&Req::pkcs(c).build(), &foreign_signer),
+        ra(),
         ca(),
         &opts,
     ));
@@ -1090,22 +1145,22 @@ fn a_pkcsreq_signed_with_a_32_byte_serial_is_decoded_and_answered() {
         &signer,
     );
     assert_eq!(
-        rejected(decode_request(&renewal, ca(), &opts)).0,
+        rejected(decode_request(&renewal, ra(), ca(), &opts)).0,
         FailInfo::BadCertId
     );
     // A failure reply to it verifies.
-    let fail = cert_rep_failure(ca(), &to, FailInfo::BadMessageCheck).unwrap();
-    open_rep(ca(), &fail);
+    let fail = cert_rep_failure(ra(), &to, FailInfo::BadMessageCheck).unwrap();
+    open_rep(ra(), &fail);
 
     // The reply's envelope names the recipient by that issuer and 32-byte serial: OpenSSL,
     // given the certificate, opens only a recipient info that matches it.
     let issued = ca().issue_device_certificate(&req.csr, VALIDITY, now).unwrap();
     let ca_der = ca().certificate_der().to_vec();
-    let rep = cert_rep_success(ca(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
-    let opened = open_rep(ca(), &rep);
+    let rep = cert_rep_success(ra(), &req.reply_to(), &[&issued.der, &ca_der]).unwrap();
+    let opened = open_rep(ra(), &rep);
     let dir = tmp();
     let d = dir.path();
-    write(d, "ca.pem", ca().certificate_pem());
+    write(d, "ca.pem", root().certificate_pem());
     write(d, "envelope.der", &opened.content);
     write(d, "client.key", c.key.serialize_pem());
     write(d, "signer.der", &signer);
@@ -1132,7 +1187,7 @@ fn absurdly_long_signer_serials_are_refused() {
         let msg = with_signer_certificate(&Req::pkcs(c).build(), &signer);
         assert!(
             matches!(
-                decode_request(&msg, ca(), &opts(false)),
+                decode_request(&msg, ra(), ca(), &opts(false)),
                 Err(DecodeError::Malformed(_))
             ),
             "{len}"
@@ -1145,13 +1200,13 @@ fn absurdly_long_signer_serials_are_refused() {
             digest: Digest::Sha256,
             cipher: None,
         };
-        assert!(cert_rep_success(ca(), &to, &[ca().certificate_der()]).is_err());
+        assert!(cert_rep_success(ra(), &to, &[ca().certificate_der()]).is_err());
     }
     // 64 octets is the limit.
     let signer = self_signed_with_serial(&c.key, &[0x5a; 64]);
     let msg = with_signer_certificate(&Req::pkcs(c).build(), &signer);
     assert_eq!(
-        decode_request(&msg, ca(), &opts(false))
+        decode_request(&msg, ra(), ca(), &opts(false))
             .unwrap()
             .signer_certificate,
         signer
