@@ -9,11 +9,13 @@ use actix_web::{HttpServer, web};
 use time::OffsetDateTime;
 
 use crate::clock::SharedClock;
-use crate::config::{Config, ConfigError};
+use crate::config::{ClientCertificates, Config, ConfigError};
 use crate::datadir::{DataDir, DataDirError};
 use crate::http::tls::{self, TlsState};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, EnrollmentSettings};
 use crate::iam::bootstrap::{self, BootstrapOutcome};
+use crate::mdm::webhook::Webhook;
+use crate::mdm::{MdmOptions, MdmService};
 use crate::pki::{self, Pki, PkiError, Renewal, ServerCertificate, TlsSource};
 use crate::scep::{ScepOptions, ScepService};
 use crate::store::{SchemaStatus, SledOptions, SledStore, Store, StoreError, migrate_to_current};
@@ -37,6 +39,8 @@ pub enum StartupError {
     Tls(#[from] rustls::Error),
     #[error("cannot listen on {addr}: {source}{}", bind_hint(source))]
     Bind { addr: String, source: std::io::Error },
+    #[error("cannot set up the webhook client: {0}")]
+    Webhook(String),
     #[error("server error: {0}")]
     Server(std::io::Error),
 }
@@ -65,7 +69,7 @@ impl StartupError {
             StartupError::Bind { .. } => 69,                           // EX_UNAVAILABLE
             StartupError::DataDir(_) | StartupError::Pki(PkiError::DataDir(_)) => 74, // EX_IOERR
             StartupError::Pki(_) | StartupError::Store(_) => 65,
-            StartupError::Tls(_) => 78,
+            StartupError::Tls(_) | StartupError::Webhook(_) => 78,
             StartupError::Server(_) => 70, // EX_SOFTWARE
         }
     }
@@ -172,7 +176,11 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
     }
     let cert = server_certificate(&config, &prepared.pki, clock.now())?;
     let tls_state = Arc::new(TlsState::new(cert));
-    let rustls_config = tls::server_config(Arc::clone(&tls_state.resolver))?;
+    let device_ca = match config.server.client_certificates {
+        ClientCertificates::Optional => Some(prepared.pki.issuing_ca().certificate_der().to_vec()),
+        ClientCertificates::Off => None,
+    };
+    let rustls_config = tls::server_config(Arc::clone(&tls_state.resolver), device_ca.as_deref())?;
     let store: Arc<dyn Store> = prepared.store.clone();
     let pki = Arc::new(prepared.pki);
     let scep = Arc::new(ScepService::new(
@@ -180,6 +188,36 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         Arc::clone(&pki),
         ScepOptions::from(&config.scep),
     ));
+    let webhook = match (&config.webhook.url, &config.webhook.secret) {
+        (Some(url), Some(secret)) => {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .map_err(|e| StartupError::Webhook(e.to_string()))?;
+            Some(Webhook::start(
+                url.clone(),
+                secret.expose().as_bytes().to_vec(),
+                client,
+            ))
+        }
+        _ => None,
+    };
+    let mdm = Arc::new(MdmService::new(
+        Arc::clone(&store),
+        Arc::clone(&pki),
+        Arc::clone(&scep),
+        MdmOptions {
+            user_authenticate: config.mdm.user_authenticate,
+            retention: time::Duration::days(i64::from(config.mdm.retention_days)),
+            topic: config.apple.topic().to_owned(),
+        },
+        webhook,
+    ));
+    if !config.apple.topic_configured() {
+        tracing::warn!(
+            "no push topic: set apple.topic (or import a push certificate) — enrolled devices cannot be woken"
+        );
+    }
     let state = web::Data::new(AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -187,11 +225,15 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         ca_der: pki.ca_certificate_der(),
         tls: Arc::clone(&tls_state),
         scep,
+        pki: Arc::clone(&pki),
+        mdm: Arc::clone(&mdm),
+        enrollment: Arc::new(EnrollmentSettings::from_config(&config)),
     });
 
     let listen = config.server.listen;
     let https_state = state.clone();
     let mut server = HttpServer::new(move || http::app(https_state.clone()))
+        .on_connect(http::mdm::capture_peer_certificate)
         .shutdown_timeout(config.server.shutdown_timeout_secs)
         .bind_rustls_0_23(listen, rustls_config)
         .map_err(|source| StartupError::Bind {
@@ -207,6 +249,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
     actix_web::rt::spawn(admin);
 
     actix_web::rt::spawn(purge_expired_challenges(Arc::clone(&store), Arc::clone(&clock)));
+    actix_web::rt::spawn(prune_answered_commands(mdm, Arc::clone(&clock)));
     actix_web::rt::spawn(keep_certificate_fresh(config.clone(), pki, tls_state, clock));
     tracing::info!(
         %listen,
@@ -256,6 +299,21 @@ async fn purge_expired_challenges(store: Arc<dyn Store>, clock: SharedClock) {
             Ok(Ok(n)) => tracing::info!(removed = n, "expired SCEP challenges purged"),
             Ok(Err(e)) => tracing::error!(error = %e, "cannot purge expired SCEP challenges"),
             Err(e) => tracing::error!(error = %e, "challenge purge task failed"),
+        }
+    }
+}
+
+/// Hourly: deletes answered commands older than `mdm.retention_days`.
+async fn prune_answered_commands(mdm: Arc<MdmService>, clock: SharedClock) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        ticks.tick().await;
+        let (mdm, now) = (Arc::clone(&mdm), clock.now());
+        match web::block(move || mdm.prune(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(pruned = n, "answered commands past retention pruned"),
+            Ok(Err(e)) => tracing::error!(error = %e, "pruning answered commands failed"),
+            Err(e) => tracing::error!(error = %e, "pruning task failed"),
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Config {
     pub store: StoreSection,
     pub admin: AdminSection,
     pub scep: ScepSection,
+    pub mdm: MdmSection,
+    pub apple: AppleSection,
+    pub webhook: WebhookSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,6 +48,80 @@ pub struct ServerSection {
     pub shutdown_timeout_secs: u64,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// The URL devices reach this appliance at (`https://host:port`), written into enrollment
+    /// profiles. Default: `https://<first of hostnames, else this machine's name>:<listen port>`.
+    pub public_url: Option<String>,
+    /// Ask TLS clients for a certificate from our device CA (`optional`), so devices may
+    /// authenticate by mTLS as well as by `Mdm-Signature`; `off` never asks.
+    pub client_certificates: ClientCertificates,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificates {
+    Optional,
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MdmSection {
+    /// Organisation name shown in enrollment profiles and certificate subjects.
+    pub organization: String,
+    /// Accept macOS user-channel UserAuthenticate (no password challenge) instead of 410.
+    pub user_authenticate: bool,
+    /// Days answered commands and their results are kept.
+    pub retention_days: u32,
+    /// Largest check-in or command-result body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Lifetime of a one-time enrollment link.
+    pub enrollment_link_ttl_secs: u64,
+}
+
+impl Default for MdmSection {
+    fn default() -> Self {
+        Self {
+            organization: "Citadel".into(),
+            user_authenticate: false,
+            retention_days: 30,
+            max_body_bytes: 4 * 1024 * 1024,
+            enrollment_link_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppleSection {
+    /// The APNs push topic (`com.apple.mgmt.…`) until a push certificate is imported. Without
+    /// it, profiles carry a placeholder topic and devices cannot be woken.
+    pub topic: Option<String>,
+}
+
+/// Placeholder topic for profiles when none is configured.
+pub const UNCONFIGURED_TOPIC: &str = "com.apple.mgmt.citadel.unconfigured";
+
+impl AppleSection {
+    pub fn topic(&self) -> &str {
+        self.topic
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .unwrap_or(UNCONFIGURED_TOPIC)
+    }
+
+    pub fn topic_configured(&self) -> bool {
+        self.topic.as_deref().is_some_and(|t| !t.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSection {
+    /// Where check-in events and command results are POSTed (JSON). Off when unset.
+    pub url: Option<String>,
+    /// HMAC-SHA256 key for the `X-Citadel-Signature` header.
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,6 +196,9 @@ impl Default for Config {
             store: StoreSection::default(),
             admin: AdminSection::default(),
             scep: ScepSection::default(),
+            mdm: MdmSection::default(),
+            apple: AppleSection::default(),
+            webhook: WebhookSection::default(),
         }
     }
 }
@@ -133,6 +213,8 @@ impl Default for ServerSection {
             tls_renew_days: 30,
             shutdown_timeout_secs: 10,
             workers: 0,
+            public_url: None,
+            client_certificates: ClientCertificates::Optional,
         }
     }
 }
@@ -291,7 +373,30 @@ impl Config {
             &mut self.scep.static_challenge,
             &mut self.scep.static_challenge_file,
             "scep.static_challenge",
+        )?;
+        resolve_secret(
+            &mut self.webhook.secret,
+            &mut self.webhook.secret_file,
+            "webhook.secret",
         )
+    }
+
+    /// The base URL written into enrollment profiles (no trailing slash).
+    pub fn public_url(&self) -> String {
+        if let Some(url) = &self.server.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let host = self.server.hostnames.first().cloned().unwrap_or_else(|| {
+            gethostname::gethostname()
+                .into_string()
+                .unwrap_or_else(|_| "localhost".into())
+        });
+        let host = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!("https://{host}:{}", self.server.listen.port())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -334,6 +439,34 @@ impl Config {
         }
         if self.store.cache_capacity_mb == 0 {
             return invalid("store.cache_capacity_mb must be at least 1".into());
+        }
+        if let Some(url) = &self.server.public_url
+            && (!url.starts_with("https://")
+                || url.len() <= "https://".len()
+                || url.contains(char::is_whitespace))
+        {
+            return invalid(format!("server.public_url {url:?} must be an https:// URL"));
+        }
+        if let Some(topic) = &self.apple.topic
+            && !topic.is_empty()
+            && !topic.starts_with("com.apple.mgmt.")
+        {
+            return invalid(format!("apple.topic {topic:?} must start with com.apple.mgmt."));
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&self.mdm.max_body_bytes) {
+            return invalid("mdm.max_body_bytes must be between 65536 and 67108864".into());
+        }
+        if self.mdm.retention_days == 0 || self.mdm.enrollment_link_ttl_secs == 0 {
+            return invalid("mdm.retention_days and mdm.enrollment_link_ttl_secs must be positive".into());
+        }
+        match (&self.webhook.url, &self.webhook.secret) {
+            (Some(url), _) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                return invalid(format!("webhook.url {url:?} must be an http(s):// URL"));
+            }
+            (Some(_), None) => {
+                return invalid("webhook.url needs webhook.secret (or webhook.secret_file)".into());
+            }
+            _ => {}
         }
         Ok(())
     }

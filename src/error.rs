@@ -14,6 +14,11 @@ pub enum ApiError {
     Unauthorized,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A device whose identity is missing, invalid or not the one bound to its enrollment.
+    #[error("device not authorised: {0}")]
+    DeviceUnauthorized(String),
+    #[error("{0}")]
+    Gone(String),
     #[error("the store is unavailable")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -32,6 +37,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::Unauthorized => "unauthorized",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::DeviceUnauthorized(_) => "device_unauthorized",
+            ApiError::Gone(_) => "gone",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -44,6 +51,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::DeviceUnauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -54,6 +63,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Store(e) => tracing::error!(error = %e, "store error"),
             ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            ApiError::DeviceUnauthorized(e) => tracing::warn!(reason = %e, "device request refused"),
             _ => tracing::info!(error = %self, "request refused"),
         }
         HttpResponse::build(self.status_code()).json(ErrorBody {

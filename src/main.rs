@@ -13,6 +13,7 @@ use citadel::appliance::{self, StartupError};
 use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::{self, Config, Overrides};
 use citadel::datadir::DataDir;
+use citadel::iam::api_tokens::{self, ApiTokenRecord};
 use citadel::scep::challenges::NewChallenge;
 use citadel::scep::registry::{CertificateRecord, CertificateStatus, RevokeOutcome};
 use citadel::{healthcheck, pki, telemetry};
@@ -58,6 +59,26 @@ enum Command {
     /// SCEP operations.
     #[command(subcommand)]
     Scep(ScepCommand),
+    /// Admin API tokens (`Authorization: Bearer <token>`).
+    #[command(subcommand, name = "api-token")]
+    ApiToken(ApiTokenCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiTokenCommand {
+    /// Create a token; it is printed once on stdout and only its hash is kept.
+    Create {
+        /// What the token is for, e.g. "inventory script".
+        #[arg(long)]
+        name: String,
+        /// Expire the token after this many days (default: never).
+        #[arg(long, value_name = "DAYS")]
+        ttl_days: Option<u32>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by its id (from `list`).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -121,7 +142,7 @@ fn main() -> ExitCode {
     let listen = match &cli.command {
         Command::Serve(a) | Command::Init(a) | Command::Config(ConfigCommand::Check(a)) => a.listen,
         Command::Healthcheck(h) => h.listen.listen,
-        Command::Ca(_) | Command::Scep(_) => None,
+        Command::Ca(_) | Command::Scep(_) | Command::ApiToken(_) => None,
     };
     let config = match load_config(&cli, listen) {
         Ok(c) => c,
@@ -137,6 +158,7 @@ fn main() -> ExitCode {
         Command::Ca(CaCommand::List { json }) => report(run_ca_list(&config, &clock, json)),
         Command::Ca(CaCommand::Revoke { serial }) => report(run_ca_revoke(&config, &clock, &serial)),
         Command::Scep(ScepCommand::Challenge { ttl }) => report(run_scep_challenge(&config, &clock, ttl)),
+        Command::ApiToken(cmd) => report(run_api_token(&config, &clock, cmd)),
         Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
     }
 }
@@ -204,6 +226,87 @@ fn run_scep_challenge(config: &Config, clock: &SharedClock, ttl: Option<u64>) ->
         "citadel: one-time SCEP challenge, valid until {}",
         created.expires_at
     );
+    Ok(())
+}
+
+fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> Result<(), AdminError> {
+    let admin = Admin::connect(config, clock.now())?;
+    match cmd {
+        ApiTokenCommand::Create { name, ttl_days } => {
+            #[derive(serde::Deserialize)]
+            struct Created {
+                token: String,
+                #[serde(flatten)]
+                record: ApiTokenRecord,
+            }
+            let created: Created = match admin {
+                Admin::Socket(socket) => Admin::call(
+                    &socket,
+                    Method::POST,
+                    "/api-tokens",
+                    Some(&serde_json::json!({ "name": name, "ttl_days": ttl_days })),
+                )?,
+                Admin::Local(scep) => {
+                    let ttl = ttl_days.map(|d| time::Duration::days(i64::from(d)));
+                    let (token, record) = api_tokens::create(scep.store().as_ref(), &name, ttl, clock.now())
+                        .map_err(|e| AdminError::Socket(e.to_string()))?;
+                    Created { token, record }
+                }
+            };
+            println!("{}", created.token);
+            eprintln!(
+                "citadel: API token {} ({}) created; it is shown only now",
+                created.record.id, created.record.name
+            );
+        }
+        ApiTokenCommand::List => {
+            let list: Vec<ApiTokenRecord> = match admin {
+                Admin::Socket(socket) => Admin::call(&socket, Method::GET, "/api-tokens", None::<&()>)?,
+                Admin::Local(scep) => api_tokens::list(scep.store().as_ref())?,
+            };
+            println!(
+                "{:<13} {:<8} {:<21} {:<21} NAME",
+                "ID", "STATUS", "CREATED", "LAST USED"
+            );
+            for t in list {
+                let status = if t.revoked_at.is_some() {
+                    "revoked"
+                } else if t.expires_at.is_some_and(|e| e <= clock.now()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let last = t
+                    .last_used_at
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| "never".into());
+                println!(
+                    "{:<13} {:<8} {:<21} {:<21} {}",
+                    t.id,
+                    status,
+                    t.created_at.date(),
+                    last,
+                    t.name
+                );
+            }
+        }
+        ApiTokenCommand::Revoke { id } => {
+            let record: ApiTokenRecord = match admin {
+                Admin::Socket(socket) => Admin::call(
+                    &socket,
+                    Method::POST,
+                    &format!("/api-tokens/{id}/revoke"),
+                    None::<&()>,
+                )?,
+                Admin::Local(scep) => match api_tokens::revoke(scep.store().as_ref(), &id, clock.now()) {
+                    Ok(r) => r,
+                    Err(api_tokens::ApiTokenError::NotFound(_)) => return Err(AdminError::NotFound),
+                    Err(e) => return Err(AdminError::Socket(e.to_string())),
+                },
+            };
+            println!("revoked API token {} ({})", record.id, record.name);
+        }
+    }
     Ok(())
 }
 

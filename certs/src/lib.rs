@@ -6,11 +6,13 @@
 //! permissions) or wrapped in a rustls signing key.
 
 mod authority;
+pub mod cms;
 mod crypto;
 mod device;
 mod inspect;
 mod oids;
 pub mod scep;
+pub mod seal;
 mod secret;
 #[cfg(test)]
 mod test_support;

@@ -1,21 +1,21 @@
 //! The JSON admin API (`/api/v1`) and the same operations on the owner-only admin socket that
 //! the CLI uses while the server runs.
 //!
-//! Until administrators exist (the IAM work), the API accepts the one-time bootstrap secret as
-//! a bearer token.
+//! Until administrators exist (the IAM work), the API accepts API tokens (`citadel api-token
+//! create`) and the one-time bootstrap secret as bearer tokens.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::AppState;
+use super::{AppState, mdm_api};
 use crate::error::ApiError;
-use crate::iam::bootstrap;
+use crate::iam::{api_tokens, bootstrap};
 use crate::scep::registry::RevokeOutcome;
 
 /// Longest challenge lifetime an administrator may ask for.
 const MAX_CHALLENGE_TTL_SECS: u64 = 30 * 24 * 3600;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
     cfg.service(
         web::scope("/api/v1")
             .app_data(
@@ -23,7 +23,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .limit(16 * 1024)
                     .error_handler(json_error),
             )
+            .app_data(web::PayloadConfig::new(max_command_bytes))
             .route("/scep/challenges", web::post().to(api_create_challenge))
+            .route("/enrollment/profile", web::get().to(mdm_api::enrollment_profile))
+            .route("/enrollment/links", web::post().to(mdm_api::create_link))
+            .route("/commands", web::post().to(mdm_api::create_command))
+            .route("/commands/{uuid}", web::get().to(mdm_api::get_command))
+            .route("/devices", web::get().to(mdm_api::list_devices))
+            .route("/devices/{id}", web::get().to(mdm_api::get_device))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) })),
     );
 }
@@ -36,6 +43,12 @@ pub fn configure_admin_socket(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .route("/scep/challenges", web::post().to(socket_create_challenge))
+    .route("/api-tokens", web::post().to(mdm_api::socket_create_token))
+    .route("/api-tokens", web::get().to(mdm_api::socket_list_tokens))
+    .route(
+        "/api-tokens/{id}/revoke",
+        web::post().to(mdm_api::socket_revoke_token),
+    )
     .route("/ca/certificates", web::get().to(list_certificates))
     .route(
         "/ca/certificates/{serial}/revoke",
@@ -54,7 +67,9 @@ pub struct ChallengeRequest {
     ttl_secs: Option<u64>,
 }
 
-async fn authenticate(state: &web::Data<AppState>, req: &HttpRequest) -> Result<(), ApiError> {
+/// Checks the bearer token (an API token, or the bootstrap secret until administrators
+/// exist) and returns who is acting, for logs and records.
+pub(super) async fn authenticate(state: &web::Data<AppState>, req: &HttpRequest) -> Result<String, ApiError> {
     let token = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -63,14 +78,16 @@ async fn authenticate(state: &web::Data<AppState>, req: &HttpRequest) -> Result<
         .map(str::to_owned)
         .ok_or(ApiError::Unauthorized)?;
     let store = state.store.clone();
-    let valid = web::block(move || bootstrap::verify(store.as_ref(), &token))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+    let now = state.clock.now();
+    let actor = web::block(move || -> Result<Option<String>, ApiError> {
+        if let Some(record) = api_tokens::verify(store.as_ref(), &token, now)? {
+            return Ok(Some(format!("api-token:{} ({})", record.id, record.name)));
+        }
+        Ok(bootstrap::verify(store.as_ref(), &token)?.then(|| "bootstrap".to_owned()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    actor.ok_or(ApiError::Unauthorized)
 }
 
 async fn create_challenge(

@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod console;
+pub mod mdm;
+mod mdm_api;
 pub mod middleware;
 pub mod scep;
 pub mod tls;
@@ -14,7 +16,8 @@ use actix_web::{App, HttpResponse, web};
 use serde::Serialize;
 
 use crate::clock::SharedClock;
-use crate::pki::TlsSource;
+use crate::mdm::MdmService;
+use crate::pki::{Pki, TlsSource};
 use crate::scep::ScepService;
 use crate::store::{Store, read_version};
 use tls::TlsState;
@@ -27,14 +30,44 @@ pub struct AppState {
     pub ca_der: Vec<u8>,
     pub tls: Arc<TlsState>,
     pub scep: Arc<ScepService>,
+    pub pki: Arc<Pki>,
+    pub mdm: Arc<MdmService>,
+    pub enrollment: Arc<EnrollmentSettings>,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig, max_scep_message_bytes: usize) {
+/// What enrollment profiles and links need from the configuration.
+#[derive(Debug, Clone)]
+pub struct EnrollmentSettings {
+    pub public_url: String,
+    pub topic: String,
+    pub topic_configured: bool,
+    pub organization: String,
+    pub link_ttl: time::Duration,
+    pub max_body_bytes: usize,
+}
+
+impl EnrollmentSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            public_url: config.public_url(),
+            topic: config.apple.topic().to_owned(),
+            topic_configured: config.apple.topic_configured(),
+            organization: config.mdm.organization.clone(),
+            link_ttl: time::Duration::seconds(
+                i64::try_from(config.mdm.enrollment_link_ttl_secs).unwrap_or(i64::MAX),
+            ),
+            max_body_bytes: config.mdm.max_body_bytes,
+        }
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, max_scep_message_bytes: usize, max_mdm_body_bytes: usize) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/ca.pem", web::get().to(ca_pem))
         .route("/ca.crt", web::get().to(ca_der));
     scep::configure(cfg, max_scep_message_bytes);
-    api::configure(cfg);
+    mdm::configure(cfg, max_mdm_body_bytes);
+    api::configure(cfg, max_mdm_body_bytes);
     // Last: the console ends with a catch-all page.
     console::configure(cfg);
 }
@@ -52,6 +85,7 @@ pub fn app(
     >,
 > {
     let max = state.scep.options().max_message_bytes;
+    let max_mdm = state.enrollment.max_body_bytes;
     App::new()
         .app_data(state)
         .wrap(Compress::default())
@@ -63,7 +97,7 @@ pub fn app(
                 .add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000")),
         )
         .wrap(from_fn(middleware::request_context))
-        .configure(|cfg| configure(cfg, max))
+        .configure(|cfg| configure(cfg, max, max_mdm))
 }
 
 /// The application behind the owner-only admin socket (`<data>/admin.sock`).

@@ -44,12 +44,30 @@ impl ResolvesServerCert for ReloadableCertificate {
 }
 
 /// TLS 1.3 and 1.2 only, aws-lc-rs crypto, HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(resolver: Arc<ReloadableCertificate>) -> Result<rustls::ServerConfig, rustls::Error> {
+///
+/// With `device_ca` (DER), clients may present a certificate issued by it (device mTLS); a
+/// client without one is still served, and what a certificate may do is decided per request.
+pub fn server_config(
+    resolver: Arc<ReloadableCertificate>,
+    device_ca: Option<&[u8]>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match device_ca {
+        None => builder.with_no_client_auth(),
+        Some(der) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(rustls::pki_types::CertificateDer::from(der.to_vec()))?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

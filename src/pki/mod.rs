@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use citadel_certs::cms::ProfileSigner;
+use citadel_certs::seal::DataKey;
 use citadel_certs::{
     CertError, CertificateAuthority, CertificateInfo, RegistrationAuthority, SecretPem, ServerIdentity,
 };
@@ -22,6 +24,8 @@ const ISSUING_KEY: &str = "issuing.key";
 const RA_CERT: &str = "ra.crt";
 const RA_KEY: &str = "ra.key";
 const SERVER_CERT: &str = "server.crt";
+/// AES-256 key that seals device secrets at rest (UnlockToken, bootstrap token), hex.
+const DATA_KEY: &str = "data.key";
 /// The RA certificate is replaced this long before it expires. Devices fetch it afresh for
 /// every enrollment (GetCACert), so replacing it strands nobody.
 pub const RA_RENEW_WITHIN: time::Duration = time::Duration::days(30);
@@ -64,6 +68,8 @@ pub struct ServerCertificate {
     pub certified_key: Arc<CertifiedKey>,
     pub info: CertificateInfo,
     pub source: TlsSource,
+    /// The same identity, for signing enrollment profiles.
+    pub profile_signer: Arc<ProfileSigner>,
 }
 
 /// What `ensure_server_certificate` did.
@@ -84,6 +90,7 @@ pub struct Pki {
     /// RSA-2048 SCEP RA under the root: devices encrypt to it; it signs CertReps. Swapped in
     /// place when renewed.
     ra: RwLock<Arc<RegistrationAuthority>>,
+    data_key: DataKey,
 }
 
 impl Pki {
@@ -109,14 +116,29 @@ impl Pki {
                 create_registration_authority(&dir, &ca, label, now)?
             }
         };
+        let data_key = load_or_create_data_key(&dir)?;
         let pki = Self {
             dir,
             label: label.to_owned(),
             ca,
             issuing,
             ra: RwLock::new(Arc::new(ra)),
+            data_key,
         };
         Ok((pki, created))
+    }
+
+    /// Seals a device secret for storage; `context` (e.g. the enrollment ID) must be given
+    /// again to open it.
+    pub fn seal(&self, secret: &[u8], context: &str) -> Result<String, PkiError> {
+        self.data_key
+            .seal(secret, context.as_bytes())
+            .map_err(cert_err("cannot seal a device secret"))
+    }
+
+    /// Opens what [`Pki::seal`] sealed for `context`; `None` if it was not.
+    pub fn open(&self, sealed: &str, context: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.data_key.open(sealed, context.as_bytes())
     }
 
     /// The SCEP registration authority in use.
@@ -193,7 +215,7 @@ impl Pki {
             .map_err(cert_err("cannot issue the TLS server certificate"))?;
         datadir::write_file(&key_path, issued.key_pem.expose().as_bytes(), 0o600)?;
         datadir::write_file(&cert_path, issued.cert_pem.as_bytes(), 0o644)?;
-        let cert = managed_certificate(&issued.cert_pem, &issued.key_pem)?;
+        let cert = managed_certificate(&issued.cert_pem, &issued.key_pem, self.ca.certificate_pem())?;
         Ok((cert, Renewal::Issued { reason }))
     }
 
@@ -212,7 +234,7 @@ impl Pki {
         datadir::check_secret_file(key_path)?;
         let cert_pem = datadir::read_file(cert_path)?;
         let key_pem = SecretPem::new(datadir::read_file(key_path)?);
-        let cert = match managed_certificate(&cert_pem, &key_pem) {
+        let cert = match managed_certificate(&cert_pem, &key_pem, self.ca.certificate_pem()) {
             Ok(c) => c,
             Err(e) => return Ok(Err(format!("the certificate on disk is unusable ({e})"))),
         };
@@ -232,6 +254,20 @@ impl Pki {
         }
         Ok(Ok(cert))
     }
+}
+
+fn load_or_create_data_key(dir: &Path) -> Result<DataKey, PkiError> {
+    let path = dir.join(DATA_KEY);
+    if path.exists() {
+        datadir::check_secret_file(&path)?;
+        let hex_key = zeroize::Zeroizing::new(datadir::read_file(&path)?);
+        let bytes = zeroize::Zeroizing::new(hex::decode(hex_key.trim()).unwrap_or_default());
+        return DataKey::from_bytes(&bytes).map_err(cert_err(format!("cannot load {}", path.display())));
+    }
+    let (key, bytes) = DataKey::generate().map_err(cert_err("cannot create the data key"))?;
+    let hex_key = zeroize::Zeroizing::new(hex::encode(bytes.as_slice()));
+    datadir::write_file(&path, hex_key.as_bytes(), 0o600)?;
+    Ok(key)
 }
 
 /// `Ok(Ok(ra))` when the RA on disk can stay, `Ok(Err(reason))` when a new one is needed.
@@ -313,12 +349,21 @@ fn load_or_create_pair(
     }
 }
 
-fn managed_certificate(cert_pem: &str, key_pem: &SecretPem) -> Result<ServerCertificate, PkiError> {
+fn managed_certificate(
+    cert_pem: &str,
+    key_pem: &SecretPem,
+    root_pem: &str,
+) -> Result<ServerCertificate, PkiError> {
+    // Profiles carry the root too, so a device can build the chain before trusting it.
+    let chain = format!("{cert_pem}{root_pem}");
     Ok(ServerCertificate {
         certified_key: citadel_certs::certified_key(cert_pem, key_pem)
             .map_err(cert_err("server certificate"))?,
         info: citadel_certs::inspect_pem(cert_pem).map_err(cert_err("server certificate"))?,
         source: TlsSource::Managed,
+        profile_signer: Arc::new(
+            ProfileSigner::from_pem(&chain, key_pem).map_err(cert_err("profile signer"))?,
+        ),
     })
 }
 
@@ -353,7 +398,8 @@ pub fn load_operator_certificate(cert_file: &Path, key_file: &Path) -> Result<Se
     Ok(ServerCertificate {
         certified_key: citadel_certs::certified_key(&cert_pem, &key_pem)
             .map_err(cert_err(context.clone()))?,
-        info: citadel_certs::inspect_pem(&cert_pem).map_err(cert_err(context))?,
+        info: citadel_certs::inspect_pem(&cert_pem).map_err(cert_err(context.clone()))?,
+        profile_signer: Arc::new(ProfileSigner::from_pem(&cert_pem, &key_pem).map_err(cert_err(context))?),
         source: TlsSource::Operator {
             cert_file: cert_file.to_path_buf(),
         },
@@ -415,7 +461,7 @@ mod tests {
         let (_tmp, dd) = setup();
         let (pki, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(created);
-        for key in [CA_KEY, ISSUING_KEY, RA_KEY] {
+        for key in [CA_KEY, ISSUING_KEY, RA_KEY, DATA_KEY] {
             let mode = std::fs::metadata(dd.pki_dir().join(key))
                 .unwrap()
                 .permissions()
@@ -424,8 +470,10 @@ mod tests {
         }
         assert!(pki.issuing_ca().info().unwrap().is_ca);
         assert!(!pki.registration_authority().info().unwrap().is_ca);
+        let sealed = pki.seal(b"unlock", "device-1").unwrap();
         let (again, created) = Pki::load_or_create(&dd, "t", NOW).unwrap();
         assert!(!created);
+        assert_eq!(again.open(&sealed, "device-1").unwrap().as_slice(), b"unlock");
         assert_eq!(
             again.registration_authority().certificate_pem(),
             pki.registration_authority().certificate_pem()

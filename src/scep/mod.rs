@@ -91,6 +91,11 @@ impl ScepService {
         }
     }
 
+    /// The store this service records into (the CLI's local mode reuses it).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     pub fn options(&self) -> &ScepOptions {
         &self.options
     }

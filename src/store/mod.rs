@@ -32,14 +32,42 @@ pub enum Tree {
     ScepChallenges,
     /// Every certificate the CA issued, keyed by serial (lower-case hex).
     Certificates,
+    /// MDM enrollments (device and user channels), keyed by enrollment ID.
+    Enrollments,
+    /// MDM commands as queued, keyed by command UUID.
+    Commands,
+    /// Pending commands per enrollment: `enrollment ID \0 priority \0 sequence` → entry, so the
+    /// next command is the first key under the enrollment's prefix.
+    Queue,
+    /// One delivery per command and target: `command UUID \0 enrollment ID` → status, result.
+    Deliveries,
+    /// Command history per enrollment: `enrollment ID \0 sequence` → command UUID.
+    DeviceCommands,
+    /// Answered deliveries by time, for retention: `answered-at ms \0 UUID \0 enrollment ID`.
+    Answered,
+    /// Admin API tokens, keyed by the SHA-256 of the token.
+    ApiTokens,
+    /// One-time enrollment links, keyed by the SHA-256 of the link token.
+    EnrollmentLinks,
+    /// Identity certificate SHA-256 (hex) → the device enrollment it is bound to.
+    CertificateBindings,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 4] = [
+    pub const ALL: [Tree; 13] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
         Tree::Certificates,
+        Tree::Enrollments,
+        Tree::Commands,
+        Tree::Queue,
+        Tree::Deliveries,
+        Tree::DeviceCommands,
+        Tree::Answered,
+        Tree::ApiTokens,
+        Tree::EnrollmentLinks,
+        Tree::CertificateBindings,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +76,15 @@ impl Tree {
             Tree::Scratch => "scratch",
             Tree::ScepChallenges => "scep_challenges",
             Tree::Certificates => "certificates",
+            Tree::Enrollments => "enrollments",
+            Tree::Commands => "commands",
+            Tree::Queue => "queue",
+            Tree::Deliveries => "deliveries",
+            Tree::DeviceCommands => "device_commands",
+            Tree::Answered => "answered",
+            Tree::ApiTokens => "api_tokens",
+            Tree::EnrollmentLinks => "enrollment_links",
+            Tree::CertificateBindings => "certificate_bindings",
         }
     }
 }

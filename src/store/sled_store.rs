@@ -39,6 +39,15 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::Scratch => 2,
         Tree::ScepChallenges => 3,
         Tree::Certificates => 4,
+        Tree::Enrollments => 5,
+        Tree::Commands => 6,
+        Tree::Queue => 7,
+        Tree::Deliveries => 8,
+        Tree::DeviceCommands => 9,
+        Tree::Answered => 10,
+        Tree::ApiTokens => 11,
+        Tree::EnrollmentLinks => 12,
+        Tree::CertificateBindings => 13,
     }
 }
 

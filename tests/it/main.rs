@@ -6,5 +6,6 @@
 mod browser;
 mod certmonger;
 mod harness;
+mod mdm;
 mod scep;
 mod serve;

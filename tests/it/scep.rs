@@ -8,14 +8,14 @@ use crate::harness::{Appliance, run, text};
 
 const SCEPCLIENT: &str = "/usr/bin/scepclient";
 
-struct Enrolment {
-    key: PathBuf,
-    cert: PathBuf,
-    out: Output,
+pub struct Enrolment {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    pub out: Output,
 }
 
 /// Runs `scepclient` against the appliance, trusting its CA for TLS, in its own directory.
-fn scepclient(a: &Appliance, name: &str, challenge: &str, extra: &[&str]) -> Enrolment {
+pub fn scepclient(a: &Appliance, name: &str, challenge: &str, extra: &[&str]) -> Enrolment {
     assert!(
         Path::new(SCEPCLIENT).exists(),
         "scepclient is missing: run `installer/dev.sh deps`"
@@ -45,7 +45,7 @@ fn scepclient(a: &Appliance, name: &str, challenge: &str, extra: &[&str]) -> Enr
     Enrolment { key, cert, out }
 }
 
-fn challenge(a: &Appliance, ttl: Option<&str>) -> String {
+pub fn challenge(a: &Appliance, ttl: Option<&str>) -> String {
     let mut cmd = a.cmd();
     cmd.args(["scep", "challenge"]);
     if let Some(ttl) = ttl {
@@ -56,7 +56,7 @@ fn challenge(a: &Appliance, ttl: Option<&str>) -> String {
     text(&out.stdout).trim().to_owned()
 }
 
-fn certificates(a: &Appliance) -> Vec<serde_json::Value> {
+pub fn certificates(a: &Appliance) -> Vec<serde_json::Value> {
     let out = run(a.cmd().args(["ca", "list", "--json"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()

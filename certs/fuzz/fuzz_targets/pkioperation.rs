@@ -4,18 +4,24 @@
 
 use std::sync::OnceLock;
 
-use citadel_certs::CertificateAuthority;
+use citadel_certs::{CertificateAuthority, RegistrationAuthority};
 use citadel_certs::scep::{DecodeOptions, decode_request};
 use libfuzzer_sys::fuzz_target;
 use time::OffsetDateTime;
 
 const NOW: i64 = 1_800_000_000;
 
-fn ca() -> &'static CertificateAuthority {
-    static CA: OnceLock<CertificateAuthority> = OnceLock::new();
-    CA.get_or_init(|| {
+/// The appliance's shape: an ECDSA issuing CA and an RSA RA under an RSA root.
+fn pki() -> &'static (CertificateAuthority, RegistrationAuthority) {
+    static PKI: OnceLock<(CertificateAuthority, RegistrationAuthority)> = OnceLock::new();
+    PKI.get_or_init(|| {
         let now = OffsetDateTime::from_unix_timestamp(NOW).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        CertificateAuthority::generate("fuzz", now).unwrap_or_else(|e| panic!("CA: {e}"))
+        let root = CertificateAuthority::generate("fuzz", now).unwrap_or_else(|e| panic!("CA: {e}"));
+        let issuing = root.generate_issuing("fuzz", now).unwrap_or_else(|e| panic!("CA: {e}"));
+        let ra = root
+            .issue_registration_authority("fuzz", now)
+            .unwrap_or_else(|e| panic!("RA: {e}"));
+        (issuing, ra)
     })
 }
 
@@ -24,5 +30,6 @@ fuzz_target!(|data: &[u8]| {
         allow_des: data.first().is_some_and(|b| b & 1 == 1),
         now: OffsetDateTime::from_unix_timestamp(NOW).unwrap_or(OffsetDateTime::UNIX_EPOCH),
     };
-    let _ = decode_request(data, ca(), &opts);
+    let (issuing, ra) = pki();
+    let _ = decode_request(data, ra, issuing, &opts);
 });

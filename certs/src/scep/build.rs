@@ -76,13 +76,37 @@ pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A ContentInfo(SignedData) signed by `signer_cert`'s key through `sign`, over `content`
+/// A ContentInfo(SignedData) signed by `signer_cert`'s RSA key through `sign`, over `content`
 /// (eContentType id-data), with `attrs` plus contentType and messageDigest as signed attributes.
 /// `certs` go into the certificates field.
 pub(crate) fn signed_data(
     signer_cert: &x509_cert::Certificate,
     certs: &[&x509_cert::Certificate],
     digest: Digest,
+    attrs: Vec<Attribute>,
+    content: &[u8],
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, CertError>,
+) -> Result<Vec<u8>, CertError> {
+    // SCEP replies have always said plain rsaEncryption; clients accept it.
+    let signature_algorithm = alg_with_null(oids::RSA_ENCRYPTION)?;
+    signed_data_as(
+        signer_cert,
+        certs,
+        digest,
+        signature_algorithm,
+        attrs,
+        content,
+        sign,
+    )
+}
+
+/// [`signed_data`] with the signer info's signatureAlgorithm given (it must match the key
+/// behind `sign`: ECDSA keys need ecdsa-with-SHA*).
+pub(crate) fn signed_data_as(
+    signer_cert: &x509_cert::Certificate,
+    certs: &[&x509_cert::Certificate],
+    digest: Digest,
+    signature_algorithm: AlgorithmIdentifierOwned,
     mut attrs: Vec<Attribute>,
     content: &[u8],
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, CertError>,
@@ -97,7 +121,7 @@ pub(crate) fn signed_data(
         sid: SignerIdentifier::IssuerAndSerialNumber(issuer_and_serial(signer_cert)),
         digest_alg: digest_alg.clone(),
         signed_attrs: Some(signed_attrs),
-        signature_algorithm: alg_with_null(oids::RSA_ENCRYPTION)?,
+        signature_algorithm,
         signature: OctetString::new(signature).map_err(enc_err)?,
         unsigned_attrs: None,
     };

@@ -3,7 +3,7 @@
 //! Pure codecs: the caller decides policy (challenges, renewal registry, DES setting) and
 //! passes `now`. Every parser path returns an error; nothing here panics on any input.
 
-mod asn1;
+pub(crate) mod asn1;
 pub(crate) mod build;
 mod csr;
 mod symmetric;
@@ -156,7 +156,7 @@ fn malformed(reason: impl Into<String>) -> DecodeError {
 }
 
 /// Parses a ContentInfo, DER first, then BER (some clients stream indefinite lengths).
-fn content_info(der: &[u8]) -> Result<(ContentInfo, EncodingRules), der::Error> {
+pub(crate) fn content_info(der: &[u8]) -> Result<(ContentInfo, EncodingRules), der::Error> {
     match ContentInfo::from_der(der) {
         Ok(ci) => Ok((ci, EncodingRules::Der)),
         Err(e) => ContentInfo::from_ber(der)
@@ -188,7 +188,10 @@ fn attr_octets(attrs: &[Attribute], oid: ObjectIdentifier) -> Option<Vec<u8>> {
 }
 
 /// The certificate in the message's certificate set that `sid` names.
-fn find_certificate<'a>(sd: &'a SignedData, sid: &SignerIdentifier) -> Option<&'a asn1::Certificate> {
+pub(crate) fn find_certificate<'a>(
+    sd: &'a SignedData,
+    sid: &SignerIdentifier,
+) -> Option<&'a asn1::Certificate> {
     let certs = sd.certificates.as_ref()?;
     certs.iter().find_map(|choice| {
         let CertificateChoices::Certificate(cert) = choice else {
@@ -210,7 +213,7 @@ fn find_certificate<'a>(sd: &'a SignedData, sid: &SignerIdentifier) -> Option<&'
 
 /// The encodings of the signed attributes that the signature may cover: as decoded (DER-sorted
 /// for DER input), and in the order they appear in the message (some signers do not sort).
-fn signed_attr_candidates(attrs: &[Attribute], message: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn signed_attr_candidates(attrs: &[Attribute], message: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let encoded: Vec<Vec<u8>> = attrs.iter().filter_map(|a| a.to_der().ok()).collect();
     if encoded.len() != attrs.len() {

@@ -1,0 +1,795 @@
+//! CMS (RFC 5652) for the Apple MDM protocol: checking the detached signature devices put in
+//! the `Mdm-Signature` header, and signing configuration profiles.
+//!
+//! The SignedData parsing (DER or BER, long signer serials, signer lookup, signed-attribute
+//! encodings) is the SCEP decoder's; only the policy differs.
+
+use std::fmt;
+
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, RsaKeyPair};
+use const_oid::ObjectIdentifier;
+use der::asn1::OctetString;
+use der::{Any, Decode, Encode};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::attr::Attribute;
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, CaKeys, Digest, KeyKind};
+use crate::scep::asn1::{CertificateChoices, SignedData};
+use crate::scep::{build, content_info, find_certificate, signed_attr_candidates};
+use crate::{CertError, SecretPem, oids};
+
+/// Signatures (DER, after base64 decoding) larger than this are refused before parsing: a
+/// device's is a certificate or two and a signature, well under 8 KiB.
+pub const MAX_SIGNATURE_LEN: usize = 16 * 1024;
+
+/// Who made a signature that verified. Nothing here is trusted yet: the caller checks
+/// `certificate_der` against its CA (issuer, validity, revocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedBy {
+    /// DER of the certificate whose key made the signature.
+    pub certificate_der: Vec<u8>,
+    /// DER of the other certificates the signature carried (intermediates, usually).
+    pub other_certificates: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CmsError {
+    /// Not a detached SignedData this code can read (or missing a required part).
+    #[error("malformed CMS signature: {0}")]
+    Malformed(String),
+    /// Readable, but made with an algorithm or key type that is not supported.
+    #[error("unsupported CMS signature: {0}")]
+    Unsupported(String),
+    /// Well-formed, but not a signature of this content by the enclosed certificate's key.
+    #[error("the CMS signature does not verify: {0}")]
+    Invalid(String),
+}
+
+fn malformed(reason: impl Into<String>) -> CmsError {
+    CmsError::Malformed(reason.into())
+}
+
+/// Verifies `signature`, a detached CMS SignedData in DER or BER (the `Mdm-Signature` header
+/// after base64 decoding), over `content` (the exact request body).
+///
+/// Exactly one signer, whose certificate must be in the signature. With signed attributes,
+/// contentType must be id-data, messageDigest the digest of `content`, and the signature
+/// covers the attributes; without, it covers `content` itself. The certificate's chain and
+/// validity are NOT checked here.
+pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<SignedBy, CmsError> {
+    if signature.is_empty() {
+        return Err(malformed("empty signature"));
+    }
+    if signature.len() > MAX_SIGNATURE_LEN {
+        return Err(malformed(format!(
+            "signature larger than {MAX_SIGNATURE_LEN} bytes"
+        )));
+    }
+    let (ci, rules) =
+        content_info(signature).map_err(|e| malformed(format!("not a CMS ContentInfo: {e}")))?;
+    if ci.content_type != oids::ID_SIGNED_DATA {
+        return Err(malformed(format!(
+            "content type {} is not signedData",
+            ci.content_type
+        )));
+    }
+    let sd: SignedData = ci
+        .content
+        .decode_as_encoding(rules)
+        .map_err(|e| malformed(format!("not a SignedData: {e}")))?;
+    let signer_count = sd.signer_infos.len();
+    let (Some(si), 1) = (sd.signer_infos.iter().next(), signer_count) else {
+        return Err(malformed(format!(
+            "expected exactly one signer, found {signer_count}"
+        )));
+    };
+    if sd.encap_content_info.econtent.is_some() {
+        return Err(malformed(
+            "the signature is not detached: it carries its own content",
+        ));
+    }
+    if sd.encap_content_info.econtent_type != oids::ID_DATA {
+        return Err(malformed(format!(
+            "the signed content type {} is not id-data",
+            sd.encap_content_info.econtent_type
+        )));
+    }
+    let signer = find_certificate(&sd, &si.sid)
+        .ok_or_else(|| malformed("the signer's certificate is not in the signature"))?;
+    let digest = Digest::from_oid(&si.digest_alg.oid)
+        .ok_or_else(|| CmsError::Unsupported(format!("digest algorithm {}", si.digest_alg.oid)))?;
+    let spki = crypto::to_der(signer.tbs_certificate().subject_public_key_info())
+        .map_err(|_| malformed("the signer's public key cannot be encoded"))?;
+    let sig_alg = signature_oid(&si.signature_algorithm.oid, digest, &spki)?;
+    let sig = si.signature.as_bytes();
+
+    match si.signed_attrs.as_ref() {
+        Some(attrs) => {
+            let attrs = attrs.as_slice();
+            let content_type = single_value(attrs, oids::CONTENT_TYPE, "contentType")?;
+            if content_type.decode_as::<ObjectIdentifier>().ok() != Some(oids::ID_DATA) {
+                return Err(malformed("the contentType attribute is not id-data"));
+            }
+            let message_digest = single_value(attrs, oids::MESSAGE_DIGEST, "messageDigest")?
+                .decode_as::<OctetString>()
+                .map_err(|_| malformed("the messageDigest attribute is not an OCTET STRING"))?;
+            if message_digest.as_bytes() != digest.hash(content).as_slice() {
+                return Err(CmsError::Invalid(
+                    "the body does not match the signed message digest".into(),
+                ));
+            }
+            // The signature covers the DER SET OF; try the signer's order as well as the
+            // sorted one (some signers do not sort).
+            let candidates = signed_attr_candidates(attrs, signature);
+            if candidates.is_empty() {
+                return Err(malformed("the signed attributes cannot be re-encoded"));
+            }
+            let verified = candidates
+                .iter()
+                .any(|candidate| crypto::verify(&spki, &sig_alg, Some(digest), candidate, sig).is_ok());
+            if !verified {
+                return Err(CmsError::Invalid(
+                    "the signature over the signed attributes is not the certificate key's".into(),
+                ));
+            }
+            signed_by(&sd, signer)
+        }
+        None => {
+            crypto::verify(&spki, &sig_alg, Some(digest), content, sig).map_err(|_| {
+                CmsError::Invalid("the signature over the body is not the certificate key's".into())
+            })?;
+            signed_by(&sd, signer)
+        }
+    }
+}
+
+/// The signature algorithm to verify with, refusing unknown ones up front (so that "does not
+/// verify" means what it says). Some signers name only the key type.
+fn signature_oid(oid: &ObjectIdentifier, digest: Digest, spki: &[u8]) -> Result<ObjectIdentifier, CmsError> {
+    let rsa_key = match crypto::key_kind(spki) {
+        KeyKind::Rsa { .. } => true,
+        KeyKind::EcP256 | KeyKind::EcP384 => false,
+        KeyKind::Other => {
+            return Err(CmsError::Unsupported(
+                "the signer's key is neither RSA nor ECDSA P-256/P-384".into(),
+            ));
+        }
+    };
+    let (oid, rsa_alg) = match (*oid, digest) {
+        (oids::EC_PUBLIC_KEY, Digest::Sha256) => (oids::ECDSA_WITH_SHA256, false),
+        (oids::EC_PUBLIC_KEY, Digest::Sha384) => (oids::ECDSA_WITH_SHA384, false),
+        (
+            oids::RSA_ENCRYPTION
+            | oids::SHA1_WITH_RSA
+            | oids::SHA256_WITH_RSA
+            | oids::SHA384_WITH_RSA
+            | oids::SHA512_WITH_RSA,
+            _,
+        ) => (*oid, true),
+        (oids::ECDSA_WITH_SHA256 | oids::ECDSA_WITH_SHA384, _) => (*oid, false),
+        _ => {
+            return Err(CmsError::Unsupported(format!(
+                "signature algorithm {oid} with {digest:?}"
+            )));
+        }
+    };
+    if rsa_alg != rsa_key {
+        return Err(CmsError::Invalid(
+            "the signer certificate's key is not of the signature's type".into(),
+        ));
+    }
+    Ok(oid)
+}
+
+/// The one value of the one attribute `oid`: a repeated attribute or several values would
+/// leave it ambiguous what was signed.
+fn single_value<'a>(attrs: &'a [Attribute], oid: ObjectIdentifier, name: &str) -> Result<&'a Any, CmsError> {
+    let mut found = attrs.iter().filter(|a| a.oid == oid);
+    let (Some(attr), None) = (found.next(), found.next()) else {
+        return Err(malformed(format!(
+            "there must be exactly one {name} signed attribute"
+        )));
+    };
+    let mut values = attr.values.iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => Ok(value),
+        _ => Err(malformed(format!(
+            "the {name} attribute must have exactly one value"
+        ))),
+    }
+}
+
+fn signed_by(sd: &SignedData, signer: &crate::scep::asn1::Certificate) -> Result<SignedBy, CmsError> {
+    let encode = |cert: &crate::scep::asn1::Certificate| {
+        cert.to_der()
+            .map_err(|e| malformed(format!("a certificate cannot be re-encoded: {e}")))
+    };
+    let certificate_der = encode(signer)?;
+    let mut other_certificates = Vec::new();
+    for choice in sd.certificates.iter().flat_map(|set| set.iter()) {
+        if let CertificateChoices::Certificate(cert) = choice {
+            let der = encode(cert)?;
+            if der != certificate_der {
+                other_certificates.push(der);
+            }
+        }
+    }
+    Ok(SignedBy {
+        certificate_der,
+        other_certificates,
+    })
+}
+
+/// Signs configuration profiles (`.mobileconfig`) so that devices show them as verified: a
+/// SignedData with the profile attached, SHA-256, and the whole chain included.
+pub struct ProfileSigner {
+    /// Leaf first.
+    chain: Vec<x509_cert::Certificate>,
+    keys: CaKeys,
+    signature_algorithm: AlgorithmIdentifierOwned,
+}
+
+impl fmt::Debug for ProfileSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let subject = self
+            .chain
+            .first()
+            .map(|c| c.tbs_certificate().subject().to_string());
+        f.debug_struct("ProfileSigner")
+            .field("subject", &subject)
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProfileSigner {
+    /// `chain_pem` is the signing certificate followed by its intermediates; `key_pem` its
+    /// key (PKCS#8, PKCS#1 or SEC1; RSA or ECDSA P-256), checked to belong to the leaf.
+    pub fn from_pem(chain_pem: &str, key_pem: &SecretPem) -> Result<Self, CertError> {
+        let pem_err = |reason: String| CertError::Pem {
+            what: "certificate chain",
+            reason,
+        };
+        let ders = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_err(e.to_string()))?;
+        if ders.is_empty() {
+            return Err(pem_err("no CERTIFICATE block found".into()));
+        }
+        let chain = ders
+            .iter()
+            .map(|der| x509_cert::Certificate::from_der(der).map_err(|e| CertError::Parse(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes()).map_err(|e| CertError::Pem {
+            what: "private key",
+            reason: e.to_string(),
+        })?;
+        let keys = CaKeys::from_pkcs8(&pkcs8(&key)?)?;
+        let signature_algorithm = keys.certificate_signature_algorithm()?;
+
+        // A signature the leaf's key verifies proves the pair, whatever the key encoding.
+        let leaf_spki = chain
+            .first()
+            .map(|leaf| crypto::to_der(leaf.tbs_certificate().subject_public_key_info()))
+            .transpose()?
+            .unwrap_or_default();
+        let probe = b"citadel profile signer key check";
+        let probe_sig = keys.sign(Digest::Sha256, probe)?;
+        crypto::verify(
+            &leaf_spki,
+            &signature_algorithm.oid,
+            Some(Digest::Sha256),
+            probe,
+            &probe_sig,
+        )
+        .map_err(|_| CertError::KeyMismatch)?;
+
+        Ok(Self {
+            chain,
+            keys,
+            signature_algorithm,
+        })
+    }
+
+    /// A DER ContentInfo(SignedData) holding `content` (eContent id-data), signed with SHA-256
+    /// over the contentType and messageDigest attributes, with every chain certificate.
+    pub fn sign(&self, content: &[u8]) -> Result<Vec<u8>, CertError> {
+        let Some(leaf) = self.chain.first() else {
+            return Err(CertError::Encode("no signing certificate".into()));
+        };
+        let certs: Vec<&x509_cert::Certificate> = self.chain.iter().collect();
+        build::signed_data_as(
+            leaf,
+            &certs,
+            Digest::Sha256,
+            self.signature_algorithm.clone(),
+            Vec::new(),
+            content,
+            |signed_attrs| self.keys.sign(Digest::Sha256, signed_attrs),
+        )
+    }
+}
+
+/// The key as PKCS#8, which is what [`CaKeys`] loads (operators' keys are often PKCS#1 or SEC1).
+fn pkcs8(key: &PrivateKeyDer<'_>) -> Result<Zeroizing<Vec<u8>>, CertError> {
+    let unusable = |what: &str| CertError::Key(format!("not a usable {what} key"));
+    match key {
+        PrivateKeyDer::Pkcs8(k) => Ok(Zeroizing::new(k.secret_pkcs8_der().to_vec())),
+        PrivateKeyDer::Pkcs1(k) => {
+            let pair = RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(|_| unusable("RSA"))?;
+            let der: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| unusable("RSA"))?;
+            Ok(Zeroizing::new(der.as_ref().to_vec()))
+        }
+        PrivateKeyDer::Sec1(k) => {
+            let pair =
+                EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_ASN1_SIGNING, k.secret_sec1_der())
+                    .map_err(|_| unusable("ECDSA P-256"))?;
+            let doc = pair.to_pkcs8v1().map_err(|_| unusable("ECDSA P-256"))?;
+            Ok(Zeroizing::new(doc.as_ref().to_vec()))
+        }
+        _ => Err(CertError::Key("unsupported private key format".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use der::asn1::SetOfVec;
+    use rand::{Rng, SeedableRng};
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+        PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256, RsaKeySize, SerialNumber,
+    };
+    use time::{Duration, OffsetDateTime};
+
+    use super::*;
+    use crate::scep::asn1;
+    use crate::test_support::openssl;
+    use crate::{CertificateAuthority, ServerIdentity};
+
+    /// A request body as a device sends it (CRLF included: the signature is over raw bytes).
+    const BODY: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<plist version=\"1.0\"><dict>\
+        <key>MessageType</key><string>Authenticate</string></dict></plist>\n";
+
+    struct Signer {
+        key_pem: String,
+        cert_pem: String,
+        cert_der: Vec<u8>,
+    }
+
+    /// The appliance's shape, at the real time (OpenSSL checks validity against the clock):
+    /// an RSA root, the ECDSA issuing CA, and device certificates from the issuing CA.
+    struct Pki {
+        root: CertificateAuthority,
+        issuing: CertificateAuthority,
+        rsa: Signer,
+        ec: Signer,
+        /// Same issuer and serial as `rsa`, another RSA key.
+        rsa_impostor: Signer,
+        /// Same issuer and serial as `rsa`, an EC key.
+        ec_impostor: Signer,
+    }
+
+    const RSA_SERIAL: &[u8] = &[0x11, 0x22, 0x33, 0x44];
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+
+    fn device(issuing: &CertificateAuthority, key: KeyPair, cn: &str, serial: &[u8]) -> Signer {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.not_before = now() - Duration::days(1);
+        params.not_after = now() + Duration::days(365);
+        params.serial_number = Some(SerialNumber::from_slice(serial));
+        params.use_authority_key_identifier_extension = true;
+        // Writes a subjectKeyIdentifier too (for `-keyid`).
+        params.is_ca = IsCa::ExplicitNoCa;
+        let issuer = Issuer::from_ca_cert_der(issuing.certificate_der(), issuing.rcgen_key()).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Signer {
+            key_pem: key.serialize_pem(),
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+        }
+    }
+
+    fn rsa_key() -> KeyPair {
+        KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).unwrap()
+    }
+
+    fn ec_key() -> KeyPair {
+        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap()
+    }
+
+    fn pki() -> &'static Pki {
+        static PKI: OnceLock<Pki> = OnceLock::new();
+        PKI.get_or_init(|| {
+            let root = CertificateAuthority::generate("cms-test", now() - Duration::days(2)).unwrap();
+            let issuing = root
+                .generate_issuing("cms-test", now() - Duration::days(2))
+                .unwrap();
+            let rsa = device(&issuing, rsa_key(), "rsa device", RSA_SERIAL);
+            let ec = device(&issuing, ec_key(), "ec device", &[0x55, 0x66]);
+            let rsa_impostor = device(&issuing, rsa_key(), "rsa device", RSA_SERIAL);
+            let ec_impostor = device(&issuing, ec_key(), "rsa device", RSA_SERIAL);
+            Pki {
+                root,
+                issuing,
+                rsa,
+                ec,
+                rsa_impostor,
+                ec_impostor,
+            }
+        })
+    }
+
+    /// `openssl cms -sign` of `body` by `signer`, detached unless `extra` says otherwise.
+    fn openssl_sign(signer: &Signer, body: &[u8], extra: &[&str]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("body.bin"), body).unwrap();
+        std::fs::write(d.join("cert.pem"), &signer.cert_pem).unwrap();
+        std::fs::write(d.join("key.pem"), &signer.key_pem).unwrap();
+        std::fs::write(d.join("issuing.pem"), pki().issuing.certificate_pem()).unwrap();
+        let mut args = vec![
+            "cms", "-sign", "-binary", "-in", "body.bin", "-signer", "cert.pem", "-inkey", "key.pem",
+            "-outform", "DER", "-out", "sig.der",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out) = openssl(d, &args);
+        assert!(ok, "openssl cms -sign {extra:?}: {out}");
+        std::fs::read(d.join("sig.der")).unwrap()
+    }
+
+    /// `sig` re-encoded in DER with its certificate set replaced by `certs`.
+    fn with_certificates(sig: &[u8], certs: &[&[u8]]) -> Vec<u8> {
+        let (ci, rules) = content_info(sig).unwrap();
+        let mut sd: SignedData = ci.content.decode_as_encoding(rules).unwrap();
+        let mut set = SetOfVec::new();
+        for cert in certs {
+            set.insert(CertificateChoices::Certificate(
+                asn1::Certificate::from_der(cert).unwrap(),
+            ))
+            .unwrap();
+        }
+        sd.certificates = Some(set);
+        ::cms::content_info::ContentInfo {
+            content_type: ci.content_type,
+            content: Any::encode_from(&sd).unwrap(),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn flipped(bytes: &[u8], at: usize) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        out[at] ^= 0x01;
+        out
+    }
+
+    #[test]
+    fn openssl_detached_signatures_verify() {
+        let p = pki();
+        let cases: &[(&Signer, &[&str])] = &[
+            (&p.rsa, &[]),
+            (&p.rsa, &["-md", "sha1"]),
+            (&p.rsa, &["-md", "sha256"]),
+            (&p.rsa, &["-md", "sha384"]),
+            (&p.rsa, &["-md", "sha512"]),
+            (&p.rsa, &["-noattr"]),
+            (&p.rsa, &["-noattr", "-md", "sha1"]),
+            (&p.rsa, &["-keyid"]),
+            (&p.ec, &[]),
+            (&p.ec, &["-md", "sha384"]),
+            (&p.ec, &["-noattr"]),
+            (&p.ec, &["-keyid", "-noattr"]),
+        ];
+        for (signer, extra) in cases {
+            let sig = openssl_sign(signer, BODY, extra);
+            let by = verify_detached(&sig, BODY).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            assert_eq!(by.certificate_der, signer.cert_der, "{extra:?}");
+            assert!(by.other_certificates.is_empty(), "{extra:?}");
+            assert!(
+                p.issuing.issued_and_valid(&by.certificate_der, now()),
+                "{extra:?}"
+            );
+
+            let mut altered = BODY.to_vec();
+            altered[BODY.len() / 2] ^= 0x20;
+            for content in [&altered[..], &BODY[..BODY.len() - 1], b""] {
+                assert!(
+                    matches!(verify_detached(&sig, content), Err(CmsError::Invalid(_))),
+                    "{extra:?}: altered content accepted"
+                );
+            }
+        }
+    }
+
+    /// `der` (a ContentInfo(SignedData)) with indefinite lengths on its three outer levels,
+    /// as streaming encoders write it.
+    fn indefinite(der: &[u8]) -> Vec<u8> {
+        let ci = ::cms::content_info::ContentInfo::from_der(der).unwrap();
+        let mut out = vec![0x30, 0x80];
+        out.extend(oids::ID_SIGNED_DATA.to_der().unwrap());
+        out.extend([0xa0, 0x80, 0x30, 0x80]);
+        out.extend_from_slice(ci.content.value());
+        out.extend([0; 6]);
+        out
+    }
+
+    #[test]
+    fn ber_is_read() {
+        let p = pki();
+        for (signer, extra) in [(&p.rsa, &[][..]), (&p.ec, &["-noattr"][..])] {
+            let ber = indefinite(&openssl_sign(signer, BODY, extra));
+            let by = verify_detached(&ber, BODY).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            assert_eq!(by.certificate_der, signer.cert_der);
+            assert!(matches!(
+                verify_detached(&ber, b"other"),
+                Err(CmsError::Invalid(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_other_certificates_are_returned() {
+        let p = pki();
+        let sig = openssl_sign(&p.ec, BODY, &["-certfile", "issuing.pem"]);
+        let by = verify_detached(&sig, BODY).unwrap();
+        assert_eq!(by.certificate_der, p.ec.cert_der);
+        assert_eq!(by.other_certificates, vec![p.issuing.certificate_der().to_vec()]);
+    }
+
+    #[test]
+    fn a_swapped_certificate_is_refused() {
+        let p = pki();
+        for extra in [&[][..], &["-noattr"][..]] {
+            let sig = openssl_sign(&p.rsa, BODY, extra);
+            // The re-encoding itself changes nothing that matters.
+            assert!(verify_detached(&with_certificates(&sig, &[&p.rsa.cert_der]), BODY).is_ok());
+            for impostor in [&p.rsa_impostor, &p.ec_impostor] {
+                let swapped = with_certificates(&sig, &[&impostor.cert_der]);
+                let err = verify_detached(&swapped, BODY).unwrap_err();
+                assert!(matches!(err, CmsError::Invalid(_)), "{extra:?}: {err}");
+            }
+            // A certificate that is not the signer's at all.
+            let missing = with_certificates(&sig, &[&p.ec.cert_der]);
+            assert!(matches!(
+                verify_detached(&missing, BODY),
+                Err(CmsError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn an_attached_signature_is_refused() {
+        let sig = openssl_sign(&pki().rsa, BODY, &["-nodetach"]);
+        let err = verify_detached(&sig, BODY).unwrap_err();
+        assert!(matches!(err, CmsError::Malformed(_)), "{err}");
+        assert!(err.to_string().contains("not detached"), "{err}");
+    }
+
+    #[test]
+    fn malformed_input_is_refused_without_panicking() {
+        let good = openssl_sign(&pki().rsa, BODY, &[]);
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x30],
+            vec![0x30, 0x00],
+            vec![0x30, 0x80],
+            vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x06],
+            vec![0x30, 0x89, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            b"MIIB not base64-decoded".to_vec(),
+            vec![0u8; 64],
+            vec![0u8; MAX_SIGNATURE_LEN + 1],
+            [good.as_slice(), &vec![0u8; MAX_SIGNATURE_LEN]].concat(),
+            [good.as_slice(), &[0]].concat(),
+            // A degenerate SignedData (no signer at all).
+            build::degenerate(&[&pki().rsa.cert_der]).unwrap(),
+        ];
+        for case in &cases {
+            assert!(
+                matches!(verify_detached(case, BODY), Err(CmsError::Malformed(_))),
+                "{:02x?}",
+                &case[..case.len().min(16)]
+            );
+        }
+        for len in 0..good.len() {
+            assert!(verify_detached(&good[..len], BODY).is_err(), "truncated to {len}");
+        }
+        for at in 0..good.len() {
+            let _ = verify_detached(&flipped(&good, at), BODY);
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5652);
+        for _ in 0..1000 {
+            let mut m = good.clone();
+            for _ in 0..rng.random_range(1..6) {
+                let at = rng.random_range(0..m.len());
+                match rng.random_range(0..3) {
+                    0 => m[at] = rng.random(),
+                    1 => {
+                        m.remove(at);
+                    }
+                    _ => m.insert(at, rng.random()),
+                }
+            }
+            let _ = verify_detached(&m, BODY);
+        }
+    }
+
+    #[test]
+    fn a_flipped_signature_byte_is_refused() {
+        let p = pki();
+        for signer in [&p.rsa, &p.ec] {
+            for extra in [&[][..], &["-noattr"][..]] {
+                let sig = openssl_sign(signer, BODY, extra);
+                // The signature value is the last element of a DER SignerInfo without
+                // unsigned attributes: its last byte is the message's last byte.
+                let err = verify_detached(&flipped(&sig, sig.len() - 1), BODY).unwrap_err();
+                assert!(matches!(err, CmsError::Invalid(_)), "{extra:?}: {err}");
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ profile signing
+
+    /// Checks `signed` with `openssl cms -verify` and `openssl smime -verify` against
+    /// `root_pem`; returns whether both accepted it, and asserts they output `content`.
+    fn openssl_verifies(signed: &[u8], root_pem: &str, content: &[u8]) -> bool {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("signed.der"), signed).unwrap();
+        std::fs::write(d.join("root.pem"), root_pem).unwrap();
+        let mut all = true;
+        for tool in ["cms", "smime"] {
+            let out_name = format!("{tool}.out");
+            let (ok, text) = openssl(
+                d,
+                &[
+                    tool,
+                    "-verify",
+                    "-binary",
+                    "-inform",
+                    "DER",
+                    "-in",
+                    "signed.der",
+                    "-CAfile",
+                    "root.pem",
+                    "-purpose",
+                    "any",
+                    "-out",
+                    &out_name,
+                ],
+            );
+            if ok {
+                assert_eq!(
+                    std::fs::read(d.join(&out_name)).unwrap(),
+                    content,
+                    "{tool}: {text}"
+                );
+            }
+            all &= ok;
+        }
+        all
+    }
+
+    const PROFILE: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \
+        \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
+        <plist version=\"1.0\"><dict><key>PayloadType</key><string>Configuration</string>\
+        </dict></plist>\r\n";
+
+    fn check_signed_profile(signer: &ProfileSigner, root_pem: &str, sig_alg: ObjectIdentifier, certs: usize) {
+        let signed = signer.sign(PROFILE).unwrap();
+        assert!(openssl_verifies(&signed, root_pem, PROFILE));
+
+        let ci = ::cms::content_info::ContentInfo::from_der(&signed).unwrap();
+        let sd: SignedData = ci.content.decode_as().unwrap();
+        let econtent = sd.encap_content_info.econtent.as_ref().unwrap();
+        assert_eq!(econtent.decode_as::<OctetString>().unwrap().as_bytes(), PROFILE);
+        assert_eq!(sd.encap_content_info.econtent_type, oids::ID_DATA);
+        assert_eq!(sd.certificates.as_ref().map(|c| c.len()), Some(certs));
+        let si = sd.signer_infos.iter().next().unwrap();
+        assert_eq!(si.digest_alg.oid, oids::SHA256);
+        assert_eq!(si.signature_algorithm.oid, sig_alg);
+        if sig_alg == oids::ECDSA_WITH_SHA256 {
+            assert!(si.signature_algorithm.parameters.is_none());
+        }
+
+        // Tampering with the content or the signature is noticed.
+        let at = signed.windows(PROFILE.len()).position(|w| w == PROFILE).unwrap();
+        assert!(!openssl_verifies(&flipped(&signed, at + 60), root_pem, PROFILE));
+        assert!(!openssl_verifies(
+            &flipped(&signed, signed.len() - 1),
+            root_pem,
+            PROFILE
+        ));
+        // Attached, so not an Mdm-Signature.
+        assert!(matches!(
+            verify_detached(&signed, PROFILE),
+            Err(CmsError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn profiles_signed_by_the_tls_identity_verify_with_openssl() {
+        // The appliance's TLS certificate: ECDSA P-256 under the RSA root.
+        let root = &pki().root;
+        let identity = ServerIdentity::new(["mdm.example.test"]).unwrap();
+        let tls = root.issue_server_certificate(&identity, now()).unwrap();
+        let signer = ProfileSigner::from_pem(&tls.cert_pem, &tls.key_pem).unwrap();
+        check_signed_profile(&signer, root.certificate_pem(), oids::ECDSA_WITH_SHA256, 1);
+        assert!(format!("{signer:?}").contains("mdm.example.test"));
+    }
+
+    #[test]
+    fn profiles_signed_by_an_rsa_leaf_carry_the_intermediate() {
+        let p = pki();
+        let chain = format!("{}{}", p.rsa.cert_pem, p.issuing.certificate_pem());
+        let signer = ProfileSigner::from_pem(&chain, &SecretPem::new(p.rsa.key_pem.clone())).unwrap();
+        check_signed_profile(&signer, p.root.certificate_pem(), oids::SHA256_WITH_RSA, 2);
+        // Without the intermediate, OpenSSL cannot reach the root.
+        let alone = ProfileSigner::from_pem(&p.rsa.cert_pem, &SecretPem::new(p.rsa.key_pem.clone())).unwrap();
+        let signed = alone.sign(PROFILE).unwrap();
+        assert!(!openssl_verifies(&signed, p.root.certificate_pem(), PROFILE));
+    }
+
+    #[test]
+    fn profile_signer_keys_are_checked() {
+        let p = pki();
+        let key = |pem: &str| SecretPem::new(pem.to_owned());
+        assert!(matches!(
+            ProfileSigner::from_pem(&p.rsa.cert_pem, &key(&p.ec.key_pem)),
+            Err(CertError::KeyMismatch)
+        ));
+        assert!(matches!(
+            ProfileSigner::from_pem(&p.rsa.cert_pem, &key(&p.rsa_impostor.key_pem)),
+            Err(CertError::KeyMismatch)
+        ));
+        // The leaf comes first.
+        let reversed = format!("{}{}", p.issuing.certificate_pem(), p.rsa.cert_pem);
+        assert!(ProfileSigner::from_pem(&reversed, &key(&p.rsa.key_pem)).is_err());
+        assert!(matches!(
+            ProfileSigner::from_pem("", &key(&p.rsa.key_pem)),
+            Err(CertError::Pem { .. })
+        ));
+        assert!(ProfileSigner::from_pem(&p.rsa.cert_pem, &key("not a key")).is_err());
+        let p384 = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let p384_cert = device(&p.issuing, p384, "p384", &[0x77]);
+        assert!(matches!(
+            ProfileSigner::from_pem(&p384_cert.cert_pem, &key(&p384_cert.key_pem)),
+            Err(CertError::Key(_))
+        ));
+
+        // Traditional key encodings (PKCS#1, SEC1), as operators' files often are.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("rsa.pem"), &p.rsa.key_pem).unwrap();
+        std::fs::write(d.join("ec.pem"), &p.ec.key_pem).unwrap();
+        let (ok, out) = openssl(d, &["rsa", "-in", "rsa.pem", "-traditional", "-out", "rsa1.pem"]);
+        assert!(ok, "{out}");
+        let (ok, out) = openssl(d, &["ec", "-in", "ec.pem", "-out", "sec1.pem"]);
+        assert!(ok, "{out}");
+        for (file, header, signer) in [
+            ("rsa1.pem", "BEGIN RSA PRIVATE KEY", &p.rsa),
+            ("sec1.pem", "BEGIN EC PRIVATE KEY", &p.ec),
+        ] {
+            let pem = std::fs::read_to_string(d.join(file)).unwrap();
+            assert!(pem.contains(header), "{pem}");
+            let chain = format!("{}{}", signer.cert_pem, p.issuing.certificate_pem());
+            let profile_signer = ProfileSigner::from_pem(&chain, &key(&pem)).unwrap();
+            let signed = profile_signer.sign(PROFILE).unwrap();
+            assert!(
+                openssl_verifies(&signed, p.root.certificate_pem(), PROFILE),
+                "{file}"
+            );
+        }
+    }
+}

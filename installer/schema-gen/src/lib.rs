@@ -1,0 +1,769 @@
+//! Reads Apple's `mdm/commands/*.yaml` and writes `src/mdm/schema/generated.rs`: the command
+//! table (`COMMANDS`) and one typed builder per command. Only facts are carried over (names,
+//! types, presence, allowed values, defaults, per-OS support), never Apple's prose.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+
+use heck::{ToSnakeCase, ToUpperCamelCase};
+use yaml_rust2::{Yaml, YamlLoader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not valid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        source: yaml_rust2::ScanError,
+    },
+    #[error("{path}: {message}")]
+    Schema { path: PathBuf, message: String },
+    #[error("two generated types are both named {0}; the naming rule needs a tweak")]
+    NameClash(String),
+    #[error("rustfmt failed: {0}")]
+    Rustfmt(String),
+}
+
+/// The five platforms in Apple's `supportedOS`, in the order the table lists them.
+const PLATFORMS: [(&str, &str); 5] = [
+    ("iOS", "ios"),
+    ("macOS", "macos"),
+    ("tvOS", "tvos"),
+    ("visionOS", "visionos"),
+    ("watchOS", "watchos"),
+];
+
+/// Names the runtime module already uses; a generated type must not shadow them.
+const RUNTIME_NAMES: [&str; 9] = [
+    "CommandSpec",
+    "KeySpec",
+    "KeyType",
+    "MdmCommand",
+    "Mode",
+    "OsSupport",
+    "Platform",
+    "SchemaError",
+    "SharedIpad",
+];
+
+struct Command {
+    request_type: String,
+    title: String,
+    support: Vec<(&'static str, OsFacts)>,
+    keys: Vec<Key>,
+}
+
+#[derive(Default)]
+struct OsFacts {
+    introduced: Option<String>,
+    deprecated: Option<String>,
+    removed: Option<String>,
+    access_rights: Option<String>,
+    device_channel: Option<bool>,
+    user_channel: Option<bool>,
+    supervised: bool,
+    requires_dep: bool,
+    user_enrollment: Option<String>,
+    shared_ipad: Option<(String, Option<bool>, Option<bool>)>,
+}
+
+impl OsFacts {
+    /// Not supported and nothing else said: written as `OsSupport::UNSUPPORTED` to keep the table short.
+    fn is_bare_unsupported(&self) -> bool {
+        self.introduced.is_none()
+            && self.deprecated.is_none()
+            && self.removed.is_none()
+            && self.access_rights.is_none()
+            && self.device_channel.is_none()
+            && self.user_channel.is_none()
+            && !self.supervised
+            && !self.requires_dep
+            && self.user_enrollment.is_none()
+            && self.shared_ipad.is_none()
+    }
+}
+
+struct Key {
+    name: String,
+    ty: Ty,
+    required: bool,
+    allowed: Vec<String>,
+    default: Option<String>,
+}
+
+enum Ty {
+    String,
+    Integer,
+    Real,
+    Boolean,
+    Date,
+    Data,
+    Any,
+    AnyDictionary,
+    Array(Box<Key>),
+    Dictionary(Vec<Key>),
+    OneOf(Vec<Key>),
+}
+
+impl Key {
+    /// A required key with exactly one allowed value (Settings' `Item`, `MediaType`) is a
+    /// constant: builders write it themselves instead of asking for it.
+    fn fixed(&self) -> Option<&str> {
+        match self.allowed.as_slice() {
+            [only] if self.required => Some(only),
+            _ => None,
+        }
+    }
+}
+
+/// Reads every `mdm/commands/*.yaml` under `schema_dir` and returns the formatted Rust source.
+pub fn generate(schema_dir: &Path) -> Result<String, GenError> {
+    let dir = schema_dir.join("mdm/commands");
+    let entries = std::fs::read_dir(&dir).map_err(|source| GenError::Read {
+        path: dir.clone(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| GenError::Read {
+                path: dir.clone(),
+                source,
+            })?
+            .path();
+        if path.extension().is_some_and(|ext| ext == "yaml") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut commands = files
+        .iter()
+        .map(|path| read_command(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    commands.sort_by(|a, b| a.request_type.cmp(&b.request_type));
+    for pair in commands.windows(2) {
+        if pair[0].request_type == pair[1].request_type {
+            return Err(GenError::Schema {
+                path: dir.clone(),
+                message: format!("two files define {}", pair[0].request_type),
+            });
+        }
+    }
+    let version = std::fs::read_to_string(schema_dir.join("VERSION")).ok();
+    let body = emit(&commands)?;
+    let mut out = header(version.as_deref().and_then(|v| v.lines().next()));
+    // rustfmt leaves files marked @generated alone, so the body is formatted without the header.
+    out.push_str(&rustfmt(&body)?);
+    Ok(out)
+}
+
+fn header(version: Option<&str>) -> String {
+    let mut out = String::from(
+        "// @generated by installer/schema-gen from Apple's device-management schema (MIT licence).\n\
+         // Do not edit. Regenerate with:\n\
+         //   cargo run --manifest-path installer/schema-gen/Cargo.toml -- <schema-dir> src/mdm/schema/generated.rs\n",
+    );
+    if let Some(version) = version {
+        // Wrapped by hand: rustfmt does not reflow comments.
+        let mut line = String::from("// Schema:");
+        for word in version.split_whitespace() {
+            if line.len() + 1 + word.len() > 100 {
+                let _ = writeln!(out, "{line}");
+                line = String::from("//  ");
+            }
+            line.push(' ');
+            line.push_str(word);
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    out.push('\n');
+    out
+}
+
+fn rustfmt(source: &str) -> Result<String, GenError> {
+    let rustfmt = std::env::var_os("RUSTFMT").unwrap_or_else(|| "rustfmt".into());
+    let mut child = Process::new(rustfmt)
+        .args(["--edition", "2024", "--config", "max_width=110"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| GenError::Rustfmt(error.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(source.as_bytes())
+            .map_err(|error| GenError::Rustfmt(error.to_string()))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|error| GenError::Rustfmt(error.to_string()))?;
+    if !output.status.success() {
+        return Err(GenError::Rustfmt(
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ));
+    }
+    String::from_utf8(output.stdout).map_err(|error| GenError::Rustfmt(error.to_string()))
+}
+
+// ---- reading -------------------------------------------------------------------------------
+
+fn read_command(path: &Path) -> Result<Command, GenError> {
+    let text = std::fs::read_to_string(path).map_err(|source| GenError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let docs = YamlLoader::load_from_str(&text).map_err(|source| GenError::Yaml {
+        path: path.into(),
+        source,
+    })?;
+    let fail = |message: String| GenError::Schema {
+        path: path.into(),
+        message,
+    };
+    let doc = docs.first().ok_or_else(|| fail("empty document".into()))?;
+    let payload = &doc["payload"];
+    let request_type = payload["requesttype"]
+        .as_str()
+        .ok_or_else(|| fail("payload.requesttype missing".into()))?;
+    let title = doc["title"].as_str().unwrap_or_default();
+    let mut support = Vec::new();
+    for (os, _) in PLATFORMS {
+        let facts =
+            os_facts(&payload["supportedOS"][os]).map_err(|m| fail(format!("supportedOS.{os}: {m}")))?;
+        support.push((os, facts));
+    }
+    let keys = match &doc["payloadkeys"] {
+        Yaml::BadValue | Yaml::Null => Vec::new(),
+        Yaml::Array(items) => items
+            .iter()
+            .map(read_key)
+            .collect::<Result<_, _>>()
+            .map_err(fail)?,
+        _ => return Err(fail("payloadkeys is not a list".into())),
+    };
+    Ok(Command {
+        request_type: request_type.into(),
+        title: title.into(),
+        support,
+        keys,
+    })
+}
+
+fn os_facts(yaml: &Yaml) -> Result<OsFacts, String> {
+    let mut facts = OsFacts::default();
+    let Some(hash) = yaml.as_hash() else {
+        // A platform the file leaves out is one the command does not run on.
+        return Ok(facts);
+    };
+    for (name, value) in hash {
+        let name = name.as_str().ok_or("non-string field")?;
+        match name {
+            "introduced" => facts.introduced = scalar(value).filter(|v| v != "n/a"),
+            "deprecated" => facts.deprecated = scalar(value),
+            "removed" => facts.removed = scalar(value),
+            "accessrights" => facts.access_rights = scalar(value),
+            "devicechannel" => facts.device_channel = value.as_bool(),
+            "userchannel" => facts.user_channel = value.as_bool(),
+            "supervised" => facts.supervised = value.as_bool().unwrap_or(false),
+            "requiresdep" => facts.requires_dep = value.as_bool().unwrap_or(false),
+            "userenrollment" => facts.user_enrollment = Some(mode(&value["mode"])?),
+            "sharedipad" => {
+                let channels = (value["devicechannel"].as_bool(), value["userchannel"].as_bool());
+                facts.shared_ipad = Some((mode(&value["mode"])?, channels.0, channels.1));
+            }
+            // Fail loudly so a new fact in a schema update is noticed, not silently dropped.
+            other => return Err(format!("field {other:?} is not handled by the generator")),
+        }
+    }
+    Ok(facts)
+}
+
+fn mode(yaml: &Yaml) -> Result<String, String> {
+    match yaml.as_str() {
+        Some(m @ ("allowed" | "required" | "forbidden" | "ignored")) => Ok(m.to_upper_camel_case()),
+        other => Err(format!("unknown mode {other:?}")),
+    }
+}
+
+/// A YAML scalar as the string the table stores (rangelist values, defaults, versions).
+fn scalar(yaml: &Yaml) -> Option<String> {
+    match yaml {
+        Yaml::String(s) | Yaml::Real(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn read_key(yaml: &Yaml) -> Result<Key, String> {
+    let name = yaml["key"]
+        .as_str()
+        .ok_or("a payload key without a name")?
+        .to_string();
+    let at = |m: String| format!("{name}: {m}");
+    let subkeys = match &yaml["subkeys"] {
+        Yaml::Array(items) => Some(items),
+        _ => None,
+    };
+    let mut allowed = match &yaml["rangelist"] {
+        Yaml::Array(values) => values
+            .iter()
+            .map(|v| scalar(v).ok_or_else(|| at("non-scalar rangelist value".into())))
+            .collect(),
+        _ => Ok(Vec::new()),
+    }?;
+    let ty_name = yaml["type"].as_str().ok_or_else(|| at("no type".into()))?;
+    let ty = match ty_name {
+        "<array>" => match subkeys.map(Vec::as_slice) {
+            None | Some([]) => Ty::Array(Box::new(any_element(&name))),
+            Some([element]) => Ty::Array(Box::new(read_key(element).map_err(at)?)),
+            // Several item shapes (Settings): each item is one of them.
+            Some(variants) => {
+                let variants = variants
+                    .iter()
+                    .map(read_key)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(at)?;
+                if variants.iter().any(|v| !matches!(v.ty, Ty::Dictionary(_))) {
+                    return Err(at("an array of mixed shapes must list dictionaries".into()));
+                }
+                Ty::Array(Box::new(Key {
+                    name: format!("{name}Item"),
+                    ty: Ty::OneOf(variants),
+                    required: false,
+                    allowed: Vec::new(),
+                    default: None,
+                }))
+            }
+        },
+        "<dictionary>" => match subkeys.map(Vec::as_slice) {
+            None | Some([]) => Ty::AnyDictionary,
+            // The schema's spelling of "any keys, any values".
+            Some([only]) if only["key"].as_str() == Some("ANY") => Ty::AnyDictionary,
+            Some(keys) if keys.iter().any(|k| k["key"].as_str() == Some("ANY")) => {
+                return Err(at("ANY beside named keys is not handled by the generator".into()));
+            }
+            Some(keys) => Ty::Dictionary(keys.iter().map(read_key).collect::<Result<_, _>>().map_err(at)?),
+        },
+        scalar_type => {
+            let ty = match scalar_type {
+                "<string>" => Ty::String,
+                "<integer>" => Ty::Integer,
+                "<real>" => Ty::Real,
+                "<boolean>" => Ty::Boolean,
+                "<date>" => Ty::Date,
+                "<data>" => Ty::Data,
+                "<any>" => Ty::Any,
+                other => return Err(at(format!("unknown type {other}"))),
+            };
+            // A scalar with subkeys lists its possible values (DeviceInformation's Queries).
+            if let Some(values) = subkeys {
+                if !allowed.is_empty() {
+                    return Err(at("both rangelist and value subkeys".into()));
+                }
+                allowed = values
+                    .iter()
+                    .map(|v| {
+                        v["key"]
+                            .as_str()
+                            .map(String::from)
+                            .ok_or_else(|| at("unnamed value".into()))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            ty
+        }
+    };
+    Ok(Key {
+        required: yaml["presence"].as_str() == Some("required"),
+        default: scalar(&yaml["default"]),
+        name,
+        ty,
+        allowed,
+    })
+}
+
+fn any_element(name: &str) -> Key {
+    Key {
+        name: format!("{name}Item"),
+        ty: Ty::Any,
+        required: false,
+        allowed: Vec::new(),
+        default: None,
+    }
+}
+
+// ---- the table -----------------------------------------------------------------------------
+
+fn emit(commands: &[Command]) -> Result<String, GenError> {
+    let mut out = String::new();
+    out.push_str("use super::{CommandSpec, KeySpec, KeyType, MdmCommand, Mode, OsSupport, SharedIpad};\n\n");
+    out.push_str("/// Every MDM command in the schema, sorted by request type.\n");
+    out.push_str("pub static COMMANDS: &[CommandSpec] = &[\n");
+    for command in commands {
+        let _ = write!(
+            out,
+            "CommandSpec {{ request_type: {:?}, title: {:?},",
+            command.request_type, command.title
+        );
+        for ((_, field), (_, facts)) in PLATFORMS.iter().zip(&command.support) {
+            let _ = write!(out, "{field}: {},", os_support(facts));
+        }
+        let _ = writeln!(out, "keys: {}, }},", key_slice(&command.keys));
+    }
+    out.push_str("];\n\n");
+
+    let mut names = RUNTIME_NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<BTreeSet<_>>();
+    for command in commands {
+        emit_command(&mut out, command, &mut names)?;
+    }
+    Ok(out)
+}
+
+fn opt_str(value: &Option<String>) -> String {
+    value.as_ref().map_or("None".into(), |v| format!("Some({v:?})"))
+}
+
+fn opt_bool(value: Option<bool>) -> String {
+    value.map_or("None".into(), |v| format!("Some({v})"))
+}
+
+fn os_support(facts: &OsFacts) -> String {
+    if facts.is_bare_unsupported() {
+        return "OsSupport::UNSUPPORTED".into();
+    }
+    let shared_ipad = facts
+        .shared_ipad
+        .as_ref()
+        .map_or("None".into(), |(mode, device, user)| {
+            format!(
+                "Some(SharedIpad {{ mode: Mode::{mode}, device_channel: {}, user_channel: {} }})",
+                opt_bool(*device),
+                opt_bool(*user)
+            )
+        });
+    format!(
+        "OsSupport {{ introduced: {}, deprecated: {}, removed: {}, access_rights: {}, device_channel: {}, \
+         user_channel: {}, supervised: {}, requires_dep: {}, user_enrollment: {}, shared_ipad: {shared_ipad} }}",
+        opt_str(&facts.introduced),
+        opt_str(&facts.deprecated),
+        opt_str(&facts.removed),
+        opt_str(&facts.access_rights),
+        opt_bool(facts.device_channel),
+        opt_bool(facts.user_channel),
+        facts.supervised,
+        facts.requires_dep,
+        facts
+            .user_enrollment
+            .as_ref()
+            .map_or("None".into(), |m| format!("Some(Mode::{m})")),
+    )
+}
+
+fn key_slice(keys: &[Key]) -> String {
+    let items: Vec<String> = keys.iter().map(key_spec).collect();
+    format!("&[{}]", items.join(", "))
+}
+
+fn key_spec(key: &Key) -> String {
+    let ty = match &key.ty {
+        Ty::String => "KeyType::String".into(),
+        Ty::Integer => "KeyType::Integer".into(),
+        Ty::Real => "KeyType::Real".into(),
+        Ty::Boolean => "KeyType::Boolean".into(),
+        Ty::Date => "KeyType::Date".into(),
+        Ty::Data => "KeyType::Data".into(),
+        Ty::Any => "KeyType::Any".into(),
+        Ty::AnyDictionary => "KeyType::AnyDictionary".into(),
+        Ty::Array(element) => format!("KeyType::Array(&{})", key_spec(element)),
+        Ty::Dictionary(keys) => format!("KeyType::Dictionary({})", key_slice(keys)),
+        Ty::OneOf(variants) => format!("KeyType::OneOf({})", key_slice(variants)),
+    };
+    format!(
+        "KeySpec {{ name: {:?}, ty: {ty}, required: {}, allowed: &{:?}, default: {} }}",
+        key.name,
+        key.required,
+        key.allowed,
+        opt_str(&key.default)
+    )
+}
+
+// ---- the builders --------------------------------------------------------------------------
+
+const KEYWORDS: [&str; 51] = [
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate", "do", "dyn",
+    "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let", "loop",
+    "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return", "self", "Self",
+    "static", "struct", "super", "trait", "true", "try", "type", "typeof", "unsafe", "unsized", "use",
+    "virtual", "where", "while",
+];
+
+fn field_name(key: &str) -> String {
+    let name = key.to_snake_case();
+    if KEYWORDS.contains(&name.as_str()) {
+        format!("r#{name}")
+    } else {
+        name
+    }
+}
+
+/// Apple's names are already CamelCase; heck would turn `MDMOptions` into `MdmOptions`, so only
+/// the first letter is raised.
+fn type_segment(key: &str) -> String {
+    let name: String = key.chars().filter(char::is_ascii_alphanumeric).collect();
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// The type for a key nested in `parent`: `InstallApplication` + `Options`.
+fn nested_name(parent: &str, key: &str) -> String {
+    let segment = type_segment(key);
+    // `Settings` + `SettingsItem` reads better as `SettingsItem`.
+    if segment.starts_with(parent) {
+        segment
+    } else {
+        format!("{parent}{segment}")
+    }
+}
+
+/// A struct or enum still to be written, with the Rust type name chosen for it.
+enum Pending<'a> {
+    /// Type name, doc line, keys.
+    Struct(String, String, &'a [Key]),
+    /// Type name, the name of the struct that holds the array, the variants.
+    Enum(String, String, &'a [Key]),
+}
+
+fn emit_command(out: &mut String, command: &Command, names: &mut BTreeSet<String>) -> Result<(), GenError> {
+    let name = type_segment(&command.request_type);
+    claim(names, &name)?;
+    let mut pending = Vec::new();
+    let fields = struct_fields(&name, &command.keys, &mut pending);
+    let _ = writeln!(
+        out,
+        "/// Builder for `{}` ({}).",
+        command.request_type, command.title
+    );
+    emit_struct_def(out, &name, &fields, &command.keys);
+    let _ = writeln!(
+        out,
+        "impl MdmCommand for {name} {{ const REQUEST_TYPE: &'static str = {:?};\n\
+         fn to_command(&self) -> plist::Dictionary {{ let mut dict = plist::Dictionary::new();\n\
+         dict.insert(\"RequestType\".into(), plist::Value::String(Self::REQUEST_TYPE.into()));",
+        command.request_type
+    );
+    emit_inserts(out, &fields, &command.keys);
+    out.push_str("dict } }\n\n");
+
+    while !pending.is_empty() {
+        let mut next = Vec::new();
+        for item in pending {
+            match item {
+                Pending::Struct(name, doc, keys) => {
+                    claim(names, &name)?;
+                    let _ = writeln!(out, "/// {doc}");
+                    let fields = struct_fields(&name, keys, &mut next);
+                    emit_struct_def(out, &name, &fields, keys);
+                    let _ = writeln!(
+                        out,
+                        "impl {name} {{ /// The dictionary this value stands for.\n\
+                         pub fn to_dictionary(&self) -> plist::Dictionary {{ \
+                         let mut dict = plist::Dictionary::new();"
+                    );
+                    emit_inserts(out, &fields, keys);
+                    out.push_str("dict } }\n\n");
+                }
+                Pending::Enum(name, owner, variants) => {
+                    claim(names, &name)?;
+                    let _ = writeln!(
+                        out,
+                        "/// An item in [`{owner}`]: one variant per shape the schema lists."
+                    );
+                    let _ = writeln!(out, "#[derive(Debug, Clone, PartialEq)]\npub enum {name} {{");
+                    let mut arms = String::new();
+                    for variant in variants {
+                        let variant_name = type_segment(&variant.name);
+                        // Named after the array's owner (`SettingsWallpaper`), not the enum.
+                        let struct_name = nested_name(&owner, &variant.name);
+                        let _ = writeln!(out, "{variant_name}({struct_name}),");
+                        let _ = writeln!(arms, "Self::{variant_name}(v) => v.to_dictionary(),");
+                        if let Ty::Dictionary(keys) = &variant.ty {
+                            let doc = format!("A `{}` item of [`{name}`].", variant.name);
+                            next.push(Pending::Struct(struct_name, doc, keys));
+                        }
+                    }
+                    let _ = writeln!(
+                        out,
+                        "}}\n\nimpl {name} {{ /// The dictionary this item stands for.\n\
+                         pub fn to_dictionary(&self) -> plist::Dictionary {{ match self {{ {arms} }} }} }}\n"
+                    );
+                }
+            }
+        }
+        pending = next;
+    }
+    Ok(())
+}
+
+fn claim(names: &mut BTreeSet<String>, name: &str) -> Result<(), GenError> {
+    if names.insert(name.to_string()) {
+        Ok(())
+    } else {
+        Err(GenError::NameClash(name.into()))
+    }
+}
+
+struct Field {
+    name: String,
+    rust_type: String,
+    copy: bool,
+    default: bool,
+}
+
+/// The Rust fields for `keys` (fixed keys get none); nested types are queued on `pending`.
+fn struct_fields<'a>(owner: &str, keys: &'a [Key], pending: &mut Vec<Pending<'a>>) -> Vec<Option<Field>> {
+    keys.iter()
+        .map(|key| {
+            key.fixed().is_none().then(|| {
+                let (rust_type, copy, default) = rust_type(owner, key, pending);
+                Field {
+                    name: field_name(&key.name),
+                    rust_type,
+                    copy,
+                    default,
+                }
+            })
+        })
+        .collect()
+}
+
+/// The Rust type for `key`: (type, is Copy, has Default).
+fn rust_type<'a>(owner: &str, key: &'a Key, pending: &mut Vec<Pending<'a>>) -> (String, bool, bool) {
+    match &key.ty {
+        Ty::String => ("String".into(), false, true),
+        Ty::Integer => ("i64".into(), true, true),
+        Ty::Real => ("f64".into(), true, true),
+        Ty::Boolean => ("bool".into(), true, true),
+        Ty::Date => ("plist::Date".into(), true, false),
+        Ty::Data => ("Vec<u8>".into(), false, true),
+        Ty::Any => ("plist::Value".into(), false, false),
+        Ty::AnyDictionary => ("plist::Dictionary".into(), false, true),
+        Ty::Array(element) => {
+            let (inner, _, _) = rust_type(owner, element, pending);
+            (format!("Vec<{inner}>"), false, true)
+        }
+        Ty::Dictionary(keys) => {
+            let name = nested_name(owner, &key.name);
+            let default = keys
+                .iter()
+                .all(|k| k.fixed().is_some() || !k.required || has_default(&k.ty));
+            let doc = format!("The `{}` dictionary in [`{owner}`].", key.name);
+            pending.push(Pending::Struct(name.clone(), doc, keys));
+            (name, false, default)
+        }
+        Ty::OneOf(variants) => {
+            let name = nested_name(owner, &key.name);
+            pending.push(Pending::Enum(name.clone(), owner.into(), variants));
+            (name, false, false)
+        }
+    }
+}
+
+fn has_default(ty: &Ty) -> bool {
+    match ty {
+        Ty::Date | Ty::Any | Ty::OneOf(_) => false,
+        Ty::Dictionary(keys) => keys
+            .iter()
+            .all(|k| k.fixed().is_some() || !k.required || has_default(&k.ty)),
+        _ => true,
+    }
+}
+
+fn emit_struct_def(out: &mut String, name: &str, fields: &[Option<Field>], keys: &[Key]) {
+    let default = fields
+        .iter()
+        .zip(keys)
+        .all(|(f, k)| f.as_ref().is_none_or(|f| f.default || !k.required));
+    let derives = if default {
+        "Debug, Clone, Default, PartialEq"
+    } else {
+        "Debug, Clone, PartialEq"
+    };
+    let _ = writeln!(out, "#[derive({derives})]\npub struct {name} {{");
+    for (field, key) in fields.iter().zip(keys) {
+        let Some(field) = field else { continue };
+        let ty = if key.required {
+            field.rust_type.clone()
+        } else {
+            format!("Option<{}>", field.rust_type)
+        };
+        let _ = writeln!(out, "/// `{}`\npub {}: {ty},", key.name, field.name);
+    }
+    out.push_str("}\n\n");
+}
+
+fn emit_inserts(out: &mut String, fields: &[Option<Field>], keys: &[Key]) {
+    for (field, key) in fields.iter().zip(keys) {
+        let name = &key.name;
+        let Some(field) = field else {
+            let value = key.fixed().unwrap_or_default();
+            let expr = match key.ty {
+                Ty::Integer => format!("plist::Value::Integer({value}_i64.into())"),
+                _ => format!("plist::Value::String({value:?}.into())"),
+            };
+            let _ = writeln!(out, "dict.insert({name:?}.into(), {expr});");
+            continue;
+        };
+        if key.required {
+            let expr = value_expr(&key.ty, &format!("self.{}", field.name));
+            let _ = writeln!(out, "dict.insert({name:?}.into(), {expr});");
+        } else {
+            let binding = if field.copy { "" } else { "&" };
+            let expr = value_expr(&key.ty, "v");
+            let _ = writeln!(
+                out,
+                "if let Some(v) = {binding}self.{} {{ dict.insert({name:?}.into(), {expr}); }}",
+                field.name
+            );
+        }
+    }
+}
+
+/// An expression turning `place` into a `plist::Value`. `place` is the value itself for Copy
+/// types and the value or a reference to it otherwise (only methods that auto-ref are used).
+fn value_expr(ty: &Ty, place: &str) -> String {
+    match ty {
+        Ty::String => format!("plist::Value::String({place}.clone())"),
+        Ty::Integer => format!("plist::Value::Integer({place}.into())"),
+        Ty::Real => format!("plist::Value::Real({place})"),
+        Ty::Boolean => format!("plist::Value::Boolean({place})"),
+        Ty::Date => format!("plist::Value::Date({place})"),
+        Ty::Data => format!("plist::Value::Data({place}.clone())"),
+        Ty::Any => format!("{place}.clone()"),
+        Ty::AnyDictionary => format!("plist::Value::Dictionary({place}.clone())"),
+        Ty::Dictionary(_) | Ty::OneOf(_) => format!("plist::Value::Dictionary({place}.to_dictionary())"),
+        Ty::Array(element) => match element.ty {
+            Ty::Any => format!("plist::Value::Array({place}.clone())"),
+            Ty::Integer | Ty::Real | Ty::Boolean | Ty::Date => {
+                format!(
+                    "plist::Value::Array({place}.iter().map(|&v| {}).collect())",
+                    value_expr(&element.ty, "v")
+                )
+            }
+            _ => format!(
+                "plist::Value::Array({place}.iter().map(|v| {}).collect())",
+                value_expr(&element.ty, "v")
+            ),
+        },
+    }
+}

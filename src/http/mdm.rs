@@ -1,0 +1,184 @@
+//! Device-facing MDM endpoints: `/mdm/checkin`, `/mdm/connect` and the one-time enrollment
+//! links under `/enroll/`.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::mdm::identity::{self, IdentityError};
+use crate::mdm::profile::{self, LinkRefusal};
+use crate::mdm::{CheckinReply, MdmError};
+
+/// The TLS client certificate of a connection, when the device presented one (mTLS).
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
+/// Stores the peer certificate of a rustls connection in its extensions (`HttpServer::on_connect`).
+pub fn capture_peer_certificate(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
+        let (_, session) = tls.get_ref();
+        if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
+            ext.insert(PeerCertificate(Arc::new(leaf.to_vec())));
+        }
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.service(
+        web::scope("/mdm")
+            .app_data(web::PayloadConfig::new(max_body_bytes))
+            .route("/checkin", web::put().to(checkin))
+            .route("/checkin", web::post().to(checkin))
+            .route("/connect", web::put().to(connect))
+            .route("/connect", web::post().to(connect)),
+    )
+    .route("/enroll/{token}", web::get().to(enroll_link));
+}
+
+impl From<MdmError> for ApiError {
+    fn from(e: MdmError) -> Self {
+        match e {
+            MdmError::BadRequest(m) => ApiError::BadRequest(m),
+            MdmError::Unauthorized(m) => ApiError::DeviceUnauthorized(m),
+            MdmError::Gone(m) => ApiError::Gone(m.to_owned()),
+            MdmError::NotFound(_) => ApiError::NotFound,
+            MdmError::Store(s) => ApiError::Store(s),
+            MdmError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Store(s) => ApiError::Store(s),
+            other => ApiError::DeviceUnauthorized(other.to_string()),
+        }
+    }
+}
+
+enum Channel {
+    Checkin,
+    Connect,
+}
+
+async fn handle(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+    channel: Channel,
+) -> Result<HttpResponse, ApiError> {
+    let peer = req.conn_data::<PeerCertificate>().map(|p| Arc::clone(&p.0));
+    let signature = req
+        .headers()
+        .get("Mdm-Signature")
+        .map(|v| v.to_str().map(str::to_owned))
+        .transpose()
+        .map_err(|_| ApiError::DeviceUnauthorized("the Mdm-Signature header is not ASCII".into()))?;
+    let now = state.clock.now();
+    let (pki, store, mdm) = (state.pki.clone(), state.store.clone(), state.mdm.clone());
+    let reply = web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
+        let identity = identity::authenticate(
+            &pki,
+            store.as_ref(),
+            peer.as_deref().map(Vec::as_slice),
+            signature.as_deref(),
+            &body,
+            now,
+        )?;
+        Ok(match channel {
+            Channel::Checkin => match mdm.checkin(&identity, &body, now)? {
+                CheckinReply::Empty => None,
+                CheckinReply::Plist(p) => Some(p),
+            },
+            Channel::Connect => mdm.connect(&identity, &body, now)?,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(match reply {
+        Some(plist) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "application/xml; charset=utf-8"))
+            .body(plist),
+        None => HttpResponse::Ok().finish(),
+    })
+}
+
+async fn checkin(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    handle(state, req, body, Channel::Checkin).await
+}
+
+async fn connect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    handle(state, req, body, Channel::Connect).await
+}
+
+/// A signed enrollment profile with a fresh one-time SCEP challenge.
+pub async fn signed_profile(state: &web::Data<AppState>, actor: String) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let signer = state
+        .tls
+        .snapshot()
+        .ok_or_else(|| ApiError::Internal("no TLS identity to sign with".into()))?
+        .profile_signer;
+    let (scep, settings, root) = (state.scep.clone(), state.enrollment.clone(), state.ca_der.clone());
+    let signed = web::block(move || -> Result<Vec<u8>, ApiError> {
+        let challenge = scep.create_challenge(None, now, &actor)?;
+        let xml = profile::build(&profile::ProfileParams {
+            base_url: &settings.public_url,
+            topic: &settings.topic,
+            organization: &settings.organization,
+            root_der: &root,
+            challenge: &challenge.challenge,
+        })
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        signer.sign(&xml).map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let mut res = HttpResponse::Ok();
+    res.insert_header((header::CONTENT_TYPE, profile::CONTENT_TYPE))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"citadel-enrollment.mobileconfig\"",
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if !state.enrollment.topic_configured {
+        res.insert_header((header::WARNING, NO_TOPIC_WARNING));
+    }
+    Ok(res.body(signed))
+}
+
+/// RFC 7234 warning sent with profiles while no push topic is configured.
+pub const NO_TOPIC_WARNING: &str = "199 citadel \"no push topic configured (apple.topic / push certificate): enrolled devices cannot be woken\"";
+
+async fn enroll_link(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let store = state.store.clone();
+    let token = token.into_inner();
+    let redeemed = web::block(move || profile::redeem_link(store.as_ref(), &token, now))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    match redeemed {
+        Ok(link) => {
+            tracing::info!(link = %link.id, "enrollment link redeemed");
+            signed_profile(&state, format!("enrollment-link:{}", link.id)).await
+        }
+        Err(LinkRefusal::Unknown) => Err(ApiError::NotFound),
+        Err(LinkRefusal::Used) => Err(ApiError::Gone(
+            "this enrollment link has already been used".into(),
+        )),
+        Err(LinkRefusal::Expired) => Err(ApiError::Gone("this enrollment link has expired".into())),
+    }
+}

@@ -1,0 +1,109 @@
+//! Who is talking: the device identity certificate behind an MDM request, established before
+//! any plist it sent is trusted.
+//!
+//! The certificate comes from the TLS client certificate (mTLS) or from the `Mdm-Signature`
+//! header (base64 detached CMS over the exact body). Either way it must have been issued by our
+//! issuing CA, be valid now, be in the registry and not be revoked.
+
+use citadel_certs::inspect_der;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::pki::Pki;
+use crate::scep::registry::{self, CertificateRecord};
+use crate::store::{Store, StoreError};
+
+/// A detached signature is a few KiB (signer certificate plus chain); more is not a signature.
+const MAX_SIGNATURE_HEADER: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    ClientCertificate,
+    MdmSignature,
+}
+
+/// An authenticated device identity certificate.
+#[derive(Debug, Clone)]
+pub struct DeviceIdentity {
+    pub sha256: String,
+    pub serial: String,
+    pub source: IdentitySource,
+    pub record: CertificateRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no device identity: neither a client certificate nor an Mdm-Signature header")]
+    Missing,
+    #[error("the Mdm-Signature header is not valid: {0}")]
+    BadSignature(String),
+    #[error("the client certificate and the Mdm-Signature signer differ")]
+    Conflicting,
+    #[error("the certificate was not issued by this appliance's CA or is not valid now")]
+    NotOurs,
+    #[error("the certificate is not in the registry")]
+    Unknown,
+    #[error("the certificate has been revoked")]
+    Revoked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// Establishes the identity behind a request from the TLS peer certificate and/or the
+/// `Mdm-Signature` header value over `body`.
+pub fn authenticate(
+    pki: &Pki,
+    store: &dyn Store,
+    peer_certificate: Option<&[u8]>,
+    signature_header: Option<&str>,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<DeviceIdentity, IdentityError> {
+    let signed_by = match signature_header {
+        None => None,
+        Some(value) => {
+            let value = value.trim();
+            if value.len() > MAX_SIGNATURE_HEADER {
+                return Err(IdentityError::BadSignature("too long".into()));
+            }
+            // Base64 with or without padding or line breaks, as clients differ.
+            let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let der = data_encoding::BASE64
+                .decode(compact.as_bytes())
+                .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.trim_end_matches('=').as_bytes()))
+                .map_err(|e| IdentityError::BadSignature(format!("not base64: {e}")))?;
+            let signed = citadel_certs::cms::verify_detached(&der, body)
+                .map_err(|e| IdentityError::BadSignature(e.to_string()))?;
+            Some(signed.certificate_der)
+        }
+    };
+    let der = match (peer_certificate, signed_by.as_deref()) {
+        (None, None) => return Err(IdentityError::Missing),
+        (Some(tls), Some(sig)) if tls != sig => return Err(IdentityError::Conflicting),
+        (Some(tls), _) => tls,
+        (None, Some(sig)) => sig,
+    };
+    let source = if peer_certificate.is_some() {
+        IdentitySource::ClientCertificate
+    } else {
+        IdentitySource::MdmSignature
+    };
+    if !pki.issuing_ca().issued_and_valid(der, now) {
+        return Err(IdentityError::NotOurs);
+    }
+    let serial = inspect_der(der).map_err(|_| IdentityError::NotOurs)?.serial_hex;
+    let record = registry::get(store, &serial)?.ok_or(IdentityError::Unknown)?;
+    if record.is_revoked() {
+        return Err(IdentityError::Revoked);
+    }
+    Ok(DeviceIdentity {
+        sha256: sha256_hex(der),
+        serial,
+        source,
+        record,
+    })
+}

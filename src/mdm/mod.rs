@@ -1,0 +1,12 @@
+//! The Apple MDM protocol: enrollments, check-in, the command queue, enrollment profiles and
+//! the command schema.
+
+pub mod enrollment;
+pub mod identity;
+pub mod profile;
+pub mod queue;
+pub mod schema;
+pub mod service;
+pub mod webhook;
+
+pub use service::{CheckinReply, MdmError, MdmOptions, MdmService};

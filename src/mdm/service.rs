@@ -1,0 +1,636 @@
+//! Check-in and command-channel handling, and the admin operations on enrollments and commands.
+//!
+//! Every entry point takes an already authenticated [`DeviceIdentity`]; this module decides
+//! whether that identity may speak for the enrollment the message names.
+
+use std::sync::Arc;
+
+use plist::{Dictionary, Value};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::enrollment::{
+    self, DeviceFacts, EnrollmentKind, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo,
+};
+use super::identity::DeviceIdentity;
+use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
+use super::schema;
+use super::webhook::{Event, Webhook};
+use crate::pki::Pki;
+use crate::scep::ScepService;
+use crate::scep::registry::IssuedVia;
+use crate::store::{Store, StoreError, Tree, decode};
+
+#[derive(Debug, Clone)]
+pub struct MdmOptions {
+    /// Accept macOS UserAuthenticate (without a password challenge) instead of answering 410.
+    pub user_authenticate: bool,
+    /// How long answered commands and their results are kept.
+    pub retention: time::Duration,
+    /// The push topic devices are enrolled under.
+    pub topic: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MdmError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Gone(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+fn bad(reason: impl Into<String>) -> MdmError {
+    MdmError::BadRequest(reason.into())
+}
+
+/// What to answer a check-in with.
+#[derive(Debug, PartialEq)]
+pub enum CheckinReply {
+    Empty,
+    Plist(Vec<u8>),
+}
+
+pub struct MdmService {
+    store: Arc<dyn Store>,
+    pki: Arc<Pki>,
+    scep: Arc<ScepService>,
+    sequence: Sequence,
+    options: MdmOptions,
+    webhook: Option<Webhook>,
+}
+
+fn parse_plist(body: &[u8]) -> Result<Dictionary, MdmError> {
+    if body.is_empty() {
+        return Err(bad("empty body"));
+    }
+    plist::from_bytes::<Dictionary>(body).map_err(|e| bad(format!("not a plist dictionary: {e}")))
+}
+
+fn string<'a>(dict: &'a Dictionary, key: &str) -> Option<&'a str> {
+    dict.get(key).and_then(Value::as_string)
+}
+
+fn data<'a>(dict: &'a Dictionary, key: &str) -> Option<&'a [u8]> {
+    dict.get(key).and_then(Value::as_data)
+}
+
+fn empty_dict_plist(entries: Dictionary) -> Result<Vec<u8>, MdmError> {
+    let mut out = Vec::new();
+    plist::to_writer_xml(&mut out, &Value::Dictionary(entries))
+        .map_err(|e| MdmError::Internal(e.to_string()))?;
+    Ok(out)
+}
+
+impl MdmService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        pki: Arc<Pki>,
+        scep: Arc<ScepService>,
+        options: MdmOptions,
+        webhook: Option<Webhook>,
+    ) -> Self {
+        Self {
+            store,
+            pki,
+            scep,
+            sequence: Sequence::default(),
+            options,
+            webhook,
+        }
+    }
+
+    pub fn options(&self) -> &MdmOptions {
+        &self.options
+    }
+
+    fn emit(&self, event: Event) {
+        if let Some(w) = &self.webhook {
+            w.send(event);
+        }
+    }
+
+    /// The enrollment `target` when `identity` may speak for it: the bound certificate, or a
+    /// renewal of it (which re-binds). Anything else is refused and logged.
+    fn authorise(
+        &self,
+        target: &EnrollmentRef,
+        identity: &DeviceIdentity,
+        now: OffsetDateTime,
+    ) -> Result<EnrollmentRecord, MdmError> {
+        let Some(mut record) = enrollment::get(self.store.as_ref(), &target.id)? else {
+            tracing::warn!(enrollment = %target.id, certificate = %identity.serial, "message for an unknown enrollment");
+            return Err(MdmError::Unauthorized("unknown enrollment".into()));
+        };
+        if record.certificate_sha256 == identity.sha256 {
+            return Ok(record);
+        }
+        let renewal_of_bound = matches!(
+            &identity.record.issued_via,
+            IssuedVia::Renewal { previous_serial } if *previous_serial == record.certificate_serial
+        );
+        if renewal_of_bound {
+            tracing::info!(enrollment = %record.id, serial = %identity.serial, "renewed identity certificate bound");
+            self.store
+                .delete(Tree::CertificateBindings, record.certificate_sha256.as_bytes())?;
+            record.certificate_sha256 = identity.sha256.clone();
+            record.certificate_serial = identity.serial.clone();
+            if !record.kind.is_user_channel() {
+                self.store.put(
+                    Tree::CertificateBindings,
+                    identity.sha256.as_bytes(),
+                    record.id.as_bytes(),
+                )?;
+            }
+            record.last_seen_at = now;
+            enrollment::put(self.store.as_ref(), &record)?;
+            return Ok(record);
+        }
+        tracing::warn!(
+            enrollment = %target.id, presented_serial = %identity.serial, bound_serial = %record.certificate_serial,
+            "device identity mismatch: request refused"
+        );
+        Err(MdmError::Unauthorized(
+            "this certificate is not the one bound to the enrollment".into(),
+        ))
+    }
+
+    /// Handles a check-in message (`/mdm/checkin`).
+    pub fn checkin(
+        &self,
+        identity: &DeviceIdentity,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<CheckinReply, MdmError> {
+        let msg = parse_plist(body)?;
+        let Some(message_type) = string(&msg, "MessageType") else {
+            return Err(bad("no MessageType"));
+        };
+        let target = enrollment::resolve(&msg).map_err(|e| bad(e.to_string()))?;
+        match message_type {
+            "Authenticate" => self.authenticate(&msg, &target, identity, now),
+            "TokenUpdate" => self.token_update(&msg, &target, identity, now),
+            "CheckOut" => self.check_out(&target, identity, now),
+            "SetBootstrapToken" => {
+                let mut record = self.authorise(&target, identity, now)?;
+                match data(&msg, "BootstrapToken") {
+                    Some(token) if !token.is_empty() => {
+                        record.bootstrap_token_sealed = Some(
+                            self.pki
+                                .seal(token, &format!("bootstrap:{}", record.id))
+                                .map_err(|e| MdmError::Internal(e.to_string()))?,
+                        );
+                    }
+                    // An empty or absent token clears the escrowed one.
+                    _ => record.bootstrap_token_sealed = None,
+                }
+                record.last_seen_at = now;
+                enrollment::put(self.store.as_ref(), &record)?;
+                tracing::info!(enrollment = %record.id, escrowed = record.bootstrap_token_sealed.is_some(), "bootstrap token updated");
+                Ok(CheckinReply::Empty)
+            }
+            "GetBootstrapToken" => {
+                let record = self.authorise(&target, identity, now)?;
+                let mut reply = Dictionary::new();
+                if let Some(sealed) = &record.bootstrap_token_sealed {
+                    match self.pki.open(sealed, &format!("bootstrap:{}", record.id)) {
+                        Some(token) => {
+                            reply.insert("BootstrapToken".into(), Value::Data(token.to_vec()));
+                        }
+                        None => {
+                            tracing::error!(enrollment = %record.id, "escrowed bootstrap token does not open")
+                        }
+                    }
+                }
+                Ok(CheckinReply::Plist(empty_dict_plist(reply)?))
+            }
+            "UserAuthenticate" => {
+                self.authorise(&target.device(), identity, now)?;
+                if !self.options.user_authenticate {
+                    return Err(MdmError::Gone("user authentication is not enabled"));
+                }
+                // An empty DigestChallenge lets the user channel proceed without a password.
+                let mut reply = Dictionary::new();
+                reply.insert("DigestChallenge".into(), Value::String(String::new()));
+                Ok(CheckinReply::Plist(empty_dict_plist(reply)?))
+            }
+            "DeclarativeManagement" => {
+                self.authorise(&target, identity, now)?;
+                Err(MdmError::Gone("declarative management is not available yet"))
+            }
+            "GetToken" => {
+                self.authorise(&target, identity, now)?;
+                Err(MdmError::Gone("no token services are configured"))
+            }
+            "ReturnToService" => {
+                self.authorise(&target, identity, now)?;
+                Err(MdmError::Gone("return to service is not configured"))
+            }
+            other => {
+                tracing::warn!(message_type = %other, enrollment = %target.id, "unknown check-in message type");
+                Err(bad(format!("unknown check-in message type {other:?}")))
+            }
+        }
+    }
+
+    fn authenticate(
+        &self,
+        msg: &Dictionary,
+        target: &EnrollmentRef,
+        identity: &DeviceIdentity,
+        now: OffsetDateTime,
+    ) -> Result<CheckinReply, MdmError> {
+        if target.kind.is_user_channel() {
+            return Err(bad("Authenticate comes from a device channel only"));
+        }
+        // A certificate bound to one device cannot (re-)enrol as another.
+        if let Some(bound) = self
+            .store
+            .get(Tree::CertificateBindings, identity.sha256.as_bytes())?
+            && bound != target.id.as_bytes()
+        {
+            tracing::warn!(
+                enrollment = %target.id, bound_to = %String::from_utf8_lossy(&bound), serial = %identity.serial,
+                "device identity mismatch: Authenticate with another device's certificate refused"
+            );
+            return Err(MdmError::Unauthorized(
+                "this certificate belongs to another enrollment".into(),
+            ));
+        }
+        let previous = enrollment::get(self.store.as_ref(), &target.id)?;
+        let cleared = queue::clear(self.store.as_ref(), &target.id, now)?;
+        if let Some(old) = &previous
+            && old.certificate_sha256 != identity.sha256
+        {
+            self.store
+                .delete(Tree::CertificateBindings, old.certificate_sha256.as_bytes())?;
+        }
+        let record = EnrollmentRecord {
+            id: target.id.clone(),
+            kind: target.kind,
+            parent: None,
+            status: EnrollmentStatus::Authenticated,
+            certificate_sha256: identity.sha256.clone(),
+            certificate_serial: identity.serial.clone(),
+            facts: DeviceFacts::from_authenticate(msg),
+            push: None,
+            unlock_token_sealed: None,
+            bootstrap_token_sealed: None,
+            awaiting_configuration: false,
+            user_short_name: None,
+            user_long_name: None,
+            enrolled_at: now,
+            last_seen_at: now,
+            token_updated_at: None,
+            unenrolled_at: None,
+        };
+        self.store.put(
+            Tree::CertificateBindings,
+            identity.sha256.as_bytes(),
+            target.id.as_bytes(),
+        )?;
+        enrollment::put(self.store.as_ref(), &record)?;
+        tracing::info!(
+            enrollment = %record.id, kind = ?record.kind, serial = %identity.serial, re_enrolled = previous.is_some(),
+            cleared_commands = cleared, "device authenticated"
+        );
+        self.emit(Event::checkin("Authenticate", &record, now));
+        Ok(CheckinReply::Empty)
+    }
+
+    fn token_update(
+        &self,
+        msg: &Dictionary,
+        target: &EnrollmentRef,
+        identity: &DeviceIdentity,
+        now: OffsetDateTime,
+    ) -> Result<CheckinReply, MdmError> {
+        let token = data(msg, "Token").filter(|t| !t.is_empty() && t.len() <= 256);
+        let push_magic = string(msg, "PushMagic").filter(|m| !m.is_empty() && m.len() <= 256);
+        let (Some(token), Some(push_magic)) = (token, push_magic) else {
+            return Err(bad("TokenUpdate needs a Token and a PushMagic"));
+        };
+        let topic = string(msg, "Topic").unwrap_or_default();
+        if topic != self.options.topic {
+            tracing::warn!(enrollment = %target.id, %topic, expected = %self.options.topic, "TokenUpdate for another push topic");
+        }
+        let mut record = if target.kind.is_user_channel() {
+            let parent = target.device();
+            let device = self.authorise(&parent, identity, now)?;
+            match enrollment::get(self.store.as_ref(), &target.id)? {
+                Some(existing) => self.authorise(target, identity, now).map(|_| existing)?,
+                None => EnrollmentRecord {
+                    id: target.id.clone(),
+                    kind: target.kind,
+                    parent: Some(device.id.clone()),
+                    status: EnrollmentStatus::Authenticated,
+                    certificate_sha256: device.certificate_sha256.clone(),
+                    certificate_serial: device.certificate_serial.clone(),
+                    facts: device.facts.clone(),
+                    push: None,
+                    unlock_token_sealed: None,
+                    bootstrap_token_sealed: None,
+                    awaiting_configuration: false,
+                    user_short_name: string(msg, "UserShortName").map(str::to_owned),
+                    user_long_name: string(msg, "UserLongName").map(str::to_owned),
+                    enrolled_at: now,
+                    last_seen_at: now,
+                    token_updated_at: None,
+                    unenrolled_at: None,
+                },
+            }
+        } else {
+            self.authorise(target, identity, now)?
+        };
+        if record.status == EnrollmentStatus::Unenrolled {
+            return Err(MdmError::Unauthorized("the enrollment has checked out".into()));
+        }
+        let first = record.status == EnrollmentStatus::Authenticated;
+        record.status = EnrollmentStatus::Active;
+        record.push = Some(PushInfo {
+            token_hex: hex::encode(token),
+            push_magic: push_magic.to_owned(),
+            topic: topic.to_owned(),
+        });
+        if let Some(unlock) = data(msg, "UnlockToken").filter(|t| !t.is_empty()) {
+            record.unlock_token_sealed = Some(
+                self.pki
+                    .seal(unlock, &format!("unlock:{}", record.id))
+                    .map_err(|e| MdmError::Internal(e.to_string()))?,
+            );
+        }
+        record.awaiting_configuration =
+            matches!(msg.get("AwaitingConfiguration"), Some(Value::Boolean(true)));
+        record.token_updated_at = Some(now);
+        record.last_seen_at = now;
+        enrollment::put(self.store.as_ref(), &record)?;
+        tracing::info!(enrollment = %record.id, first, "push token updated");
+        self.emit(Event::checkin("TokenUpdate", &record, now));
+        Ok(CheckinReply::Empty)
+    }
+
+    fn check_out(
+        &self,
+        target: &EnrollmentRef,
+        identity: &DeviceIdentity,
+        now: OffsetDateTime,
+    ) -> Result<CheckinReply, MdmError> {
+        let mut record = self.authorise(target, identity, now)?;
+        self.unenrol(&mut record, now, "the device checked out")?;
+        self.emit(Event::checkin("CheckOut", &record, now));
+        Ok(CheckinReply::Empty)
+    }
+
+    /// Marks an enrollment unenrolled, drops its queue and (for a device channel) revokes its
+    /// identity certificate.
+    fn unenrol(&self, record: &mut EnrollmentRecord, now: OffsetDateTime, why: &str) -> Result<(), MdmError> {
+        queue::clear(self.store.as_ref(), &record.id, now)?;
+        record.status = EnrollmentStatus::Unenrolled;
+        record.unenrolled_at = Some(now);
+        record.push = None;
+        record.unlock_token_sealed = None;
+        record.bootstrap_token_sealed = None;
+        enrollment::put(self.store.as_ref(), record)?;
+        if !record.kind.is_user_channel() {
+            self.store
+                .delete(Tree::CertificateBindings, record.certificate_sha256.as_bytes())?;
+            if let Err(e) = self.scep.revoke(&record.certificate_serial, now) {
+                tracing::error!(enrollment = %record.id, error = %e, "could not revoke the identity certificate");
+            }
+        }
+        tracing::info!(enrollment = %record.id, reason = why, "enrollment ended");
+        Ok(())
+    }
+
+    /// Handles a command-channel request (`/mdm/connect`): stores the result the device
+    /// reports, then answers with its next command, or `None` for an empty 200.
+    pub fn connect(
+        &self,
+        identity: &DeviceIdentity,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<u8>>, MdmError> {
+        let msg = parse_plist(body)?;
+        let target = enrollment::resolve(&msg).map_err(|e| bad(e.to_string()))?;
+        let mut record = self.authorise(&target, identity, now)?;
+        if record.status == EnrollmentStatus::Unenrolled {
+            return Err(MdmError::Unauthorized("the enrollment has checked out".into()));
+        }
+        let status = string(&msg, "Status").ok_or_else(|| bad("no Status"))?;
+        let skip_not_now = match status {
+            "Idle" => false,
+            "Acknowledged" | "Error" | "CommandFormatError" | "NotNow" => {
+                let uuid = string(&msg, "CommandUUID")
+                    .filter(|u| !u.is_empty() && u.len() <= 64)
+                    .ok_or_else(|| bad("a result needs its CommandUUID"))?;
+                let delivery_status = match status {
+                    "Acknowledged" => DeliveryStatus::Acknowledged,
+                    "Error" => DeliveryStatus::Error,
+                    "CommandFormatError" => DeliveryStatus::CommandFormatError,
+                    _ => DeliveryStatus::NotNow,
+                };
+                match queue::report(self.store.as_ref(), &record.id, uuid, delivery_status, body, now)? {
+                    ReportOutcome::Recorded => {
+                        if delivery_status != DeliveryStatus::NotNow {
+                            self.emit(Event::result(&record.id, uuid, status, &msg, now));
+                        }
+                    }
+                    ReportOutcome::NotPending => {
+                        tracing::warn!(enrollment = %record.id, command_uuid = %uuid, %status, "result for a command that is not pending for this enrollment; ignored");
+                    }
+                }
+                true
+            }
+            other => return Err(bad(format!("unknown Status {other:?}"))),
+        };
+        // last_seen is written at most once a minute: a busy session must not be a write storm.
+        if now - record.last_seen_at >= time::Duration::minutes(1) {
+            record.last_seen_at = now;
+            enrollment::put(self.store.as_ref(), &record)?;
+        }
+        match queue::next(self.store.as_ref(), &record.id, skip_not_now)? {
+            Some((uuid, plist)) => {
+                queue::mark_sent(self.store.as_ref(), &uuid, &record.id, now)?;
+                Ok(Some(plist))
+            }
+            None => Ok(None),
+        }
+    }
+
+    // ---------------------------------------------------------------- admin operations
+
+    /// Validates `command` (the inner `Command` dictionary) against Apple's schema and queues it
+    /// for `targets`, which must be current enrollments.
+    pub fn enqueue(
+        &self,
+        targets: &[String],
+        command: &Dictionary,
+        priority: u8,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Enqueued, MdmError> {
+        if targets.is_empty() {
+            return Err(bad("no targets"));
+        }
+        if command.contains_key("CommandUUID") {
+            return Err(bad("CommandUUID is assigned by the server"));
+        }
+        schema::validate(command).map_err(|e| bad(e.to_string()))?;
+        let mut unknown = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut unique = Vec::with_capacity(targets.len());
+        for t in targets {
+            if !seen.insert(t.as_str()) {
+                continue;
+            }
+            match enrollment::get(self.store.as_ref(), t)? {
+                Some(r) if r.status != EnrollmentStatus::Unenrolled => unique.push(t.clone()),
+                _ => unknown.push(t.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            let shown: Vec<&str> = unknown.iter().take(5).map(String::as_str).collect();
+            return Err(bad(format!(
+                "{} target(s) are not enrolled: {}{}",
+                unknown.len(),
+                shown.join(", "),
+                if unknown.len() > 5 { ", …" } else { "" }
+            )));
+        }
+        let out = queue::enqueue(
+            self.store.as_ref(),
+            &self.sequence,
+            &unique,
+            command,
+            priority,
+            actor,
+            now,
+        )?;
+        tracing::info!(
+            command_uuid = %out.command_uuid, request_type = string(command, "RequestType").unwrap_or_default(),
+            queued = out.queued.len(), coalesced = out.coalesced.len(), actor, "command queued"
+        );
+        Ok(out)
+    }
+
+    pub fn command(
+        &self,
+        uuid: &str,
+    ) -> Result<Option<(queue::CommandRecord, Vec<queue::Delivery>)>, MdmError> {
+        let Some(record) = queue::command(self.store.as_ref(), uuid)? else {
+            return Ok(None);
+        };
+        let deliveries = queue::deliveries(self.store.as_ref(), uuid, None, 10_000)?;
+        Ok(Some((record, deliveries)))
+    }
+
+    pub fn enrollment(&self, id: &str) -> Result<Option<EnrollmentRecord>, MdmError> {
+        Ok(enrollment::get(self.store.as_ref(), id)?)
+    }
+
+    pub fn history(&self, id: &str, limit: usize) -> Result<Vec<queue::Delivery>, MdmError> {
+        Ok(queue::history(self.store.as_ref(), id, limit)?)
+    }
+
+    pub fn pending(&self, id: &str) -> Result<usize, MdmError> {
+        Ok(queue::pending_count(self.store.as_ref(), id)?)
+    }
+
+    /// A page of enrollments in ID order after `after`, matching `text` (case-insensitive, in
+    /// the ID, name, serial number, model or product) and `status` when given.
+    pub fn list(
+        &self,
+        text: Option<&str>,
+        status: Option<EnrollmentStatus>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<DevicePage, MdmError> {
+        let needle = text.map(str::to_lowercase).filter(|t| !t.is_empty());
+        let mut cursor = after.map(|a| a.as_bytes().to_vec());
+        let mut items = Vec::new();
+        loop {
+            let page = self
+                .store
+                .scan_prefix(Tree::Enrollments, b"", cursor.as_deref(), 500)?;
+            let full = page.len() == 500;
+            for (k, v) in &page {
+                cursor = Some(k.clone());
+                let r: EnrollmentRecord = decode(Tree::Enrollments, k, v)?;
+                if status.is_some_and(|s| s != r.status) {
+                    continue;
+                }
+                if let Some(n) = &needle {
+                    let f = &r.facts;
+                    let hay = [
+                        Some(&r.id),
+                        f.device_name.as_ref(),
+                        f.serial_number.as_ref(),
+                        f.model.as_ref(),
+                        f.model_name.as_ref(),
+                        f.product_name.as_ref(),
+                        r.user_short_name.as_ref(),
+                    ];
+                    if !hay
+                        .iter()
+                        .flatten()
+                        .any(|h| h.to_lowercase().contains(n.as_str()))
+                    {
+                        continue;
+                    }
+                }
+                items.push(r);
+                if items.len() == limit {
+                    let next = items.last().map(|r| r.id.clone());
+                    return Ok(DevicePage { items, next });
+                }
+            }
+            if !full {
+                return Ok(DevicePage { items, next: None });
+            }
+        }
+    }
+
+    /// Prunes answered commands older than the retention period.
+    pub fn prune(&self, now: OffsetDateTime) -> Result<usize, MdmError> {
+        let cutoff = now - self.options.retention;
+        let mut total = 0;
+        loop {
+            let n = queue::prune(self.store.as_ref(), cutoff, 1000)?;
+            total += n;
+            if n < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DevicePage {
+    pub items: Vec<EnrollmentRecord>,
+    pub next: Option<String>,
+}
+
+impl EnrollmentRef {
+    /// The device channel this reference belongs to (itself for a device channel).
+    pub fn device(&self) -> EnrollmentRef {
+        match &self.parent {
+            Some(parent) => EnrollmentRef {
+                id: parent.clone(),
+                kind: if self.kind == EnrollmentKind::UserEnrollmentUser {
+                    EnrollmentKind::UserEnrollment
+                } else {
+                    EnrollmentKind::Device
+                },
+                parent: None,
+            },
+            None => self.clone(),
+        }
+    }
+}
