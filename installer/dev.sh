@@ -75,6 +75,9 @@ case "$cmd" in
     say "cargo test"
     log=$(mktemp)
     cargo test --workspace 2>&1 | tee "$log"
+    # The schema generator is its own workspace: its tests check the committed generated code
+    # against Apple's schema when ../shared is present.
+    cargo test --manifest-path installer/schema-gen/Cargo.toml 2>&1 | tee -a "$log"
     # One closing line for the whole run: cargo prints a result per test binary.
     awk '/^test result:/ {p += $4; f += $6} END {printf "cargo test: %d passed, %d failed\n", p, f}' "$log"
     rm -f "$log"

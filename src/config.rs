@@ -501,6 +501,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads_and_documents_the_defaults() {
+        Jail::expect_with(|_jail| {
+            let example = Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/installer/citadel.toml.example"
+            ));
+            let c = load(Some(example), &Overrides::default()).unwrap();
+            assert_eq!(c, Config::default());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn layers_apply_in_order() {
         Jail::expect_with(|jail| {
             jail.create_file(

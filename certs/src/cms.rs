@@ -298,6 +298,16 @@ impl ProfileSigner {
     /// A DER ContentInfo(SignedData) holding `content` (eContent id-data), signed with SHA-256
     /// over the contentType and messageDigest attributes, with every chain certificate.
     pub fn sign(&self, content: &[u8]) -> Result<Vec<u8>, CertError> {
+        self.signed_data(content, true)
+    }
+
+    /// The same signature with the content left out (detached), as Apple devices put in the
+    /// `Mdm-Signature` header: what the fleet simulator and benchmarks sign with.
+    pub fn sign_detached(&self, content: &[u8]) -> Result<Vec<u8>, CertError> {
+        self.signed_data(content, false)
+    }
+
+    fn signed_data(&self, content: &[u8], attached: bool) -> Result<Vec<u8>, CertError> {
         let Some(leaf) = self.chain.first() else {
             return Err(CertError::Encode("no signing certificate".into()));
         };
@@ -309,6 +319,7 @@ impl ProfileSigner {
             self.signature_algorithm.clone(),
             Vec::new(),
             content,
+            attached,
             |signed_attrs| self.keys.sign(Digest::Sha256, signed_attrs),
         )
     }
@@ -716,6 +727,29 @@ mod tests {
             verify_detached(&signed, PROFILE),
             Err(CmsError::Malformed(_))
         ));
+
+        // The detached form (an Mdm-Signature): ours and OpenSSL's verifiers accept it.
+        let detached = signer.sign_detached(PROFILE).unwrap();
+        assert!(!detached.windows(PROFILE.len()).any(|w| w == PROFILE));
+        let by = verify_detached(&detached, PROFILE).unwrap();
+        assert_eq!(by.certificate_der, signer.chain[0].to_der().unwrap());
+        assert!(matches!(
+            verify_detached(&detached, b"another body"),
+            Err(CmsError::Invalid(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("sig.der"), &detached).unwrap();
+        std::fs::write(d.join("body"), PROFILE).unwrap();
+        std::fs::write(d.join("root.pem"), root_pem).unwrap();
+        let (ok, text) = openssl(
+            d,
+            &[
+                "cms", "-verify", "-binary", "-inform", "DER", "-in", "sig.der", "-content", "body",
+                "-CAfile", "root.pem", "-purpose", "any", "-out", "out",
+            ],
+        );
+        assert!(ok, "{text}");
     }
 
     #[test]

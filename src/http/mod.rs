@@ -125,6 +125,8 @@ struct Health {
     store: StoreHealth,
     tls: Option<TlsHealth>,
     console_assets: bool,
+    /// Conditions an operator should fix that do not make the appliance unhealthy.
+    warnings: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -175,6 +177,11 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         },
         tls,
         console_assets: console::assets_embedded(),
+        warnings: if state.enrollment.topic_configured {
+            Vec::new()
+        } else {
+            vec!["no push topic configured (apple.topic): enrolled devices cannot be woken"]
+        },
     };
     if store_ok {
         HttpResponse::Ok().json(body)

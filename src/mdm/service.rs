@@ -634,3 +634,40 @@ impl EnrollmentRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever a device sends, parsing and identifying it returns a result, never a panic.
+    #[test]
+    fn mutated_messages_never_panic() {
+        let valid = br#"<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict><key>MessageType</key><string>TokenUpdate</string>
+<key>UDID</key><string>0000-1111</string><key>UserID</key><string>U&#39;1</string>
+<key>Token</key><data>q83v</data></dict></plist>"#;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for round in 0..20_000 {
+            let mut m = valid.to_vec();
+            for _ in 0..(1 + round % 4) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let at = (x as usize) % m.len();
+                match x % 3 {
+                    0 => m[at] = (x >> 8) as u8,
+                    1 => m.truncate(at.max(1)),
+                    _ => m.insert(at, (x >> 16) as u8),
+                }
+            }
+            if let Ok(dict) = parse_plist(&m) {
+                let _ = enrollment::resolve(&dict);
+            }
+        }
+        for junk in [&b""[..], b"bplist00", b"<plist>", &[0u8; 64]] {
+            assert!(parse_plist(junk).is_err());
+        }
+        let dict = parse_plist(valid).unwrap();
+        assert_eq!(enrollment::resolve(&dict).unwrap().id, "0000-1111:U'1");
+    }
+}

@@ -460,6 +460,31 @@ fn not_now_is_delivered_again_in_the_next_session() {
     assert_eq!(s, 201);
     assert_eq!(two["queued"], 0);
     assert_eq!(two["coalesced"][0]["command_uuid"], one.as_str());
+
+    // Authenticate again (the device re-enrolled): its queue is cleared.
+    dev.authenticate(&a, &client);
+    assert_eq!(dev.answer(&a, &client, "Idle", None, json!({})), None);
+    let (_, c) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        &format!("/api/v1/commands/{one}"),
+        None,
+    );
+    assert_eq!(c["targets"][0]["status"], "Cancelled");
+    let (_, d) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        &format!("/api/v1/devices/{}", dev.udid),
+        None,
+    );
+    assert_eq!(
+        (d["status"].as_str(), d["pushable"].as_bool()),
+        (Some("authenticated"), Some(false))
+    );
 }
 
 #[test]
@@ -553,6 +578,60 @@ fn binary_plists_user_channels_and_user_enrollment() {
     );
     assert_eq!(s, 200);
     assert_eq!(e["kind"], "user_enrollment_user");
+
+    // Paging: four enrollments, two per page, then filtered by status.
+    let (_, p1) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        "/api/v1/devices?limit=2",
+        None,
+    );
+    assert_eq!(p1["items"].as_array().unwrap().len(), 2);
+    let next = p1["next"].as_str().unwrap();
+    let (_, p2) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        &format!("/api/v1/devices?limit=2&after={next}"),
+        None,
+    );
+    let ids: Vec<&str> = p1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(p2["items"].as_array().unwrap())
+        .map(|d| d["enrollment_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ordered, no repeats: {ids:?}"
+    );
+    let (_, active) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        "/api/v1/devices?status=active",
+        None,
+    );
+    assert_eq!(
+        active["items"].as_array().unwrap().len(),
+        3,
+        "BYOD's device channel had no TokenUpdate"
+    );
+    let (s, _) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        "/api/v1/devices?status=sleeping",
+        None,
+    );
+    assert_eq!(s, 400);
 }
 
 #[test]
@@ -930,6 +1009,8 @@ fn enrollment_profiles_and_one_time_links() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-apple-aspen-config");
     assert!(r.headers().get("warning").is_none(), "a topic is configured");
+    let health: Value = client.get(a.url("/healthz")).send().unwrap().json().unwrap();
+    assert_eq!(health["warnings"], json!([]));
     let profile = verify_profile(&a, &r.bytes().unwrap());
     assert_eq!(profile["PayloadOrganization"], "County Hospital");
     let payloads = profile["PayloadContent"].as_array().unwrap();
@@ -1016,6 +1097,14 @@ fn without_a_topic_the_api_warns_that_devices_cannot_be_woken() {
     assert!(
         link["warnings"][0].as_str().unwrap().contains("cannot be woken"),
         "{link}"
+    );
+    let health: Value = client.get(a.url("/healthz")).send().unwrap().json().unwrap();
+    assert!(
+        health["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("cannot be woken"),
+        "{health}"
     );
 }
 

@@ -96,12 +96,14 @@ pub(crate) fn signed_data(
         signature_algorithm,
         attrs,
         content,
+        true,
         sign,
     )
 }
 
 /// [`signed_data`] with the signer info's signatureAlgorithm given (it must match the key
 /// behind `sign`: ECDSA keys need ecdsa-with-SHA*).
+#[allow(clippy::too_many_arguments)] // each is one field of the SignedData; a struct would only rename them
 pub(crate) fn signed_data_as(
     signer_cert: &x509_cert::Certificate,
     certs: &[&x509_cert::Certificate],
@@ -109,6 +111,7 @@ pub(crate) fn signed_data_as(
     signature_algorithm: AlgorithmIdentifierOwned,
     mut attrs: Vec<Attribute>,
     content: &[u8],
+    attached: bool,
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, CertError>,
 ) -> Result<Vec<u8>, CertError> {
     attrs.push(attribute(oids::CONTENT_TYPE, &oids::ID_DATA)?);
@@ -140,7 +143,11 @@ pub(crate) fn signed_data_as(
         digest_algorithms,
         encap_content_info: EncapsulatedContentInfo {
             econtent_type: oids::ID_DATA,
-            econtent: Some(Any::encode_from(&OctetString::new(content).map_err(enc_err)?).map_err(enc_err)?),
+            econtent: if attached {
+                Some(Any::encode_from(&OctetString::new(content).map_err(enc_err)?).map_err(enc_err)?)
+            } else {
+                None
+            },
         },
         certificates: Some(CertificateSet(cert_set)),
         crls: None,
