@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 use citadel::config::ScepSection;
 use citadel::datadir::DataDir;
 use citadel::mdm::enrollment::{DeviceFacts, EnrollmentKind, EnrollmentRecord, EnrollmentStatus};
+use citadel::mdm::identity::IdentityVerifier;
 use citadel::mdm::queue::{self, Sequence};
-use citadel::mdm::{MdmOptions, MdmService, identity};
+use citadel::mdm::{MdmOptions, MdmService};
 use citadel::pki::Pki;
 use citadel::scep::registry::{CertificateRecord, CertificateStatus, IssuedVia};
 use citadel::scep::{ScepOptions, ScepService};
@@ -29,9 +30,14 @@ use citadel_certs::scep::CertificationRequest;
 use plist::{Dictionary, Value};
 use time::OffsetDateTime;
 
+/// `BENCH_CACHE_MB` sets the store's page cache (default 64 MiB, the appliance's default).
 fn open_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let mb: u64 = std::env::var("BENCH_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let opts = SledOptions {
-        cache_capacity_bytes: 64 * 1024 * 1024,
+        cache_capacity_bytes: mb * 1024 * 1024,
         flush_every_ms: 500,
     };
     Arc::new(SledStore::open(dir, &opts).unwrap())
@@ -196,7 +202,12 @@ fn message(pairs: &[(&str, Value)]) -> Vec<u8> {
 fn main() {
     let now = OffsetDateTime::now_utc();
     println!("next-command latency (queue::next on sled, 20,000 random lookups)");
-    for devices in [1usize, 100_000] {
+    // BENCH_FLEET=… shortens the run (e.g. for profiling the connect path).
+    let fleet: usize = std::env::var("BENCH_FLEET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    for devices in [1usize, fleet] {
         let started = Instant::now();
         let (p50, p99, p999) = next_command_latency(devices, now);
         println!(
@@ -226,10 +237,11 @@ fn main() {
         MdmOptions {
             user_authenticate: false,
             retention: time::Duration::days(30),
-            topic: "com.apple.mgmt.bench".into(),
         },
         None,
+        None,
     ));
+    let verifier = Arc::new(IdentityVerifier::default());
     const COMMANDS: usize = 1500;
     let mut prepared = Vec::new();
     // Device 0 for the one-thread run, devices 1 and 2 for the two-thread run.
@@ -249,7 +261,9 @@ fn main() {
         ]);
         for body in [auth, token] {
             let sig = data_encoding::BASE64.encode(&dev.signer.sign_detached(&body).unwrap());
-            let id = identity::authenticate(&pki, store.as_ref(), None, Some(&sig), &body, now).unwrap();
+            let id = verifier
+                .authenticate(&pki, store.as_ref(), None, Some(&sig), &body, now)
+                .unwrap();
             mdm.checkin(&id, &body, now).unwrap();
         }
         // Queue the commands, then sign every request the device will send, ahead of timing.
@@ -297,12 +311,14 @@ fn main() {
             .into_iter()
             .map(|requests| {
                 let (pki, store, mdm) = (Arc::clone(&pki), Arc::clone(&store), Arc::clone(&mdm));
+                let verifier = Arc::clone(&verifier);
                 std::thread::spawn(move || {
                     let mut latencies = Vec::with_capacity(requests.len());
                     for (body, sig) in &requests {
                         let t = Instant::now();
-                        let id =
-                            identity::authenticate(&pki, store.as_ref(), None, Some(sig), body, now).unwrap();
+                        let id = verifier
+                            .authenticate(&pki, store.as_ref(), None, Some(sig), body, now)
+                            .unwrap();
                         let reply = mdm.connect(&id, body, now).unwrap();
                         latencies.push(t.elapsed());
                         std::hint::black_box(reply);

@@ -30,6 +30,8 @@ pub enum AdminError {
     Refused { status: u16, body: String },
     #[error("not found")]
     NotFound,
+    #[error("{0}")]
+    Input(String),
 }
 
 impl From<StoreError> for AdminError {
@@ -54,6 +56,7 @@ impl AdminError {
             AdminError::Socket(_) => 69,
             AdminError::Refused { .. } => 65,
             AdminError::NotFound => 1,
+            AdminError::Input(_) => 65,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::iam::bootstrap::{self, BootstrapOutcome};
 use crate::mdm::webhook::Webhook;
 use crate::mdm::{MdmOptions, MdmService};
 use crate::pki::{self, Pki, PkiError, Renewal, ServerCertificate, TlsSource};
+use crate::push::PushService;
 use crate::scep::{ScepOptions, ScepService};
 use crate::store::{SchemaStatus, SledOptions, SledStore, Store, StoreError, migrate_to_current};
 
@@ -41,6 +42,8 @@ pub enum StartupError {
     Bind { addr: String, source: std::io::Error },
     #[error("cannot set up the webhook client: {0}")]
     Webhook(String),
+    #[error("push: {0}")]
+    Push(String),
     #[error("server error: {0}")]
     Server(std::io::Error),
 }
@@ -70,6 +73,7 @@ impl StartupError {
             StartupError::DataDir(_) | StartupError::Pki(PkiError::DataDir(_)) => 74, // EX_IOERR
             StartupError::Pki(_) | StartupError::Store(_) => 65,
             StartupError::Tls(_) | StartupError::Webhook(_) => 78,
+            StartupError::Push(_) => 65,
             StartupError::Server(_) => 70, // EX_SOFTWARE
         }
     }
@@ -202,6 +206,20 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         }
         _ => None,
     };
+    let push = Arc::new(
+        PushService::new(
+            &config,
+            prepared.data.clone(),
+            Arc::clone(&store),
+            Arc::clone(&clock),
+        )
+        .map_err(|e| StartupError::Push(e.to_string()))?,
+    );
+    if !push.topic().1 {
+        tracing::warn!(
+            "no push certificate imported (citadel push-cert csr / import): enrolled devices cannot be woken"
+        );
+    }
     let mdm = Arc::new(MdmService::new(
         Arc::clone(&store),
         Arc::clone(&pki),
@@ -209,15 +227,10 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         MdmOptions {
             user_authenticate: config.mdm.user_authenticate,
             retention: time::Duration::days(i64::from(config.mdm.retention_days)),
-            topic: config.apple.topic().to_owned(),
         },
         webhook,
+        Some(Arc::clone(&push)),
     ));
-    if !config.apple.topic_configured() {
-        tracing::warn!(
-            "no push topic: set apple.topic (or import a push certificate) — enrolled devices cannot be woken"
-        );
-    }
     let state = web::Data::new(AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -227,7 +240,9 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         scep,
         pki: Arc::clone(&pki),
         mdm: Arc::clone(&mdm),
+        identities: Arc::new(crate::mdm::identity::IdentityVerifier::default()),
         enrollment: Arc::new(EnrollmentSettings::from_config(&config)),
+        push: Arc::clone(&push),
     });
 
     let listen = config.server.listen;
@@ -250,6 +265,12 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
 
     actix_web::rt::spawn(purge_expired_challenges(Arc::clone(&store), Arc::clone(&clock)));
     actix_web::rt::spawn(prune_answered_commands(mdm, Arc::clone(&clock)));
+    actix_web::rt::spawn(Arc::clone(&push).run());
+    if config.apns.sweep_after_hours > 0 {
+        let after = time::Duration::hours(i64::from(config.apns.sweep_after_hours));
+        actix_web::rt::spawn(Arc::clone(&push).sweep(after, Duration::from_secs(24 * 3600)));
+    }
+    actix_web::rt::spawn(watch_push_certificate(Arc::clone(&push), Arc::clone(&clock)));
     actix_web::rt::spawn(keep_certificate_fresh(config.clone(), pki, tls_state, clock));
     tracing::info!(
         %listen,
@@ -300,6 +321,15 @@ async fn purge_expired_challenges(store: Arc<dyn Store>, clock: SharedClock) {
             Ok(Err(e)) => tracing::error!(error = %e, "cannot purge expired SCEP challenges"),
             Err(e) => tracing::error!(error = %e, "challenge purge task failed"),
         }
+    }
+}
+
+/// Hourly: logs when the push certificate crosses an expiry threshold (30, 14, 7, 1 days).
+async fn watch_push_certificate(push: Arc<PushService>, clock: SharedClock) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticks.tick().await;
+        push.warn_if_expiring(clock.now());
     }
 }
 

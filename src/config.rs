@@ -29,6 +29,7 @@ pub struct Config {
     pub scep: ScepSection,
     pub mdm: MdmSection,
     pub apple: AppleSection,
+    pub apns: ApnsSection,
     pub webhook: WebhookSection,
 }
 
@@ -111,6 +112,37 @@ impl AppleSection {
 
     pub fn topic_configured(&self) -> bool {
         self.topic.as_deref().is_some_and(|t| !t.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApnsSection {
+    /// Apple's production push endpoint; the sandbox is `https://api.sandbox.push.apple.com`.
+    pub base_url: String,
+    /// HTTPS proxy (CONNECT) to reach Apple through, e.g. `http://user:pass@proxy.dmz:3128`.
+    pub proxy: Option<String>,
+    /// Extra trust anchors (PEM) for the push endpoint, besides the system's (for a TLS-
+    /// inspecting proxy or a test endpoint).
+    pub ca_file: Option<PathBuf>,
+    /// How long Apple keeps trying to deliver a push (`apns-expiration`), in seconds.
+    pub expiration_secs: u64,
+    /// Pushes in flight at once (HTTP/2 streams; Apple's per-connection limit also applies).
+    pub concurrency: usize,
+    /// Re-push enrollments not seen for this many hours; 0 turns the sweep off.
+    pub sweep_after_hours: u32,
+}
+
+impl Default for ApnsSection {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.push.apple.com".into(),
+            proxy: None,
+            ca_file: None,
+            expiration_secs: 3 * 24 * 3600,
+            concurrency: 500,
+            sweep_after_hours: 24,
+        }
     }
 }
 
@@ -198,6 +230,7 @@ impl Default for Config {
             scep: ScepSection::default(),
             mdm: MdmSection::default(),
             apple: AppleSection::default(),
+            apns: ApnsSection::default(),
             webhook: WebhookSection::default(),
         }
     }
@@ -458,6 +491,20 @@ impl Config {
         }
         if self.mdm.retention_days == 0 || self.mdm.enrollment_link_ttl_secs == 0 {
             return invalid("mdm.retention_days and mdm.enrollment_link_ttl_secs must be positive".into());
+        }
+        if !self.apns.base_url.starts_with("https://") {
+            return invalid(format!(
+                "apns.base_url {:?} must be an https:// URL",
+                self.apns.base_url
+            ));
+        }
+        if let Some(proxy) = &self.apns.proxy
+            && !(proxy.starts_with("http://") || proxy.starts_with("https://"))
+        {
+            return invalid("apns.proxy must be an http:// or https:// URL".into());
+        }
+        if !(1..=10_000).contains(&self.apns.concurrency) {
+            return invalid("apns.concurrency must be between 1 and 10000".into());
         }
         match (&self.webhook.url, &self.webhook.secret) {
             (Some(url), _) if !(url.starts_with("https://") || url.starts_with("http://")) => {

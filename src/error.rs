@@ -19,6 +19,8 @@ pub enum ApiError {
     DeviceUnauthorized(String),
     #[error("{0}")]
     Gone(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the store is unavailable")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -39,6 +41,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::DeviceUnauthorized(_) => "device_unauthorized",
             ApiError::Gone(_) => "gone",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -53,6 +56,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::DeviceUnauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -12,6 +12,8 @@ pub mod http;
 pub mod iam;
 pub mod mdm;
 pub mod pki;
+pub mod push;
 pub mod scep;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

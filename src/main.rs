@@ -1,7 +1,7 @@
 //! The `citadel` command line.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +62,53 @@ enum Command {
     /// Admin API tokens (`Authorization: Bearer <token>`).
     #[command(subcommand, name = "api-token")]
     ApiToken(ApiTokenCommand),
+    /// The APNs push certificate that lets Citadel wake devices.
+    #[command(subcommand, name = "push-cert")]
+    PushCert(PushCertCommand),
+}
+
+#[derive(Subcommand)]
+enum PushCertCommand {
+    /// Create the key (kept in the data directory) and the CSR to upload to Apple's push
+    /// certificates portal. With --vendor-*, also sign it as an MDM vendor and print the
+    /// encoded request Apple expects instead.
+    Csr {
+        /// Organisation in the CSR subject. Default: mdm.organization.
+        #[arg(long)]
+        org: Option<String>,
+        /// Contact e-mail in the CSR subject.
+        #[arg(long)]
+        email: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// MDM vendor signing certificate (PEM).
+        #[arg(long, value_name = "FILE", requires_all = ["vendor_key", "vendor_chain"])]
+        vendor_cert: Option<PathBuf>,
+        /// The vendor certificate's private key (PEM, PKCS#8).
+        #[arg(long, value_name = "FILE")]
+        vendor_key: Option<PathBuf>,
+        /// Apple's WWDR intermediate and root certificates (PEM), appended to the vendor's.
+        #[arg(long, value_name = "FILE")]
+        vendor_chain: Option<PathBuf>,
+    },
+    /// Import the certificate Apple issued (PEM, with --key or the pending request's key) or a
+    /// PKCS#12 file. Takes effect without a restart; a different topic is refused.
+    Import {
+        #[arg(long, value_name = "FILE", conflicts_with = "p12")]
+        cert: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<PathBuf>,
+        #[arg(long, value_name = "FILE", requires = "password_file")]
+        p12: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Show the push certificate's topic, subject and expiry.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,7 +189,7 @@ fn main() -> ExitCode {
     let listen = match &cli.command {
         Command::Serve(a) | Command::Init(a) | Command::Config(ConfigCommand::Check(a)) => a.listen,
         Command::Healthcheck(h) => h.listen.listen,
-        Command::Ca(_) | Command::Scep(_) | Command::ApiToken(_) => None,
+        Command::Ca(_) | Command::Scep(_) | Command::ApiToken(_) | Command::PushCert(_) => None,
     };
     let config = match load_config(&cli, listen) {
         Ok(c) => c,
@@ -159,6 +206,7 @@ fn main() -> ExitCode {
         Command::Ca(CaCommand::Revoke { serial }) => report(run_ca_revoke(&config, &clock, &serial)),
         Command::Scep(ScepCommand::Challenge { ttl }) => report(run_scep_challenge(&config, &clock, ttl)),
         Command::ApiToken(cmd) => report(run_api_token(&config, &clock, cmd)),
+        Command::PushCert(cmd) => report(run_push_cert(&config, &clock, cmd)),
         Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
     }
 }
@@ -308,6 +356,164 @@ fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> 
         }
     }
     Ok(())
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>, AdminError> {
+    std::fs::read(path).map_err(|e| AdminError::Input(format!("{}: {e}", path.display())))
+}
+
+fn read_text(path: &Path) -> Result<String, AdminError> {
+    String::from_utf8(read_input(path)?)
+        .map_err(|_| AdminError::Input(format!("{} is not text", path.display())))
+}
+
+fn run_push_cert(config: &Config, clock: &SharedClock, cmd: PushCertCommand) -> Result<(), AdminError> {
+    match cmd {
+        PushCertCommand::Csr {
+            org,
+            email,
+            out,
+            vendor_cert,
+            vendor_key,
+            vendor_chain,
+        } => {
+            let data = DataDir::prepare(&config.data_dir).map_err(StartupError::from)?;
+            let org = org.unwrap_or_else(|| config.mdm.organization.clone());
+            let (csr_pem, csr_der) =
+                pki::push::create_request(&data, &org, email.as_deref()).map_err(StartupError::from)?;
+            let text = match (vendor_cert, vendor_key, vendor_chain) {
+                (Some(cert), Some(key), Some(chain)) => {
+                    let key = citadel_certs::SecretPem::new(read_text(&key)?);
+                    let signature = citadel_certs::push::vendor_signature(&csr_der, &key)
+                        .map_err(|e| AdminError::Input(e.to_string()))?;
+                    let mut chain_pem = read_text(&cert)?;
+                    chain_pem.push_str(&read_text(&chain)?);
+                    citadel::push::encoded_request(&csr_der, &signature, &chain_pem)
+                        .map_err(|e| AdminError::Input(e.to_string()))?
+                }
+                _ => csr_pem,
+            };
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &text)
+                        .map_err(|e| AdminError::Input(format!("{}: {e}", path.display())))?;
+                    eprintln!("citadel: wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            eprintln!(
+                "citadel: the key waits in {}/push-request.key; upload the request to Apple's push \
+                 certificates portal, then `citadel push-cert import --cert <downloaded .pem>`",
+                data.pki_dir().display()
+            );
+        }
+        PushCertCommand::Import {
+            cert,
+            key,
+            p12,
+            password_file,
+        } => {
+            let upload = match (cert, p12) {
+                (Some(cert), None) => {
+                    let mut pem = read_text(&cert)?;
+                    // Apple's portal hands out DER (.cer): accept that too.
+                    if !pem.contains("-----BEGIN") {
+                        let der = read_input(&cert)?;
+                        pem = format!(
+                            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                            data_encoding::BASE64.encode(&der)
+                        );
+                    }
+                    serde_json::json!({ "cert_pem": pem, "key_pem": key.map(|k| read_text(&k)).transpose()? })
+                }
+                (None, Some(p12)) => {
+                    let password = password_file
+                        .map(|p| read_text(&p))
+                        .transpose()?
+                        .unwrap_or_default()
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned();
+                    serde_json::json!({ "p12_base64": data_encoding::BASE64.encode(&read_input(&p12)?), "password": password })
+                }
+                _ => {
+                    return Err(AdminError::Input(
+                        "give --cert FILE [--key FILE] or --p12 FILE --password-file FILE".into(),
+                    ));
+                }
+            };
+            let status: serde_json::Value = match Admin::connect(config, clock.now())? {
+                Admin::Socket(socket) => Admin::call(&socket, Method::PUT, "/push-cert", Some(&upload))?,
+                Admin::Local(scep) => {
+                    let data = DataDir::open(&config.data_dir).map_err(StartupError::from)?;
+                    let push =
+                        citadel::push::PushService::new(config, data, scep.store().clone(), clock.clone())
+                            .map_err(|e| AdminError::Input(e.to_string()))?;
+                    let source = upload_source(upload)?;
+                    push.import(source)
+                        .map_err(|e| AdminError::Input(e.to_string()))?;
+                    serde_json::to_value(push.status(clock.now()))
+                        .map_err(|e| AdminError::Input(e.to_string()))?
+                }
+            };
+            println!(
+                "push certificate imported: topic {}, expires {}",
+                status["topic"].as_str().unwrap_or("?"),
+                status["not_after"].as_str().unwrap_or("?")
+            );
+        }
+        PushCertCommand::Show { json } => {
+            let status: serde_json::Value = match Admin::connect(config, clock.now())? {
+                Admin::Socket(socket) => Admin::call(&socket, Method::GET, "/push-cert", None::<&()>)?,
+                Admin::Local(scep) => {
+                    let data = DataDir::open(&config.data_dir).map_err(StartupError::from)?;
+                    let push =
+                        citadel::push::PushService::new(config, data, scep.store().clone(), clock.clone())
+                            .map_err(|e| AdminError::Input(e.to_string()))?;
+                    serde_json::to_value(push.status(clock.now()))
+                        .map_err(|e| AdminError::Input(e.to_string()))?
+                }
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).map_err(|e| AdminError::Input(e.to_string()))?
+                );
+            } else {
+                for key in ["topic", "topic_source", "subject", "not_after", "days_left"] {
+                    if let Some(v) = status.get(key).filter(|v| !v.is_null()) {
+                        println!(
+                            "{key:<13} {}",
+                            v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())
+                        );
+                    }
+                }
+                for w in status["warnings"].as_array().into_iter().flatten() {
+                    println!("warning       {}", w.as_str().unwrap_or_default());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The local (server stopped) form of what the admin socket's PUT /push-cert receives.
+fn upload_source(upload: serde_json::Value) -> Result<citadel::pki::push::ImportSource, AdminError> {
+    use citadel::pki::push::ImportSource;
+    if let Some(cert) = upload["cert_pem"].as_str() {
+        return Ok(ImportSource::Pem {
+            cert_pem: cert.to_owned(),
+            key_pem: upload["key_pem"]
+                .as_str()
+                .map(|k| citadel_certs::SecretPem::new(k.to_owned())),
+        });
+    }
+    let der = data_encoding::BASE64
+        .decode(upload["p12_base64"].as_str().unwrap_or_default().as_bytes())
+        .map_err(|e| AdminError::Input(e.to_string()))?;
+    Ok(ImportSource::Pkcs12 {
+        der,
+        password: upload["password"].as_str().unwrap_or_default().to_owned(),
+    })
 }
 
 fn run_ca_list(config: &Config, clock: &SharedClock, json: bool) -> Result<(), AdminError> {

@@ -11,6 +11,7 @@ mod crypto;
 mod device;
 mod inspect;
 mod oids;
+pub mod push;
 pub mod scep;
 pub mod seal;
 mod secret;

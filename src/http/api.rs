@@ -7,7 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{AppState, mdm_api};
+use super::{AppState, mdm_api, push_api};
 use crate::error::ApiError;
 use crate::iam::{api_tokens, bootstrap};
 use crate::scep::registry::RevokeOutcome;
@@ -31,6 +31,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
             .route("/commands/{uuid}", web::get().to(mdm_api::get_command))
             .route("/devices", web::get().to(mdm_api::list_devices))
             .route("/devices/{id}", web::get().to(mdm_api::get_device))
+            .route("/push-cert", web::get().to(push_api::api_get))
+            .route("/push-cert", web::put().to(push_api::api_put))
+            .route("/push", web::post().to(push_api::api_push))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) })),
     );
 }
@@ -43,6 +46,8 @@ pub fn configure_admin_socket(cfg: &mut web::ServiceConfig) {
             .error_handler(json_error),
     )
     .route("/scep/challenges", web::post().to(socket_create_challenge))
+    .route("/push-cert", web::get().to(push_api::socket_get))
+    .route("/push-cert", web::put().to(push_api::socket_put))
     .route("/api-tokens", web::post().to(mdm_api::socket_create_token))
     .route("/api-tokens", web::get().to(mdm_api::socket_list_tokens))
     .route(

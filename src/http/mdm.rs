@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::mdm::identity::{self, IdentityError};
+use crate::mdm::identity::IdentityError;
 use crate::mdm::profile::{self, LinkRefusal};
 use crate::mdm::{CheckinReply, MdmError};
 
@@ -81,8 +81,9 @@ async fn handle(
         .map_err(|_| ApiError::DeviceUnauthorized("the Mdm-Signature header is not ASCII".into()))?;
     let now = state.clock.now();
     let (pki, store, mdm) = (state.pki.clone(), state.store.clone(), state.mdm.clone());
+    let identities = state.identities.clone();
     let reply = web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
-        let identity = identity::authenticate(
+        let identity = identities.authenticate(
             &pki,
             store.as_ref(),
             peer.as_deref().map(Vec::as_slice),
@@ -133,11 +134,12 @@ pub async fn signed_profile(state: &web::Data<AppState>, actor: String) -> Resul
         .ok_or_else(|| ApiError::Internal("no TLS identity to sign with".into()))?
         .profile_signer;
     let (scep, settings, root) = (state.scep.clone(), state.enrollment.clone(), state.ca_der.clone());
+    let (topic, can_wake) = state.push.topic();
     let signed = web::block(move || -> Result<Vec<u8>, ApiError> {
         let challenge = scep.create_challenge(None, now, &actor)?;
         let xml = profile::build(&profile::ProfileParams {
             base_url: &settings.public_url,
-            topic: &settings.topic,
+            topic: &topic,
             organization: &settings.organization,
             root_der: &root,
             challenge: &challenge.challenge,
@@ -154,14 +156,15 @@ pub async fn signed_profile(state: &web::Data<AppState>, actor: String) -> Resul
             "attachment; filename=\"citadel-enrollment.mobileconfig\"",
         ))
         .insert_header((header::CACHE_CONTROL, "no-store"));
-    if !state.enrollment.topic_configured {
+    if !can_wake {
         res.insert_header((header::WARNING, NO_TOPIC_WARNING));
     }
     Ok(res.body(signed))
 }
 
 /// RFC 7234 warning sent with profiles while no push topic is configured.
-pub const NO_TOPIC_WARNING: &str = "199 citadel \"no push topic configured (apple.topic / push certificate): enrolled devices cannot be woken\"";
+pub const NO_TOPIC_WARNING: &str =
+    "199 citadel \"no push certificate imported: enrolled devices cannot be woken\"";
 
 async fn enroll_link(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();

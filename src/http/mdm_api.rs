@@ -74,8 +74,8 @@ pub async fn create_link(
         .map_err(blocking_err)??;
     tracing::info!(link = %link.id, %actor, expires_at = %link.expires_at, "enrollment link created");
     let mut warnings = Vec::new();
-    if !state.enrollment.topic_configured {
-        warnings.push("no push topic is configured: enrolled devices cannot be woken until one is");
+    if !state.push.topic().1 {
+        warnings.push("no push certificate is imported: enrolled devices cannot be woken until one is");
     }
     Ok(HttpResponse::Created().json(LinkCreated {
         id: link.id,
@@ -184,7 +184,7 @@ pub async fn create_command(
     .await
     .map_err(blocking_err)??;
     let mut res = HttpResponse::Created();
-    if !state.enrollment.topic_configured {
+    if !state.push.topic().1 {
         res.insert_header((header::WARNING, NO_TOPIC_WARNING));
     }
     Ok(res.json(CommandCreated {
@@ -407,6 +407,8 @@ struct DeviceDetail {
     #[serde(flatten)]
     device: DeviceView,
     pending_commands: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_push: Option<crate::push::PushState>,
     commands: Vec<HistoryItem>,
 }
 
@@ -417,12 +419,13 @@ pub async fn get_device(
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&state, &req).await?;
     let id = id.into_inner();
-    let mdm = state.mdm.clone();
+    let (mdm, store) = (state.mdm.clone(), state.store.clone());
     let found = web::block(move || -> Result<Option<DeviceDetail>, ApiError> {
         let Some(record) = mdm.enrollment(&id)? else {
             return Ok(None);
         };
         let pending = mdm.pending(&id)?;
+        let last_push = crate::push::push_state(store.as_ref(), &id)?;
         let commands = mdm
             .history(&id, HISTORY)?
             .into_iter()
@@ -435,6 +438,7 @@ pub async fn get_device(
         Ok(Some(DeviceDetail {
             device: record.into(),
             pending_commands: pending,
+            last_push,
             commands,
         }))
     })

@@ -5,6 +5,7 @@ pub mod console;
 pub mod mdm;
 mod mdm_api;
 pub mod middleware;
+mod push_api;
 pub mod scep;
 pub mod tls;
 
@@ -17,7 +18,9 @@ use serde::Serialize;
 
 use crate::clock::SharedClock;
 use crate::mdm::MdmService;
+use crate::mdm::identity::IdentityVerifier;
 use crate::pki::{Pki, TlsSource};
+use crate::push::PushService;
 use crate::scep::ScepService;
 use crate::store::{Store, read_version};
 use tls::TlsState;
@@ -32,15 +35,15 @@ pub struct AppState {
     pub scep: Arc<ScepService>,
     pub pki: Arc<Pki>,
     pub mdm: Arc<MdmService>,
+    pub identities: Arc<IdentityVerifier>,
     pub enrollment: Arc<EnrollmentSettings>,
+    pub push: Arc<PushService>,
 }
 
 /// What enrollment profiles and links need from the configuration.
 #[derive(Debug, Clone)]
 pub struct EnrollmentSettings {
     pub public_url: String,
-    pub topic: String,
-    pub topic_configured: bool,
     pub organization: String,
     pub link_ttl: time::Duration,
     pub max_body_bytes: usize,
@@ -50,8 +53,6 @@ impl EnrollmentSettings {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
             public_url: config.public_url(),
-            topic: config.apple.topic().to_owned(),
-            topic_configured: config.apple.topic_configured(),
             organization: config.mdm.organization.clone(),
             link_ttl: time::Duration::seconds(
                 i64::try_from(config.mdm.enrollment_link_ttl_secs).unwrap_or(i64::MAX),
@@ -63,6 +64,7 @@ impl EnrollmentSettings {
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_scep_message_bytes: usize, max_mdm_body_bytes: usize) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
         .route("/ca.pem", web::get().to(ca_pem))
         .route("/ca.crt", web::get().to(ca_der));
     scep::configure(cfg, max_scep_message_bytes);
@@ -125,8 +127,9 @@ struct Health {
     store: StoreHealth,
     tls: Option<TlsHealth>,
     console_assets: bool,
+    push: crate::push::PushStatus,
     /// Conditions an operator should fix that do not make the appliance unhealthy.
-    warnings: Vec<&'static str>,
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -157,6 +160,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         Err(e) => (false, None, Some(e.to_string())),
     };
     let now = state.clock.now();
+    let push = state.push.status(now);
     let tls = state.tls.snapshot().map(|c| TlsHealth {
         source: match c.source {
             TlsSource::Managed => "managed",
@@ -177,11 +181,8 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         },
         tls,
         console_assets: console::assets_embedded(),
-        warnings: if state.enrollment.topic_configured {
-            Vec::new()
-        } else {
-            vec!["no push topic configured (apple.topic): enrolled devices cannot be woken"]
-        },
+        warnings: push.warnings.clone(),
+        push,
     };
     if store_ok {
         HttpResponse::Ok().json(body)
@@ -189,6 +190,31 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         tracing::error!(error = ?body.store.error, "health check: store unavailable");
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Prometheus metrics (text format 0.0.4).
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let now = state.clock.now();
+    let mut out = String::new();
+    state.push.metrics.render(&mut out);
+    let status = state.push.status(now);
+    out.push_str(
+        "# HELP citadel_push_certificate_expiry_seconds Seconds until the APNs push certificate expires.\n\
+         # TYPE citadel_push_certificate_expiry_seconds gauge\n",
+    );
+    if let Some(not_after) = status.not_after {
+        out.push_str(&format!(
+            "citadel_push_certificate_expiry_seconds {}\n",
+            (not_after - now).whole_seconds()
+        ));
+    }
+    out.push_str(&format!(
+        "# TYPE citadel_push_pending gauge\ncitadel_push_pending {}\n",
+        state.push.pending()
+    ));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }
 
 async fn ca_pem(state: web::Data<AppState>) -> HttpResponse {

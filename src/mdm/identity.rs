@@ -5,6 +5,9 @@
 //! header (base64 detached CMS over the exact body). Either way it must have been issued by our
 //! issuing CA, be valid now, be in the registry and not be revoked.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use citadel_certs::inspect_der;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -49,61 +52,108 @@ pub enum IdentityError {
     Store(#[from] StoreError),
 }
 
-fn sha256_hex(der: &[u8]) -> String {
-    hex::encode(Sha256::digest(der))
+/// Remembers which certificates already proved to be ours (CA signature checked), so that a
+/// device's every request costs a hash lookup instead of parsing and an ECDSA verification.
+/// Validity dates and revocation are still checked on every request.
+#[derive(Debug, Default)]
+pub struct IdentityVerifier {
+    known: Mutex<HashMap<[u8; 32], KnownCertificate>>,
 }
 
-/// Establishes the identity behind a request from the TLS peer certificate and/or the
-/// `Mdm-Signature` header value over `body`.
-pub fn authenticate(
-    pki: &Pki,
-    store: &dyn Store,
-    peer_certificate: Option<&[u8]>,
-    signature_header: Option<&str>,
-    body: &[u8],
-    now: OffsetDateTime,
-) -> Result<DeviceIdentity, IdentityError> {
-    let signed_by = match signature_header {
-        None => None,
-        Some(value) => {
-            let value = value.trim();
-            if value.len() > MAX_SIGNATURE_HEADER {
-                return Err(IdentityError::BadSignature("too long".into()));
+#[derive(Debug, Clone)]
+struct KnownCertificate {
+    serial: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+/// Beyond this many distinct certificates the cache starts over (a fleet is ~100,000).
+const MAX_KNOWN: usize = 250_000;
+
+impl IdentityVerifier {
+    /// Establishes the identity behind a request from the TLS peer certificate and/or the
+    /// `Mdm-Signature` header value over `body`.
+    pub fn authenticate(
+        &self,
+        pki: &Pki,
+        store: &dyn Store,
+        peer_certificate: Option<&[u8]>,
+        signature_header: Option<&str>,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<DeviceIdentity, IdentityError> {
+        let signed_by = match signature_header {
+            None => None,
+            Some(value) => {
+                let value = value.trim();
+                if value.len() > MAX_SIGNATURE_HEADER {
+                    return Err(IdentityError::BadSignature("too long".into()));
+                }
+                // Base64 with or without padding or line breaks, as clients differ.
+                let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                let der = data_encoding::BASE64
+                    .decode(compact.as_bytes())
+                    .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.trim_end_matches('=').as_bytes()))
+                    .map_err(|e| IdentityError::BadSignature(format!("not base64: {e}")))?;
+                let signed = citadel_certs::cms::verify_detached(&der, body)
+                    .map_err(|e| IdentityError::BadSignature(e.to_string()))?;
+                Some(signed.certificate_der)
             }
-            // Base64 with or without padding or line breaks, as clients differ.
-            let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-            let der = data_encoding::BASE64
-                .decode(compact.as_bytes())
-                .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.trim_end_matches('=').as_bytes()))
-                .map_err(|e| IdentityError::BadSignature(format!("not base64: {e}")))?;
-            let signed = citadel_certs::cms::verify_detached(&der, body)
-                .map_err(|e| IdentityError::BadSignature(e.to_string()))?;
-            Some(signed.certificate_der)
+        };
+        let der = match (peer_certificate, signed_by.as_deref()) {
+            (None, None) => return Err(IdentityError::Missing),
+            (Some(tls), Some(sig)) if tls != sig => return Err(IdentityError::Conflicting),
+            (Some(tls), _) => tls,
+            (None, Some(sig)) => sig,
+        };
+        let source = if peer_certificate.is_some() {
+            IdentitySource::ClientCertificate
+        } else {
+            IdentitySource::MdmSignature
+        };
+        let digest: [u8; 32] = Sha256::digest(der).into();
+        let known = self.lookup(&digest);
+        let known = match known {
+            Some(k) => k,
+            None => {
+                if !pki.issuing_ca().issued_and_valid(der, now) {
+                    return Err(IdentityError::NotOurs);
+                }
+                let info = inspect_der(der).map_err(|_| IdentityError::NotOurs)?;
+                let k = KnownCertificate {
+                    serial: info.serial_hex,
+                    not_before: info.not_before,
+                    not_after: info.not_after,
+                };
+                self.remember(digest, k.clone());
+                k
+            }
+        };
+        if now < known.not_before || now > known.not_after {
+            return Err(IdentityError::NotOurs);
         }
-    };
-    let der = match (peer_certificate, signed_by.as_deref()) {
-        (None, None) => return Err(IdentityError::Missing),
-        (Some(tls), Some(sig)) if tls != sig => return Err(IdentityError::Conflicting),
-        (Some(tls), _) => tls,
-        (None, Some(sig)) => sig,
-    };
-    let source = if peer_certificate.is_some() {
-        IdentitySource::ClientCertificate
-    } else {
-        IdentitySource::MdmSignature
-    };
-    if !pki.issuing_ca().issued_and_valid(der, now) {
-        return Err(IdentityError::NotOurs);
+        let record = registry::get(store, &known.serial)?.ok_or(IdentityError::Unknown)?;
+        if record.is_revoked() {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(DeviceIdentity {
+            sha256: hex::encode(digest),
+            serial: known.serial,
+            source,
+            record,
+        })
     }
-    let serial = inspect_der(der).map_err(|_| IdentityError::NotOurs)?.serial_hex;
-    let record = registry::get(store, &serial)?.ok_or(IdentityError::Unknown)?;
-    if record.is_revoked() {
-        return Err(IdentityError::Revoked);
+
+    fn lookup(&self, digest: &[u8; 32]) -> Option<KnownCertificate> {
+        self.known.lock().ok()?.get(digest).cloned()
     }
-    Ok(DeviceIdentity {
-        sha256: sha256_hex(der),
-        serial,
-        source,
-        record,
-    })
+
+    fn remember(&self, digest: [u8; 32], known: KnownCertificate) {
+        if let Ok(mut map) = self.known.lock() {
+            if map.len() >= MAX_KNOWN {
+                map.clear();
+            }
+            map.insert(digest, known);
+        }
+    }
 }

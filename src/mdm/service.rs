@@ -17,6 +17,7 @@ use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
 use super::schema;
 use super::webhook::{Event, Webhook};
 use crate::pki::Pki;
+use crate::push::PushService;
 use crate::scep::ScepService;
 use crate::scep::registry::IssuedVia;
 use crate::store::{Store, StoreError, Tree, decode};
@@ -27,8 +28,6 @@ pub struct MdmOptions {
     pub user_authenticate: bool,
     /// How long answered commands and their results are kept.
     pub retention: time::Duration,
-    /// The push topic devices are enrolled under.
-    pub topic: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +64,8 @@ pub struct MdmService {
     sequence: Sequence,
     options: MdmOptions,
     webhook: Option<Webhook>,
+    /// Wakes devices when commands are queued for them (absent in tools and benchmarks).
+    push: Option<Arc<PushService>>,
 }
 
 fn parse_plist(body: &[u8]) -> Result<Dictionary, MdmError> {
@@ -96,6 +97,7 @@ impl MdmService {
         scep: Arc<ScepService>,
         options: MdmOptions,
         webhook: Option<Webhook>,
+        push: Option<Arc<PushService>>,
     ) -> Self {
         Self {
             store,
@@ -104,6 +106,7 @@ impl MdmService {
             sequence: Sequence::default(),
             options,
             webhook,
+            push,
         }
     }
 
@@ -318,8 +321,11 @@ impl MdmService {
             return Err(bad("TokenUpdate needs a Token and a PushMagic"));
         };
         let topic = string(msg, "Topic").unwrap_or_default();
-        if topic != self.options.topic {
-            tracing::warn!(enrollment = %target.id, %topic, expected = %self.options.topic, "TokenUpdate for another push topic");
+        if let Some(push) = &self.push
+            && let (expected, true) = push.topic()
+            && topic != expected
+        {
+            tracing::warn!(enrollment = %target.id, %topic, %expected, "TokenUpdate for another push topic: this device cannot be woken");
         }
         let mut record = if target.kind.is_user_channel() {
             let parent = target.device();
@@ -513,6 +519,9 @@ impl MdmService {
             actor,
             now,
         )?;
+        if let Some(push) = &self.push {
+            push.request(out.queued.iter().cloned());
+        }
         tracing::info!(
             command_uuid = %out.command_uuid, request_type = string(command, "RequestType").unwrap_or_default(),
             queued = out.queued.len(), coalesced = out.coalesced.len(), actor, "command queued"

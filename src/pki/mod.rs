@@ -4,6 +4,8 @@
 //! reads and writes the key files (mode 0600, refused if looser) and hands keys on only
 //! inside a rustls signing key.
 
+pub mod push;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 

@@ -51,10 +51,13 @@ pub enum Tree {
     EnrollmentLinks,
     /// Identity certificate SHA-256 (hex) → the device enrollment it is bound to.
     CertificateBindings,
+    /// Push outcome per enrollment (kept apart from the enrollment record, which check-ins
+    /// rewrite concurrently).
+    PushState,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 13] = [
+    pub const ALL: [Tree; 14] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -68,6 +71,7 @@ impl Tree {
         Tree::ApiTokens,
         Tree::EnrollmentLinks,
         Tree::CertificateBindings,
+        Tree::PushState,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +89,7 @@ impl Tree {
             Tree::ApiTokens => "api_tokens",
             Tree::EnrollmentLinks => "enrollment_links",
             Tree::CertificateBindings => "certificate_bindings",
+            Tree::PushState => "push_state",
         }
     }
 }

@@ -48,6 +48,7 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::ApiTokens => 11,
         Tree::EnrollmentLinks => 12,
         Tree::CertificateBindings => 13,
+        Tree::PushState => 14,
     }
 }
 

@@ -7,5 +7,6 @@ mod browser;
 mod certmonger;
 mod harness;
 mod mdm;
+mod push;
 mod scep;
 mod serve;

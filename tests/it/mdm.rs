@@ -69,7 +69,7 @@ pub fn parse_plist(bytes: &[u8]) -> Value {
     serde_json::from_slice(&python(FROM_PLIST, "", bytes)).unwrap()
 }
 
-fn data(bytes: &[u8]) -> Value {
+pub fn data(bytes: &[u8]) -> Value {
     json!({ "$data": data_encoding::BASE64.encode(bytes) })
 }
 
@@ -206,7 +206,7 @@ fn sign_with(dir: &Path, cert: &Path, key: &Path, body: &[u8]) -> String {
     data_encoding::BASE64.encode(&std::fs::read(&output).unwrap())
 }
 
-fn api(
+pub fn api(
     a: &Appliance,
     client: &Client,
     token: &str,
@@ -224,7 +224,7 @@ fn api(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-fn enqueue(a: &Appliance, client: &Client, token: &str, targets: &[&str], command: Value) -> String {
+pub fn enqueue(a: &Appliance, client: &Client, token: &str, targets: &[&str], command: Value) -> String {
     let (status, body) = api(
         a,
         client,
@@ -1008,9 +1008,17 @@ fn enrollment_profiles_and_one_time_links() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-apple-aspen-config");
-    assert!(r.headers().get("warning").is_none(), "a topic is configured");
+    // The configured topic goes into the profile, but without a push certificate devices
+    // still cannot be woken, and the API says so.
+    assert!(
+        r.headers()["warning"]
+            .to_str()
+            .unwrap()
+            .contains("cannot be woken")
+    );
     let health: Value = client.get(a.url("/healthz")).send().unwrap().json().unwrap();
-    assert_eq!(health["warnings"], json!([]));
+    assert_eq!(health["push"]["topic_source"], "config");
+    assert_eq!(health["push"]["topic"], "com.apple.mgmt.External.1234");
     let profile = verify_profile(&a, &r.bytes().unwrap());
     assert_eq!(profile["PayloadOrganization"], "County Hospital");
     let payloads = profile["PayloadContent"].as_array().unwrap();

@@ -1,0 +1,121 @@
+//! Admin API for push: the push certificate (`/api/v1/push-cert`) and explicit pushes
+//! (`/api/v1/push`); the same certificate routes on the admin socket for the CLI.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::AppState;
+use super::api::authenticate;
+use crate::error::ApiError;
+use crate::pki::push::{ImportSource, PushCertError};
+use crate::push::PushError;
+
+/// A push certificate as PEM (the key may be left out when it is the pending request's), or
+/// as a base64 PKCS#12 file with its password.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushCertUpload {
+    cert_pem: Option<String>,
+    key_pem: Option<String>,
+    p12_base64: Option<String>,
+    password: Option<String>,
+}
+
+impl PushCertUpload {
+    fn into_source(self) -> Result<ImportSource, ApiError> {
+        match (self.cert_pem, self.p12_base64) {
+            (Some(cert_pem), None) => Ok(ImportSource::Pem {
+                cert_pem,
+                key_pem: self.key_pem.map(citadel_certs::SecretPem::new),
+            }),
+            (None, Some(p12)) => {
+                let compact: String = p12.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                let der = data_encoding::BASE64
+                    .decode(compact.as_bytes())
+                    .map_err(|e| ApiError::BadRequest(format!("p12_base64 is not base64: {e}")))?;
+                Ok(ImportSource::Pkcs12 {
+                    der,
+                    password: self.password.unwrap_or_default(),
+                })
+            }
+            _ => Err(ApiError::BadRequest(
+                "send either cert_pem (and key_pem) or p12_base64 (and password)".into(),
+            )),
+        }
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Certificate(PushCertError::TopicChanged { .. }) => ApiError::Conflict(e.to_string()),
+            PushError::Certificate(
+                PushCertError::Invalid(_) | PushCertError::Expired(_) | PushCertError::NoKey,
+            ) => ApiError::BadRequest(e.to_string()),
+            PushError::Store(s) => ApiError::Store(s),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+async fn import(
+    state: web::Data<AppState>,
+    upload: PushCertUpload,
+    actor: &str,
+) -> Result<HttpResponse, ApiError> {
+    let source = upload.into_source()?;
+    let push = state.push.clone();
+    let info = web::block(move || push.import(source))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    tracing::info!(%actor, topic = %info.topic, expires = %info.not_after, "push certificate imported");
+    Ok(HttpResponse::Ok().json(state.push.status(state.clock.now())))
+}
+
+pub async fn api_get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    Ok(HttpResponse::Ok().json(state.push.status(state.clock.now())))
+}
+
+pub async fn api_put(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    upload: web::Json<PushCertUpload>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authenticate(&state, &req).await?;
+    import(state, upload.into_inner(), &actor).await
+}
+
+pub async fn socket_get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.push.status(state.clock.now())))
+}
+
+pub async fn socket_put(
+    state: web::Data<AppState>,
+    upload: web::Json<PushCertUpload>,
+) -> Result<HttpResponse, ApiError> {
+    import(state, upload.into_inner(), "cli").await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    targets: Vec<String>,
+}
+
+/// Wakes the given enrollments now (they then fetch their queued commands).
+pub async fn api_push(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<PushRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authenticate(&state, &req).await?;
+    let targets = body.into_inner().targets;
+    if targets.is_empty() || targets.len() > 100_000 {
+        return Err(ApiError::BadRequest("give 1 to 100000 targets".into()));
+    }
+    let n = targets.len();
+    tracing::info!(%actor, targets = n, "explicit push requested");
+    state.push.request(targets);
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "requested": n })))
+}

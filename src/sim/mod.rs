@@ -1,0 +1,6 @@
+//! Stand-ins for the outside world, built into the binary so that `citadel simulate`, the
+//! tests and the benchmarks share them: an APNs-compatible HTTP/2 endpoint and an HTTPS
+//! CONNECT proxy.
+
+pub mod apns;
+pub mod connect_proxy;
