@@ -281,7 +281,7 @@ impl PushService {
     pub fn warn_if_expiring(&self, now: OffsetDateTime) {
         let Some(cert) = self.certificate() else { return };
         let days = (cert.not_after - now).whole_days();
-        let Some(threshold) = WARN_DAYS.iter().rev().find(|t| days <= **t).copied() else {
+        let Some(threshold) = warning_threshold(days) else {
             return;
         };
         let Ok(mut warned) = self.warned_at_days.lock() else {
@@ -402,6 +402,11 @@ impl PushService {
             }
         }
     }
+}
+
+/// The smallest of [`WARN_DAYS`] that `days_left` has reached, if any.
+fn warning_threshold(days_left: i64) -> Option<i64> {
+    WARN_DAYS.iter().rev().find(|t| days_left <= **t).copied()
 }
 
 /// The latest push to an enrollment, and whether APNs declared its token invalid.
@@ -574,6 +579,29 @@ mod tests {
             .put_record(Tree::Enrollments, b"a", &enrolled("a", "a2"))
             .unwrap();
         assert_eq!(load_targets(store.as_ref(), &ids).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn expiry_warnings_fire_at_30_14_7_and_1_days() {
+        let fired: Vec<Option<i64>> = [45, 30, 20, 14, 8, 7, 2, 1, 0, -3]
+            .into_iter()
+            .map(warning_threshold)
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                None,
+                Some(30),
+                Some(30),
+                Some(14),
+                Some(14),
+                Some(7),
+                Some(7),
+                Some(1),
+                Some(1),
+                Some(1)
+            ]
+        );
     }
 
     #[test]

@@ -302,3 +302,104 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::apns::MockResponse;
+    use crate::sim::apns::testing::{pki, start_mock};
+
+    fn sender(base_url: String) -> (Sender, Arc<PushMetrics>) {
+        let metrics = Arc::new(PushMetrics::default());
+        let p = pki();
+        let key = p.client_identity_pem.replace(&p.client_cert_pem, "");
+        let identity =
+            citadel_certs::push::identity_from_pem(&p.client_cert_pem, &citadel_certs::SecretPem::new(key))
+                .unwrap();
+        let s = Sender::new(
+            SenderOptions {
+                base_url,
+                proxy: None,
+                extra_roots_pem: Some(p.server_ca_pem.clone()),
+                expiration: time::Duration::days(1),
+                concurrency: 50,
+            },
+            Arc::clone(&metrics),
+        );
+        s.install(&identity).unwrap();
+        (s, metrics)
+    }
+
+    fn targets(n: usize) -> Vec<PushTarget> {
+        (0..n)
+            .map(|i| PushTarget {
+                enrollment_id: format!("d{i}"),
+                token_hex: format!("{i:064x}"),
+                push_magic: format!("m{i}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_then_the_circuit_opens() {
+        let mock = start_mock(100).await;
+        let (sender, metrics) = sender(mock.base_url());
+        let now = OffsetDateTime::now_utc();
+
+        // 503 until Apple recovers 150 ms later: the push is retried and gets through.
+        mock.set_default_response(MockResponse::error(503, "ServiceUnavailable"));
+        let recovery = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            mock.reset_responses();
+        };
+        let (out, ()) = tokio::join!(sender.push_all(targets(1), now), recovery);
+        assert_eq!(out[0].1, Outcome::Delivered);
+        let statuses: Vec<u16> = mock.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses.first(), Some(&503));
+        assert_eq!(statuses.last(), Some(&200));
+        assert!(statuses.len() >= 2);
+
+        // A lasting 429: every push tries ATTEMPTS times, then counts as failed; enough
+        // consecutive failures open the circuit, and later pushes are not attempted.
+        mock.clear();
+        mock.set_default_response(MockResponse::error(429, "TooManyRequests"));
+        let out = sender.push_all(targets(BREAKER_THRESHOLD as usize), now).await;
+        assert!(out.iter().all(|(_, o)| *o == Outcome::RateLimited), "{out:?}");
+        assert_eq!(mock.count(), BREAKER_THRESHOLD as usize * ATTEMPTS as usize);
+        assert!(metrics.retries.load(Ordering::Relaxed) >= u64::from(BREAKER_THRESHOLD * (ATTEMPTS - 1)));
+        let out = sender.push_all(targets(3), now).await;
+        assert!(out.iter().all(|(_, o)| *o == Outcome::CircuitOpen), "{out:?}");
+        assert_eq!(
+            mock.count(),
+            BREAKER_THRESHOLD as usize * ATTEMPTS as usize,
+            "nothing sent while open"
+        );
+
+        // Permanent answers are not retried.
+        mock.reset_responses();
+        mock.clear();
+        let (sender, _) = self::sender(mock.base_url());
+        mock.set_response(&format!("{:064x}", 0), MockResponse::unregistered(1));
+        mock.set_response(&format!("{:064x}", 1), MockResponse::error(400, "BadDeviceToken"));
+        mock.set_response(
+            &format!("{:064x}", 2),
+            MockResponse::error(400, "TopicDisallowed"),
+        );
+        let mut out = sender.push_all(targets(4), now).await;
+        out.sort_by(|a, b| a.0.enrollment_id.cmp(&b.0.enrollment_id));
+        let outcomes: Vec<Outcome> = out.into_iter().map(|(_, o)| o).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Unregistered,
+                Outcome::BadDeviceToken,
+                Outcome::Rejected {
+                    status: 400,
+                    reason: "TopicDisallowed".into()
+                },
+                Outcome::Delivered
+            ]
+        );
+        assert_eq!(mock.count(), 4, "one attempt each");
+    }
+}

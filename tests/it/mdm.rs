@@ -943,7 +943,7 @@ fn admin_api_validates_commands_against_apples_schema() {
     assert_eq!(s, 401);
 }
 
-fn verify_profile(a: &Appliance, signed: &[u8]) -> Value {
+pub fn verify_profile(a: &Appliance, signed: &[u8]) -> Value {
     let dir = a.tmp.path().join(format!("profile-{}", signed.len()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("p.der"), signed).unwrap();

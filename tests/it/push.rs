@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Appliance, run, text};
-use crate::mdm::{Device, api, api_token, data, enqueue};
+use crate::mdm::{Device, api, api_token, data, enqueue, verify_profile};
 
 const TOPIC: &str = "com.apple.mgmt.External.5e2c1d3a-citadel-test";
 
@@ -263,6 +263,15 @@ fn push_certificate_lifecycle_and_wakeups() {
         .send()
         .unwrap();
     assert!(r.headers().get("warning").is_none());
+    let profile = verify_profile(&a, &r.bytes().unwrap());
+    let mdm_payload = profile["PayloadContent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["PayloadType"] == "com.apple.mdm")
+        .unwrap()
+        .clone();
+    assert_eq!(mdm_payload["Topic"], TOPIC);
 
     // A device enrolls; a queued command wakes it.
     let dev = Device::enrol(&a, "pushed-1");
