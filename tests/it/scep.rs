@@ -373,3 +373,62 @@ fn a_static_challenge_from_config_can_be_used_repeatedly() {
             .success()
     );
 }
+
+/// The simulator's device-side SCEP client against the real server: GetCACert, PKCSReq by
+/// POST, CertRep opened with the device key; `openssl verify` checks what it got.
+#[test]
+fn the_built_in_device_client_enrols_over_https() {
+    use citadel_certs::scep::client::{CertRepOutcome, DeviceRequest, ca_certificates};
+    let a = Appliance::start();
+    let client = a.client();
+    let cacert = client
+        .get(a.url("/scep?operation=GetCACert"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let certs = ca_certificates(&cacert).unwrap();
+    assert_eq!(certs.len(), 2);
+    let device = DeviceRequest::new("simulated-ipad", &challenge(&a, None)).unwrap();
+    let message = device.pkcs_req(&certs[0], "sim-tx-1").unwrap();
+    let rep = client
+        .post(a.url("/scep?operation=PKIOperation"))
+        .body(message)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let CertRepOutcome::Issued { certificate, chain } = device.open_cert_rep(&rep, &certs[0]).unwrap() else {
+        panic!("not issued");
+    };
+    assert_eq!(chain.len(), 2, "issuing CA and root");
+    let pem = |der: &[u8]| {
+        let b64 = data_encoding::BASE64.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    };
+    let leaf = a.tmp.path().join("sim-leaf.pem");
+    std::fs::write(&leaf, pem(&certificate)).unwrap();
+    let (ok, out) = openssl_verify(&a, &leaf, &[]);
+    assert!(ok, "{out}");
+    // A second request with the same (now used) challenge fails cleanly.
+    let again = DeviceRequest::new("simulated-ipad-2", "used-or-unknown").unwrap();
+    let rep = client
+        .post(a.url("/scep?operation=PKIOperation"))
+        .body(again.pkcs_req(&certs[0], "sim-tx-2").unwrap())
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(matches!(
+        again.open_cert_rep(&rep, &certs[0]).unwrap(),
+        CertRepOutcome::Failed(_)
+    ));
+}

@@ -5,6 +5,7 @@
 
 pub(crate) mod asn1;
 pub(crate) mod build;
+pub mod client;
 mod csr;
 mod symmetric;
 
@@ -80,6 +81,17 @@ impl FailInfo {
             Self::BadRequest => "2",
             Self::BadTime => "3",
             Self::BadCertId => "4",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Self> {
+        match code.trim() {
+            "0" => Some(Self::BadAlg),
+            "1" => Some(Self::BadMessageCheck),
+            "2" => Some(Self::BadRequest),
+            "3" => Some(Self::BadTime),
+            "4" => Some(Self::BadCertId),
+            _ => None,
         }
     }
 }
