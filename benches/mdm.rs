@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use citadel::config::ScepSection;
 use citadel::datadir::DataDir;
-use citadel::mdm::enrollment::{DeviceFacts, EnrollmentKind, EnrollmentRecord, EnrollmentStatus};
+use citadel::mdm::enrollment::{EnrollmentKind, EnrollmentRecord, EnrollmentStatus};
 use citadel::mdm::identity::IdentityVerifier;
 use citadel::mdm::queue::{self, Sequence};
 use citadel::mdm::{MdmOptions, MdmService};
@@ -45,23 +45,14 @@ fn open_store(dir: &std::path::Path) -> Arc<dyn Store> {
 
 fn record(id: &str, now: OffsetDateTime) -> EnrollmentRecord {
     EnrollmentRecord {
-        id: id.to_owned(),
-        kind: EnrollmentKind::Device,
-        parent: None,
         status: EnrollmentStatus::Active,
-        certificate_sha256: format!("{id}-cert"),
-        certificate_serial: String::new(),
-        facts: DeviceFacts::default(),
-        push: None,
-        unlock_token_sealed: None,
-        bootstrap_token_sealed: None,
-        awaiting_configuration: false,
-        user_short_name: None,
-        user_long_name: None,
-        enrolled_at: now,
-        last_seen_at: now,
-        token_updated_at: None,
-        unenrolled_at: None,
+        ..EnrollmentRecord::new(
+            id.to_owned(),
+            EnrollmentKind::Device,
+            format!("{id}-cert"),
+            String::new(),
+            now,
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::Config;
 use citadel::datadir::DataDir;
-use citadel::mdm::enrollment::{DeviceFacts, EnrollmentKind, EnrollmentRecord, EnrollmentStatus, PushInfo};
+use citadel::mdm::enrollment::{EnrollmentKind, EnrollmentRecord, EnrollmentStatus, PushInfo};
 use citadel::pki::push::ImportSource;
 use citadel::push::PushService;
 use citadel::sim::apns::{self, MockApnsConfig};
@@ -51,27 +51,20 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 
 fn device(i: usize, now: OffsetDateTime) -> EnrollmentRecord {
     EnrollmentRecord {
-        id: format!("DEVICE-{i:08}"),
-        kind: EnrollmentKind::Device,
-        parent: None,
         status: EnrollmentStatus::Active,
-        certificate_sha256: String::new(),
-        certificate_serial: String::new(),
-        facts: DeviceFacts::default(),
         push: Some(PushInfo {
             token_hex: format!("{i:064x}"),
             push_magic: format!("magic-{i}"),
             topic: TOPIC.into(),
         }),
-        unlock_token_sealed: None,
-        bootstrap_token_sealed: None,
-        awaiting_configuration: false,
-        user_short_name: None,
-        user_long_name: None,
-        enrolled_at: now,
-        last_seen_at: now,
         token_updated_at: Some(now),
-        unenrolled_at: None,
+        ..EnrollmentRecord::new(
+            format!("DEVICE-{i:08}"),
+            EnrollmentKind::Device,
+            String::new(),
+            String::new(),
+            now,
+        )
     }
 }
 

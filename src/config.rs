@@ -102,19 +102,6 @@ pub struct AppleSection {
 /// Placeholder topic for profiles when none is configured.
 pub const UNCONFIGURED_TOPIC: &str = "com.apple.mgmt.citadel.unconfigured";
 
-impl AppleSection {
-    pub fn topic(&self) -> &str {
-        self.topic
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .unwrap_or(UNCONFIGURED_TOPIC)
-    }
-
-    pub fn topic_configured(&self) -> bool {
-        self.topic.as_deref().is_some_and(|t| !t.is_empty())
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApnsSection {

@@ -14,6 +14,7 @@ use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::{self, Config, Overrides};
 use citadel::datadir::DataDir;
 use citadel::iam::api_tokens::{self, ApiTokenRecord};
+use citadel::pki::push::{ImportSource, PushCertUpload};
 use citadel::scep::challenges::NewChallenge;
 use citadel::scep::registry::{CertificateRecord, CertificateStatus, RevokeOutcome};
 use citadel::{healthcheck, pki, telemetry};
@@ -424,7 +425,11 @@ fn run_push_cert(config: &Config, clock: &SharedClock, cmd: PushCertCommand) -> 
                             data_encoding::BASE64.encode(&der)
                         );
                     }
-                    serde_json::json!({ "cert_pem": pem, "key_pem": key.map(|k| read_text(&k)).transpose()? })
+                    PushCertUpload {
+                        cert_pem: Some(pem),
+                        key_pem: key.map(|k| read_text(&k)).transpose()?,
+                        ..PushCertUpload::default()
+                    }
                 }
                 (None, Some(p12)) => {
                     let password = password_file
@@ -433,7 +438,11 @@ fn run_push_cert(config: &Config, clock: &SharedClock, cmd: PushCertCommand) -> 
                         .unwrap_or_default()
                         .trim_end_matches(['\n', '\r'])
                         .to_owned();
-                    serde_json::json!({ "p12_base64": data_encoding::BASE64.encode(&read_input(&p12)?), "password": password })
+                    PushCertUpload {
+                        p12_base64: Some(data_encoding::BASE64.encode(&read_input(&p12)?)),
+                        password: Some(password),
+                        ..PushCertUpload::default()
+                    }
                 }
                 _ => {
                     return Err(AdminError::Input(
@@ -444,11 +453,9 @@ fn run_push_cert(config: &Config, clock: &SharedClock, cmd: PushCertCommand) -> 
             let status: serde_json::Value = match Admin::connect(config, clock.now())? {
                 Admin::Socket(socket) => Admin::call(&socket, Method::PUT, "/push-cert", Some(&upload))?,
                 Admin::Local(scep) => {
-                    let data = DataDir::open(&config.data_dir).map_err(StartupError::from)?;
-                    let push =
-                        citadel::push::PushService::new(config, data, scep.store().clone(), clock.clone())
-                            .map_err(|e| AdminError::Input(e.to_string()))?;
-                    let source = upload_source(upload)?;
+                    let push = local_push_service(config, &scep, clock)?;
+                    let source =
+                        ImportSource::try_from(upload).map_err(|e| AdminError::Input(e.to_string()))?;
                     push.import(source)
                         .map_err(|e| AdminError::Input(e.to_string()))?;
                     serde_json::to_value(push.status(clock.now()))
@@ -465,10 +472,7 @@ fn run_push_cert(config: &Config, clock: &SharedClock, cmd: PushCertCommand) -> 
             let status: serde_json::Value = match Admin::connect(config, clock.now())? {
                 Admin::Socket(socket) => Admin::call(&socket, Method::GET, "/push-cert", None::<&()>)?,
                 Admin::Local(scep) => {
-                    let data = DataDir::open(&config.data_dir).map_err(StartupError::from)?;
-                    let push =
-                        citadel::push::PushService::new(config, data, scep.store().clone(), clock.clone())
-                            .map_err(|e| AdminError::Input(e.to_string()))?;
+                    let push = local_push_service(config, &scep, clock)?;
                     serde_json::to_value(push.status(clock.now()))
                         .map_err(|e| AdminError::Input(e.to_string()))?
                 }
@@ -496,24 +500,15 @@ fn run_push_cert(config: &Config, clock: &SharedClock, cmd: PushCertCommand) -> 
     Ok(())
 }
 
-/// The local (server stopped) form of what the admin socket's PUT /push-cert receives.
-fn upload_source(upload: serde_json::Value) -> Result<citadel::pki::push::ImportSource, AdminError> {
-    use citadel::pki::push::ImportSource;
-    if let Some(cert) = upload["cert_pem"].as_str() {
-        return Ok(ImportSource::Pem {
-            cert_pem: cert.to_owned(),
-            key_pem: upload["key_pem"]
-                .as_str()
-                .map(|k| citadel_certs::SecretPem::new(k.to_owned())),
-        });
-    }
-    let der = data_encoding::BASE64
-        .decode(upload["p12_base64"].as_str().unwrap_or_default().as_bytes())
-        .map_err(|e| AdminError::Input(e.to_string()))?;
-    Ok(ImportSource::Pkcs12 {
-        der,
-        password: upload["password"].as_str().unwrap_or_default().to_owned(),
-    })
+/// The push service over the data directory, for when the server is not running.
+fn local_push_service(
+    config: &Config,
+    scep: &citadel::scep::ScepService,
+    clock: &SharedClock,
+) -> Result<citadel::push::PushService, AdminError> {
+    let data = DataDir::open(&config.data_dir).map_err(StartupError::from)?;
+    citadel::push::PushService::new(config, data, scep.store().clone(), clock.clone())
+        .map_err(|e| AdminError::Input(e.to_string()))
 }
 
 fn run_ca_list(config: &Config, clock: &SharedClock, json: bool) -> Result<(), AdminError> {

@@ -7,43 +7,8 @@ use serde::Deserialize;
 use super::AppState;
 use super::api::authenticate;
 use crate::error::ApiError;
-use crate::pki::push::{ImportSource, PushCertError};
+use crate::pki::push::{ImportSource, PushCertError, PushCertUpload};
 use crate::push::PushError;
-
-/// A push certificate as PEM (the key may be left out when it is the pending request's), or
-/// as a base64 PKCS#12 file with its password.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushCertUpload {
-    cert_pem: Option<String>,
-    key_pem: Option<String>,
-    p12_base64: Option<String>,
-    password: Option<String>,
-}
-
-impl PushCertUpload {
-    fn into_source(self) -> Result<ImportSource, ApiError> {
-        match (self.cert_pem, self.p12_base64) {
-            (Some(cert_pem), None) => Ok(ImportSource::Pem {
-                cert_pem,
-                key_pem: self.key_pem.map(citadel_certs::SecretPem::new),
-            }),
-            (None, Some(p12)) => {
-                let compact: String = p12.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-                let der = data_encoding::BASE64
-                    .decode(compact.as_bytes())
-                    .map_err(|e| ApiError::BadRequest(format!("p12_base64 is not base64: {e}")))?;
-                Ok(ImportSource::Pkcs12 {
-                    der,
-                    password: self.password.unwrap_or_default(),
-                })
-            }
-            _ => Err(ApiError::BadRequest(
-                "send either cert_pem (and key_pem) or p12_base64 (and password)".into(),
-            )),
-        }
-    }
-}
 
 impl From<PushError> for ApiError {
     fn from(e: PushError) -> Self {
@@ -63,7 +28,7 @@ async fn import(
     upload: PushCertUpload,
     actor: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let source = upload.into_source()?;
+    let source = ImportSource::try_from(upload).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let push = state.push.clone();
     let info = web::block(move || push.import(source))
         .await

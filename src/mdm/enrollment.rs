@@ -48,6 +48,24 @@ pub struct EnrollmentRef {
     pub parent: Option<String>,
 }
 
+impl EnrollmentRef {
+    /// The device channel this reference belongs to (itself for a device channel).
+    pub fn device(&self) -> EnrollmentRef {
+        match &self.parent {
+            Some(parent) => EnrollmentRef {
+                id: parent.clone(),
+                kind: if self.kind == EnrollmentKind::UserEnrollmentUser {
+                    EnrollmentKind::UserEnrollment
+                } else {
+                    EnrollmentKind::Device
+                },
+                parent: None,
+            },
+            None => self.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdError {
     #[error("the message names no device (neither UDID nor EnrollmentID)")]
@@ -206,6 +224,36 @@ pub struct EnrollmentRecord {
 }
 
 impl EnrollmentRecord {
+    /// A new enrollment, `Authenticated` and bound to the given identity certificate; what
+    /// later check-ins tell (push token, user, tokens) starts empty.
+    pub fn new(
+        id: String,
+        kind: EnrollmentKind,
+        certificate_sha256: String,
+        certificate_serial: String,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id,
+            kind,
+            parent: None,
+            status: EnrollmentStatus::Authenticated,
+            certificate_sha256,
+            certificate_serial,
+            facts: DeviceFacts::default(),
+            push: None,
+            unlock_token_sealed: None,
+            bootstrap_token_sealed: None,
+            awaiting_configuration: false,
+            user_short_name: None,
+            user_long_name: None,
+            enrolled_at: now,
+            last_seen_at: now,
+            token_updated_at: None,
+            unenrolled_at: None,
+        }
+    }
+
     pub fn pushable(&self) -> bool {
         self.status == EnrollmentStatus::Active && self.push.is_some()
     }

@@ -9,9 +9,7 @@ use plist::{Dictionary, Value};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::enrollment::{
-    self, DeviceFacts, EnrollmentKind, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo,
-};
+use super::enrollment::{self, DeviceFacts, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo};
 use super::identity::DeviceIdentity;
 use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
 use super::schema;
@@ -276,23 +274,14 @@ impl MdmService {
                 .delete(Tree::CertificateBindings, old.certificate_sha256.as_bytes())?;
         }
         let record = EnrollmentRecord {
-            id: target.id.clone(),
-            kind: target.kind,
-            parent: None,
-            status: EnrollmentStatus::Authenticated,
-            certificate_sha256: identity.sha256.clone(),
-            certificate_serial: identity.serial.clone(),
             facts: DeviceFacts::from_authenticate(msg),
-            push: None,
-            unlock_token_sealed: None,
-            bootstrap_token_sealed: None,
-            awaiting_configuration: false,
-            user_short_name: None,
-            user_long_name: None,
-            enrolled_at: now,
-            last_seen_at: now,
-            token_updated_at: None,
-            unenrolled_at: None,
+            ..EnrollmentRecord::new(
+                target.id.clone(),
+                target.kind,
+                identity.sha256.clone(),
+                identity.serial.clone(),
+                now,
+            )
         };
         self.store.put(
             Tree::CertificateBindings,
@@ -331,25 +320,20 @@ impl MdmService {
             let parent = target.device();
             let device = self.authorise(&parent, identity, now)?;
             match enrollment::get(self.store.as_ref(), &target.id)? {
-                Some(existing) => self.authorise(target, identity, now).map(|_| existing)?,
+                // Authorised (and re-bound after a renewal) like any other channel.
+                Some(_) => self.authorise(target, identity, now)?,
                 None => EnrollmentRecord {
-                    id: target.id.clone(),
-                    kind: target.kind,
                     parent: Some(device.id.clone()),
-                    status: EnrollmentStatus::Authenticated,
-                    certificate_sha256: device.certificate_sha256.clone(),
-                    certificate_serial: device.certificate_serial.clone(),
                     facts: device.facts.clone(),
-                    push: None,
-                    unlock_token_sealed: None,
-                    bootstrap_token_sealed: None,
-                    awaiting_configuration: false,
                     user_short_name: string(msg, "UserShortName").map(str::to_owned),
                     user_long_name: string(msg, "UserLongName").map(str::to_owned),
-                    enrolled_at: now,
-                    last_seen_at: now,
-                    token_updated_at: None,
-                    unenrolled_at: None,
+                    ..EnrollmentRecord::new(
+                        target.id.clone(),
+                        target.kind,
+                        device.certificate_sha256.clone(),
+                        device.certificate_serial.clone(),
+                        now,
+                    )
                 },
             }
         } else {
@@ -624,24 +608,6 @@ impl MdmService {
 pub struct DevicePage {
     pub items: Vec<EnrollmentRecord>,
     pub next: Option<String>,
-}
-
-impl EnrollmentRef {
-    /// The device channel this reference belongs to (itself for a device channel).
-    pub fn device(&self) -> EnrollmentRef {
-        match &self.parent {
-            Some(parent) => EnrollmentRef {
-                id: parent.clone(),
-                kind: if self.kind == EnrollmentKind::UserEnrollmentUser {
-                    EnrollmentKind::UserEnrollment
-                } else {
-                    EnrollmentKind::Device
-                },
-                parent: None,
-            },
-            None => self.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

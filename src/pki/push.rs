@@ -3,7 +3,7 @@
 //! is imported.
 
 use citadel_certs::SecretPem;
-use citadel_certs::push::{self, PushCertificateInfo, PushIdentity};
+use citadel_certs::push::{self, PushIdentity};
 use time::OffsetDateTime;
 
 use super::{PkiError, cert_err};
@@ -78,12 +78,55 @@ pub enum ImportSource {
     },
 }
 
+/// A push certificate as sent to `PUT /api/v1/push-cert` (and by the CLI over the admin
+/// socket): PEM (the key may be left out when it is the pending request's), or a base64
+/// PKCS#12 file with its password.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushCertUpload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_pem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_pem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p12_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl TryFrom<PushCertUpload> for ImportSource {
+    type Error = PushCertError;
+
+    fn try_from(upload: PushCertUpload) -> Result<Self, PushCertError> {
+        match (upload.cert_pem, upload.p12_base64) {
+            (Some(cert_pem), None) => Ok(ImportSource::Pem {
+                cert_pem,
+                key_pem: upload.key_pem.map(SecretPem::new),
+            }),
+            (None, Some(p12)) => {
+                let compact: String = p12.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                let der = data_encoding::BASE64
+                    .decode(compact.as_bytes())
+                    .map_err(|e| PushCertError::Invalid(format!("p12_base64 is not base64: {e}")))?;
+                Ok(ImportSource::Pkcs12 {
+                    der,
+                    password: upload.password.unwrap_or_default(),
+                })
+            }
+            _ => Err(PushCertError::Invalid(
+                "send either cert_pem (and key_pem) or p12_base64 (and password)".into(),
+            )),
+        }
+    }
+}
+
 /// Checks and stores a push certificate. Without a key, the pending request's key is used.
-/// A certificate for another topic than the current one, or an expired one, is refused.
+/// A certificate for another topic than `pinned_topic` (what devices are enrolled under), or an
+/// expired one, is refused.
 pub fn import(
     data: &DataDir,
     source: ImportSource,
-    current: Option<&PushCertificateInfo>,
+    pinned_topic: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<PushIdentity, PushCertError> {
     let dir = data.pki_dir();
@@ -111,11 +154,11 @@ pub fn import(
     if identity.info.not_after <= now {
         return Err(PushCertError::Expired(identity.info.not_after));
     }
-    if let Some(current) = current
-        && current.topic != identity.info.topic
+    if let Some(current) = pinned_topic
+        && current != identity.info.topic
     {
         return Err(PushCertError::TopicChanged {
-            current: current.topic.clone(),
+            current: current.to_owned(),
             new: identity.info.topic.clone(),
         });
     }

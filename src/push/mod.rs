@@ -216,28 +216,19 @@ impl PushService {
     /// Imports a push certificate (refusing a topic change) and puts it in service.
     pub fn import(&self, source: ImportSource) -> Result<PushCertificateInfo, PushError> {
         let now = self.clock.now();
-        let current = self.certificate();
-        // Before any certificate, the configured topic is what devices were enrolled under.
-        let pinned = current.as_deref().cloned().or_else(|| {
-            self.config_topic.as_ref().map(|t| PushCertificateInfo {
-                topic: t.clone(),
-                subject: String::new(),
-                serial_hex: String::new(),
-                not_before: now,
-                not_after: now,
-                sha256_fingerprint: String::new(),
-            })
-        });
-        let has_enrollments = !self
-            .store
-            .scan_prefix(Tree::Enrollments, b"", None, 1)?
-            .is_empty();
-        let pin = if current.is_some() || has_enrollments {
-            pinned.as_ref()
-        } else {
-            None
+        let pinned = match self.certificate() {
+            Some(current) => Some(current.topic.clone()),
+            // Before any certificate, enrolled devices carry the configured topic, if any.
+            None if !self
+                .store
+                .scan_prefix(Tree::Enrollments, b"", None, 1)?
+                .is_empty() =>
+            {
+                self.config_topic.clone()
+            }
+            None => None,
         };
-        let identity = push_files::import(&self.data, source, pin, now)?;
+        let identity = push_files::import(&self.data, source, pinned.as_deref(), now)?;
         self.install(identity)
     }
 
@@ -666,31 +657,24 @@ mod sweep_tests {
 #[cfg(test)]
 mod tests_support {
     use super::*;
-    use crate::mdm::enrollment::{DeviceFacts, EnrollmentKind, EnrollmentStatus, PushInfo};
+    use crate::mdm::enrollment::{EnrollmentKind, EnrollmentStatus, PushInfo};
 
     pub fn enrolled(id: &str, token: &str, now: OffsetDateTime) -> EnrollmentRecord {
         EnrollmentRecord {
-            id: id.into(),
-            kind: EnrollmentKind::Device,
-            parent: None,
             status: EnrollmentStatus::Active,
-            certificate_sha256: String::new(),
-            certificate_serial: String::new(),
-            facts: DeviceFacts::default(),
             push: Some(PushInfo {
                 token_hex: token.into(),
                 push_magic: "magic".into(),
                 topic: "com.apple.mgmt.x".into(),
             }),
-            unlock_token_sealed: None,
-            bootstrap_token_sealed: None,
-            awaiting_configuration: false,
-            user_short_name: None,
-            user_long_name: None,
-            enrolled_at: now,
-            last_seen_at: now,
             token_updated_at: Some(now),
-            unenrolled_at: None,
+            ..EnrollmentRecord::new(
+                id.into(),
+                EnrollmentKind::Device,
+                String::new(),
+                String::new(),
+                now,
+            )
         }
     }
 }
