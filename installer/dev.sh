@@ -51,7 +51,9 @@ test_deps() {
   # libnss3-tools: to make the test browser trust Citadel's CA like a real client would.
   # scep: Debian's scepclient, the SCEP oracle.
   # certmonger + dbus-daemon: certmonger's SCEP client, run on a private session bus.
-  apt_install openssl chromium chromium-driver libnss3-tools scep certmonger dbus-daemon
+  # python3: plistlib builds and reads the MDM tests' plists; its http.server and hmac play
+  # the webhook receiver.
+  apt_install openssl chromium chromium-driver libnss3-tools scep certmonger dbus-daemon python3
 }
 
 cmd="${1:-}"
