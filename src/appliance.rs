@@ -150,7 +150,7 @@ pub fn first_start_notice(config: &Config, prepared: &Prepared) -> Option<String
     (!out.is_empty()).then_some(out)
 }
 
-fn server_certificate(
+pub(crate) fn server_certificate(
     config: &Config,
     pki: &Pki,
     now: OffsetDateTime,

@@ -66,6 +66,13 @@ enum Command {
     /// The APNs push certificate that lets Citadel wake devices.
     #[command(subcommand, name = "push-cert")]
     PushCert(PushCertCommand),
+    /// Enrol and drive a fleet of virtual Apple devices against an appliance (a pilot or a
+    /// load test), then report throughput, latency and errors.
+    Simulate(Box<citadel::sim::run::SimulateArgs>),
+    /// A trivial HTTPS endpoint on the appliance's own stack and TLS identity: the ceiling
+    /// `simulate --ceiling-url` compares a run against.
+    #[command(name = "simulate-ceiling", hide = true)]
+    SimulateCeiling(ListenArgs),
 }
 
 #[derive(Subcommand)]
@@ -190,7 +197,12 @@ fn main() -> ExitCode {
     let listen = match &cli.command {
         Command::Serve(a) | Command::Init(a) | Command::Config(ConfigCommand::Check(a)) => a.listen,
         Command::Healthcheck(h) => h.listen.listen,
-        Command::Ca(_) | Command::Scep(_) | Command::ApiToken(_) | Command::PushCert(_) => None,
+        Command::SimulateCeiling(a) => a.listen,
+        Command::Ca(_)
+        | Command::Scep(_)
+        | Command::ApiToken(_)
+        | Command::PushCert(_)
+        | Command::Simulate(_) => None,
     };
     let config = match load_config(&cli, listen) {
         Ok(c) => c,
@@ -209,6 +221,48 @@ fn main() -> ExitCode {
         Command::ApiToken(cmd) => report(run_api_token(&config, &clock, cmd)),
         Command::PushCert(cmd) => report(run_push_cert(&config, &clock, cmd)),
         Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
+        Command::Simulate(args) => run_simulate(&args, &clock),
+        Command::SimulateCeiling(_) => {
+            let result = actix_web::rt::System::new().block_on(citadel::sim::ceiling::serve(config, clock));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn run_simulate(args: &citadel::sim::run::SimulateArgs, clock: &SharedClock) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("citadel: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(citadel::sim::run::run(args, clock.now())) {
+        Ok((report, _)) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("citadel: cannot render the report: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{}", report.render());
+            }
+            if report.enrolled == 0 {
+                eprintln!("citadel: no device could enrol");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("citadel: simulate: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, RsaKeyPair};
 use const_oid::ObjectIdentifier;
 use der::asn1::OctetString;
-use der::{Any, Decode, Encode};
+use der::{Any, Decode, Encode, EncodingRules};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use spki::AlgorithmIdentifierOwned;
@@ -61,44 +61,77 @@ fn malformed(reason: impl Into<String>) -> CmsError {
 /// covers the attributes; without, it covers `content` itself. The certificate's chain and
 /// validity are NOT checked here.
 pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<SignedBy, CmsError> {
-    if signature.is_empty() {
-        return Err(malformed("empty signature"));
-    }
     if signature.len() > MAX_SIGNATURE_LEN {
         return Err(malformed(format!(
             "signature larger than {MAX_SIGNATURE_LEN} bytes"
         )));
     }
-    let (ci, rules) =
-        content_info(signature).map_err(|e| malformed(format!("not a CMS ContentInfo: {e}")))?;
+    let (sd, _) = signed_data(signature)?;
+    if sd.encap_content_info.econtent.is_some() {
+        return Err(malformed(
+            "the signature is not detached: it carries its own content",
+        ));
+    }
+    verify_signer(&sd, signature, content)
+}
+
+/// Signed documents (profiles) larger than this are refused before parsing.
+pub const MAX_SIGNED_DOCUMENT_LEN: usize = 4 * 1024 * 1024;
+
+/// Verifies `signed`, a SignedData with its content attached (a signed `.mobileconfig`), and
+/// returns the content with who signed it — what a device does before it shows a profile.
+/// As with [`verify_detached`], the signer's chain is left to the caller.
+pub fn verify_attached(signed: &[u8]) -> Result<(Vec<u8>, SignedBy), CmsError> {
+    if signed.len() > MAX_SIGNED_DOCUMENT_LEN {
+        return Err(malformed(format!(
+            "signed document larger than {MAX_SIGNED_DOCUMENT_LEN} bytes"
+        )));
+    }
+    let (sd, rules) = signed_data(signed)?;
+    let content = sd
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .and_then(|econtent| crate::scep::econtent_bytes(econtent, rules))
+        .ok_or_else(|| malformed("the signed data carries no content"))?;
+    let by = verify_signer(&sd, signed, &content)?;
+    Ok((content, by))
+}
+
+fn signed_data(der: &[u8]) -> Result<(SignedData, EncodingRules), CmsError> {
+    if der.is_empty() {
+        return Err(malformed("empty signature"));
+    }
+    let (ci, rules) = content_info(der).map_err(|e| malformed(format!("not a CMS ContentInfo: {e}")))?;
     if ci.content_type != oids::ID_SIGNED_DATA {
         return Err(malformed(format!(
             "content type {} is not signedData",
             ci.content_type
         )));
     }
-    let sd: SignedData = ci
+    let sd = ci
         .content
         .decode_as_encoding(rules)
         .map_err(|e| malformed(format!("not a SignedData: {e}")))?;
+    Ok((sd, rules))
+}
+
+/// Checks the one signer of `sd` over `content`; `signature` is the whole encoding (some
+/// signers' attribute order is recovered from it).
+fn verify_signer(sd: &SignedData, signature: &[u8], content: &[u8]) -> Result<SignedBy, CmsError> {
     let signer_count = sd.signer_infos.len();
     let (Some(si), 1) = (sd.signer_infos.iter().next(), signer_count) else {
         return Err(malformed(format!(
             "expected exactly one signer, found {signer_count}"
         )));
     };
-    if sd.encap_content_info.econtent.is_some() {
-        return Err(malformed(
-            "the signature is not detached: it carries its own content",
-        ));
-    }
     if sd.encap_content_info.econtent_type != oids::ID_DATA {
         return Err(malformed(format!(
             "the signed content type {} is not id-data",
             sd.encap_content_info.econtent_type
         )));
     }
-    let signer = find_certificate(&sd, &si.sid)
+    let signer = find_certificate(sd, &si.sid)
         .ok_or_else(|| malformed("the signer's certificate is not in the signature"))?;
     let digest = Digest::from_oid(&si.digest_alg.oid)
         .ok_or_else(|| CmsError::Unsupported(format!("digest algorithm {}", si.digest_alg.oid)))?;
@@ -136,13 +169,13 @@ pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<SignedBy, Cms
                     "the signature over the signed attributes is not the certificate key's".into(),
                 ));
             }
-            signed_by(&sd, signer)
+            signed_by(sd, signer)
         }
         None => {
             crypto::verify(&spki, &sig_alg, Some(digest), content, sig).map_err(|_| {
                 CmsError::Invalid("the signature over the body is not the certificate key's".into())
             })?;
-            signed_by(&sd, signer)
+            signed_by(sd, signer)
         }
     }
 }
@@ -271,22 +304,16 @@ impl ProfileSigner {
         let keys = CaKeys::from_pkcs8(&pkcs8(&key)?)?;
         let signature_algorithm = keys.certificate_signature_algorithm()?;
 
-        // A signature the leaf's key verifies proves the pair, whatever the key encoding.
-        let leaf_spki = chain
-            .first()
-            .map(|leaf| crypto::to_der(leaf.tbs_certificate().subject_public_key_info()))
-            .transpose()?
-            .unwrap_or_default();
-        let probe = b"citadel profile signer key check";
-        let probe_sig = keys.sign(Digest::Sha256, probe)?;
-        crypto::verify(
-            &leaf_spki,
-            &signature_algorithm.oid,
-            Some(Digest::Sha256),
-            probe,
-            &probe_sig,
-        )
-        .map_err(|_| CertError::KeyMismatch)?;
+        // The leaf must carry this key's public half (whatever encoding the key came in).
+        let leaf_key = chain.first().and_then(|leaf| {
+            leaf.tbs_certificate()
+                .subject_public_key_info()
+                .subject_public_key
+                .as_bytes()
+        });
+        if leaf_key != Some(keys.public_key_bits().as_slice()) {
+            return Err(CertError::KeyMismatch);
+        }
 
         Ok(Self {
             chain,
@@ -586,6 +613,30 @@ mod tests {
         let err = verify_detached(&sig, BODY).unwrap_err();
         assert!(matches!(err, CmsError::Malformed(_)), "{err}");
         assert!(err.to_string().contains("not detached"), "{err}");
+    }
+
+    #[test]
+    fn attached_content_is_read_and_checked() {
+        // OpenSSL's attached signature (the oracle) and ours give back the content.
+        let sig = openssl_sign(&pki().rsa, BODY, &["-nodetach"]);
+        let (content, by) = verify_attached(&sig).unwrap();
+        assert_eq!(content, BODY);
+        assert_eq!(by.certificate_der, pki().rsa.cert_der);
+        let signer =
+            ProfileSigner::from_pem(&pki().ec.cert_pem, &SecretPem::new(pki().ec.key_pem.clone())).unwrap();
+        assert_eq!(verify_attached(&signer.sign(BODY).unwrap()).unwrap().0, BODY);
+        // A detached signature has nothing to give; a changed content byte does not verify.
+        assert!(matches!(
+            verify_attached(&openssl_sign(&pki().rsa, BODY, &[])),
+            Err(CmsError::Malformed(_))
+        ));
+        let mut tampered = sig.clone();
+        let at = tampered.windows(BODY.len()).position(|w| w == BODY).unwrap();
+        tampered[at] ^= 1;
+        assert!(matches!(verify_attached(&tampered), Err(CmsError::Invalid(_))));
+        for cut in [0, 1, 10, sig.len() / 2, sig.len() - 1] {
+            assert!(verify_attached(&sig[..cut]).is_err());
+        }
     }
 
     #[test]

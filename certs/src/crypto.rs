@@ -188,6 +188,16 @@ impl CaKeys {
             .map_err(|_| CertError::Key("the key is neither RSA nor ECDSA P-256".into()))
     }
 
+    /// The bits of the subjectPublicKey a certificate for this key carries: the PKCS#1
+    /// RSAPublicKey, or the uncompressed EC point.
+    pub(crate) fn public_key_bits(&self) -> Vec<u8> {
+        use aws_lc_rs::signature::KeyPair;
+        match self {
+            Self::Rsa { signer, .. } => signer.public_key().as_ref().to_vec(),
+            Self::EcP256(key) => key.public_key().as_ref().to_vec(),
+        }
+    }
+
     pub(crate) fn is_rsa(&self) -> bool {
         matches!(self, Self::Rsa { .. })
     }

@@ -46,6 +46,9 @@ pub struct MockApnsConfig {
     pub client_ca_pem: Option<String>,
     /// Advertised in the HTTP/2 SETTINGS frame (APNs uses 1000 once a connection is up).
     pub max_concurrent_streams: u32,
+    /// Receives the (lower-case) token of every push answered 200: how the fleet simulator
+    /// wakes the device it was meant for.
+    pub forward: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl MockApnsConfig {
@@ -57,6 +60,7 @@ impl MockApnsConfig {
             server_key_pem,
             client_ca_pem: None,
             max_concurrent_streams: 1000,
+            forward: None,
         }
     }
 }
@@ -143,6 +147,7 @@ struct Shared {
     script: Mutex<Script>,
     connections: AtomicUsize,
     recorded: Notify,
+    forward: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 #[derive(Default)]
@@ -177,7 +182,10 @@ pub async fn start(config: MockApnsConfig) -> Result<MockApns, MockApnsError> {
         addr: config.listen,
         source,
     })?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        forward: config.forward.clone(),
+        ..Shared::default()
+    });
     let task = tokio::spawn(accept_loop(
         listener,
         acceptor,
@@ -482,6 +490,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>, peer: Arc<Peer>) ->
         ),
     };
 
+    if let (Some(forward), true) = (&shared.forward, response.status() == StatusCode::OK) {
+        // The receiver is gone only when the simulator is shutting down.
+        let _ = forward.send(token.to_ascii_lowercase());
+    }
     if shared.count_only.load(Ordering::Relaxed) {
         shared.counted.fetch_add(1, Ordering::SeqCst);
     } else {
@@ -719,6 +731,7 @@ pub(crate) mod testing {
             server_key_pem: pki.server_key_pem.clone(),
             client_ca_pem: Some(pki.client_ca_pem.clone()),
             max_concurrent_streams,
+            forward: None,
         })
         .await
         .unwrap()

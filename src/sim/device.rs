@@ -165,6 +165,10 @@ pub struct Device {
     /// Set by EraseDevice: the device then leaves the fleet.
     pub erased: bool,
     pub restarts: u32,
+    /// Locations sent in answer to DeviceLocation.
+    pub locations_reported: u32,
+    /// Commands answered with anything but NotNow.
+    pub commands_answered: u32,
 }
 
 /// How the device answers one command.
@@ -188,7 +192,14 @@ impl Device {
             locked: false,
             erased: false,
             restarts: 0,
+            locations_reported: 0,
+            commands_answered: 0,
         }
+    }
+
+    /// Identifiers of the profiles installed through InstallProfile, in installation order.
+    pub fn profile_identifiers(&self) -> Vec<String> {
+        self.profiles.iter().map(|(id, _)| id.clone()).collect()
     }
 
     /// The full result message for `command` (the plist the server sent).
@@ -204,6 +215,9 @@ impl Device {
             .cloned()
             .unwrap_or_default();
         let answer = self.answer(&inner);
+        if answer.status != "NotNow" {
+            self.commands_answered += 1;
+        }
         let mut out = answer.body;
         out.insert("Status".into(), Value::String(answer.status.into()));
         out.insert("CommandUUID".into(), Value::String(uuid));
@@ -384,6 +398,7 @@ impl Device {
                         Value::Real(-0.1276 + self.rng.random_range(-0.01..0.01)),
                     );
                     body.insert("HorizontalAccuracy".into(), Value::Real(12.0));
+                    self.locations_reported += 1;
                 }
                 ok(body)
             }

@@ -3,5 +3,8 @@
 //! proxy, and virtual Apple devices.
 
 pub mod apns;
+pub mod ceiling;
 pub mod connect_proxy;
 pub mod device;
+pub mod fleet;
+pub mod run;

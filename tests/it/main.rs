@@ -5,6 +5,7 @@
 
 mod browser;
 mod certmonger;
+mod fleet;
 mod harness;
 mod mdm;
 mod push;

@@ -8,17 +8,92 @@ use cms::signed_data::SignedData;
 use der::asn1::OctetString;
 use der::{Decode, Encode};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_RSA_SHA256, RsaKeySize};
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
 use super::{ContentCipher, FailInfo, attr_octets, attr_string, build};
 use crate::crypto::{self, CaKeys, Digest};
 use crate::{CertError, SecretPem, oids};
 
+/// A device's RSA-2048 key, parsed once: it signs the SCEP request, opens the CertRep, and
+/// then signs every check-in. Parsing an RSA key costs about as much as a signature, so a
+/// simulated fleet shares these rather than re-reading PEM.
+pub struct DeviceKey {
+    key: KeyPair,
+    keys: CaKeys,
+}
+
+impl DeviceKey {
+    /// A new key, as Apple's SCEP payload asks devices to make.
+    pub fn generate() -> Result<Self, CertError> {
+        let key = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)
+            .map_err(|e| CertError::KeyGeneration(e.to_string()))?;
+        Self::from_key_pair(key)
+    }
+
+    /// An existing key (PEM, PKCS#8).
+    pub fn from_pem(pem: &SecretPem) -> Result<Self, CertError> {
+        Self::from_key_pair(KeyPair::from_pem(pem.expose()).map_err(|e| CertError::Key(e.to_string()))?)
+    }
+
+    fn from_key_pair(key: KeyPair) -> Result<Self, CertError> {
+        let keys = CaKeys::from_pkcs8(&Zeroizing::new(key.serialize_der()))?;
+        if !keys.is_rsa() {
+            return Err(CertError::Key("a device key must be RSA".into()));
+        }
+        Ok(Self { key, keys })
+    }
+
+    pub fn to_pem(&self) -> SecretPem {
+        SecretPem::new(self.key.serialize_pem())
+    }
+}
+
+/// A device's key with the certificate SCEP issued for it: what signs its `Mdm-Signature`.
+pub struct DeviceIdentity {
+    key: Arc<DeviceKey>,
+    certificate: x509_cert::Certificate,
+    signature_algorithm: spki::AlgorithmIdentifierOwned,
+}
+
+impl DeviceIdentity {
+    /// `certificate_der` must be for `key`.
+    pub fn new(key: Arc<DeviceKey>, certificate_der: &[u8]) -> Result<Self, CertError> {
+        let certificate =
+            x509_cert::Certificate::from_der(certificate_der).map_err(|e| CertError::Parse(e.to_string()))?;
+        let spki = certificate.tbs_certificate().subject_public_key_info();
+        if spki.subject_public_key.as_bytes() != Some(key.keys.public_key_bits().as_slice()) {
+            return Err(CertError::KeyMismatch);
+        }
+        let signature_algorithm = key.keys.certificate_signature_algorithm()?;
+        Ok(Self {
+            key,
+            certificate,
+            signature_algorithm,
+        })
+    }
+
+    /// A detached CMS signature of `content` (SHA-256, signed attributes, the certificate
+    /// included), as a device puts in the `Mdm-Signature` header after base64.
+    pub fn sign_detached(&self, content: &[u8]) -> Result<Vec<u8>, CertError> {
+        build::signed_data_as(
+            &self.certificate,
+            &[&self.certificate],
+            Digest::Sha256,
+            self.signature_algorithm.clone(),
+            Vec::new(),
+            content,
+            false,
+            |signed_attrs| self.key.keys.sign(Digest::Sha256, signed_attrs),
+        )
+    }
+}
+
 /// A device's key, its CSR (with the challenge) and the self-signed certificate that signs the
 /// PKCSReq.
 pub struct DeviceRequest {
-    key: KeyPair,
-    keys: CaKeys,
+    key: Arc<DeviceKey>,
     csr_der: Vec<u8>,
     self_signed: x509_cert::Certificate,
 }
@@ -62,8 +137,17 @@ pub fn ca_certificates(body: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
 impl DeviceRequest {
     /// A new RSA-2048 key and CSR for `common_name`, with `challenge` as challengePassword.
     pub fn new(common_name: &str, challenge: &str) -> Result<Self, CertError> {
-        let key = KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)
-            .map_err(|e| CertError::KeyGeneration(e.to_string()))?;
+        Self::with_key(common_name, challenge, Arc::new(DeviceKey::generate()?))
+    }
+
+    /// The same with an existing key: load tests reuse a pool of keys, because generating
+    /// RSA keys would cost the simulator more than enrolment costs the server.
+    pub fn with_key(
+        common_name: &str,
+        challenge: &str,
+        device_key: Arc<DeviceKey>,
+    ) -> Result<Self, CertError> {
+        let key = &device_key.key;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, common_name);
@@ -77,7 +161,7 @@ impl DeviceRequest {
             values: build::tlv(0x31, &challenge_value),
         }];
         let csr_der = params
-            .serialize_request_with_attributes(&key, attrs)
+            .serialize_request_with_attributes(key, attrs)
             .map_err(|e| CertError::Issue(e.to_string()))?
             .der()
             .to_vec();
@@ -86,21 +170,24 @@ impl DeviceRequest {
         self_dn.push(DnType::CommonName, format!("SCEP requester {common_name}"));
         self_params.distinguished_name = self_dn;
         let self_der = self_params
-            .self_signed(&key)
+            .self_signed(key)
             .map_err(|e| CertError::Issue(e.to_string()))?;
         let self_signed = x509_cert::Certificate::from_der(self_der.der()).map_err(enc_err)?;
-        let keys = CaKeys::from_pkcs8(&Zeroizing::new(key.serialize_der()))?;
         Ok(Self {
-            key,
-            keys,
+            key: device_key,
             csr_der,
             self_signed,
         })
     }
 
-    /// The device's private key, for it to use the issued certificate.
+    /// The device's key, for it to use the issued certificate.
+    pub fn key(&self) -> Arc<DeviceKey> {
+        Arc::clone(&self.key)
+    }
+
+    /// The device's private key as PEM.
     pub fn key_pem(&self) -> SecretPem {
-        SecretPem::new(self.key.serialize_pem())
+        self.key.to_pem()
     }
 
     /// A PKCSReq for the RA certificate `ra_der` (what GetCACert returned first), AES-256 and
@@ -120,7 +207,7 @@ impl DeviceRequest {
             Digest::Sha256,
             attrs,
             &envelope,
-            |tbs| self.keys.sign(Digest::Sha256, tbs),
+            |tbs| self.key.keys.sign(Digest::Sha256, tbs),
         )
     }
 
@@ -188,6 +275,7 @@ impl DeviceRequest {
             .decode_as()
             .map_err(|e: der::Error| bad(&e.to_string()))?;
         let cek = self
+            .key
             .keys
             .unwrap_content_key(ktri.enc_key.as_bytes(), cipher.key_len())
             .ok_or_else(|| bad("device key cannot decrypt"))?;
@@ -271,5 +359,24 @@ mod tests {
         let stranger = DeviceRequest::new("sim-device-2", "x").unwrap();
         assert!(stranger.open_cert_rep(&rep, ra.certificate_der()).is_err());
         assert!(device.key_pem().expose().contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn device_identities_sign_what_the_server_verifies() {
+        let key = Arc::new(DeviceKey::generate().unwrap());
+        let cert = CertificateParams::default().self_signed(&key.key).unwrap();
+        let identity = DeviceIdentity::new(Arc::clone(&key), cert.der()).unwrap();
+        let sig = identity.sign_detached(b"<plist/>").unwrap();
+        let by = crate::cms::verify_detached(&sig, b"<plist/>").unwrap();
+        assert_eq!(by.certificate_der, cert.der().to_vec());
+        assert!(crate::cms::verify_detached(&sig, b"<plist></plist>").is_err());
+        // A certificate for another key is refused; the PEM round trip keeps the key.
+        let other = DeviceKey::from_pem(&DeviceKey::generate().unwrap().to_pem()).unwrap();
+        assert!(matches!(
+            DeviceIdentity::new(Arc::new(other), cert.der()),
+            Err(CertError::KeyMismatch)
+        ));
+        let again = DeviceKey::from_pem(&key.to_pem()).unwrap();
+        assert!(DeviceIdentity::new(Arc::new(again), cert.der()).is_ok());
     }
 }

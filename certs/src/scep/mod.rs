@@ -258,7 +258,7 @@ pub(crate) fn signed_attr_candidates(attrs: &[Attribute], message: &[u8]) -> Vec
 /// encoders send the content in chunks) arrives as the concatenated chunk encodings; SCEP
 /// content is a ContentInfo (starting with a SEQUENCE tag), so content starting with an
 /// OCTET STRING tag is such a chunk list and is reassembled.
-fn econtent_bytes(econtent: &Any, rules: EncodingRules) -> Option<Vec<u8>> {
+pub(crate) fn econtent_bytes(econtent: &Any, rules: EncodingRules) -> Option<Vec<u8>> {
     let content: OctetString = econtent.decode_as_encoding(rules).ok()?;
     let bytes = content.as_bytes();
     if rules != EncodingRules::Ber || bytes.first() != Some(&0x04) {

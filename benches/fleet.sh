@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end fleet benchmark: a release `citadel serve` on this machine, driven by
+# `citadel simulate` over HTTPS, every figure beside a ceiling taken in the same run.
+#
+#   benches/fleet.sh                      # all scenarios at full size
+#   SCENARIOS="enrol roundtrip" benches/fleet.sh
+#   ENROL_DEVICES=2000 FANOUT_DEVICES=2000 benches/fleet.sh   # smaller, quicker
+#
+# Scenarios: enrol (SCEP enrolments), roundtrip (signed Idle round trips, replayed, with the
+# ceiling), fanout (one DeviceInformation to every device: enqueue, push, deliver, ack), rss
+# (appliance memory idle and after the enrolments). Needs openssl and jq. Prints a summary and leaves
+# the JSON reports in $OUT (default target/fleet-bench). PERF=1 also records `perf` profiles of
+# the appliance and the simulator for each scenario there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCENARIOS=${SCENARIOS:-"enrol roundtrip fanout rss"}
+ENROL_DEVICES=${ENROL_DEVICES:-10000}
+ROUNDTRIP_DEVICES=${ROUNDTRIP_DEVICES:-1000}
+FANOUT_DEVICES=${FANOUT_DEVICES:-10000}
+DURATION=${DURATION:-20s}
+CONCURRENCY=${CONCURRENCY:-64}
+KEY_POOL=${KEY_POOL:-64}
+OUT=${OUT:-target/fleet-bench}
+PORT=${PORT:-19443}
+CEILING_PORT=$((PORT + 1))
+PUSH_PORT=$((PORT + 2))
+
+cargo build --release --bin citadel >&2
+BIN=$PWD/target/release/citadel
+rm -rf "$OUT" && mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+DATA=$OUT/data
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# A throwaway "Apple": the CA that signs the push certificate, and the TLS certificate of the
+# simulator's APNs endpoint.
+( cd "$OUT"
+  openssl req -x509 -newkey rsa:2048 -nodes -subj "/CN=Bench Apple" -days 2 -keyout apple.key -out apple.pem 2>/dev/null
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -days 2 -keyout apns.key -out apns.pem 2>/dev/null )
+
+cat > "$OUT/citadel.toml" <<TOML
+data_dir = "$DATA"
+[server]
+listen = "127.0.0.1:$PORT"
+hostnames = ["localhost"]
+public_url = "https://localhost:$PORT"
+[log]
+level = "warn"
+[apns]
+base_url = "https://localhost:$PUSH_PORT"
+ca_file = "$OUT/apns.pem"
+TOML
+export CITADEL_CONFIG=$OUT/citadel.toml
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_healthy() { for _ in $(seq 100); do "$BIN" healthcheck --url "$1" --ca "$DATA/pki/ca.crt" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not healthy: $1" >&2; return 1; }
+
+"$BIN" serve >"$OUT/serve.log" 2>&1 & SERVER=$!; PIDS+=("$SERVER")
+wait_healthy "https://127.0.0.1:$PORT/healthz"
+"$BIN" simulate-ceiling --listen "127.0.0.1:$CEILING_PORT" >"$OUT/ceiling.log" 2>&1 & PIDS+=("$!")
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$CEILING_PORT") 2>/dev/null && break; sleep 0.1; done
+"$BIN" ca export >"$OUT/ca.pem"
+TOKEN=$("$BIN" api-token create --name fleet-bench 2>/dev/null)
+"$BIN" push-cert csr --out "$OUT/push.csr" 2>/dev/null
+( cd "$OUT"
+  printf '[e]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n' >ext.cnf
+  openssl x509 -req -in push.csr -CA apple.pem -CAkey apple.key -CAcreateserial -days 2 \
+    -subj "/UID=com.apple.mgmt.External.fleet-bench/CN=APSP:com.apple.mgmt.External.fleet-bench/C=US" \
+    -extfile ext.cnf -extensions e -out push.pem 2>/dev/null )
+"$BIN" push-cert import --cert "$OUT/push.pem" >/dev/null 2>&1
+IDLE_RSS=$(rss_kb "$SERVER")
+echo "appliance RSS idle: $((IDLE_RSS / 1024)) MB"
+
+sim() { ${PERF:+perf record -F 499 -g -o "$OUT/perf-sim-$s.data"} "$BIN" simulate --server "https://localhost:$PORT" --ca "$OUT/ca.pem" --api-token "$TOKEN" \
+  --key-pool "$KEY_POOL" --json "$@"; }
+SEED=1
+for s in $SCENARIOS; do
+  SEED=$((SEED + 1))
+  CPU0=$(cpu_ticks "$SERVER")
+  if [ -n "${PERF:-}" ]; then perf record -F 499 -g -p "$SERVER" -o "$OUT/perf-server-$s.data" 2>/dev/null & PERF_PID=$!; fi
+  case $s in
+    enrol)
+      sim --devices "$ENROL_DEVICES" --concurrency "$CONCURRENCY" --duration 0s --seed $SEED >"$OUT/enrol.json"
+      jq -r '"enrol: \(.enrolled)/\(.devices) in \(.enrolment.seconds|.*10|round/10) s = \(.enrolment.per_second|round)/s, errors \(.error_count)"' "$OUT/enrol.json" ;;
+    roundtrip)
+      sim --devices "$ROUNDTRIP_DEVICES" --concurrency "${ROUNDTRIP_CONCURRENCY:-1000}" --replay --duration "$DURATION" --seed $SEED \
+        --ceiling-url "https://localhost:$CEILING_PORT" >"$OUT/roundtrip.json"
+      jq -r '"roundtrip: \(.roundtrips_per_sec|round)/s p50 \(.latency.p50_ms) ms p99 \(.latency.p99_ms) ms; ceiling \(.ceiling.roundtrips_per_sec|round)/s p99 \(.ceiling.latency.p99_ms) ms; ratio \(.ceiling.ratio*100|round) %; errors \(.error_count)"' "$OUT/roundtrip.json" ;;
+    fanout)
+      sim --devices "$FANOUT_DEVICES" --concurrency "$CONCURRENCY" --duration 120s --seed $SEED --push-listen "127.0.0.1:$PUSH_PORT" \
+        --push-cert "$OUT/apns.pem" --push-key "$OUT/apns.key" --command DeviceInformation >"$OUT/fanout.json"
+      jq -r '"fanout: \(.command.answered)/\(.command.targets) answered in \(.command.seconds|.*100|round/100) s; enqueue→ack p50 \(.command_latency.p50_ms) ms p99 \(.command_latency.p99_ms) ms; pushes \(.pushes_received); errors \(.error_count)"' "$OUT/fanout.json" ;;
+    rss)
+      echo "appliance RSS now: $(( $(rss_kb "$SERVER") / 1024 )) MB (idle at start: $((IDLE_RSS / 1024)) MB)" ;;
+  esac
+  if [ -n "${PERF:-}" ]; then kill -TERM "$PERF_PID"; wait "$PERF_PID" || true; fi
+  echo "  appliance CPU during $s: $(( ($(cpu_ticks "$SERVER") - CPU0) * 1000 / TICK )) ms"
+done

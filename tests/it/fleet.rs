@@ -1,0 +1,493 @@
+//! The fleet simulator against the real appliance: 50 virtual devices enrol over SCEP, are woken
+//! by pushes to the simulator's APNs endpoint, and live through inventory, profiles, lock, lost
+//! mode and erase; the API must agree with what the devices did. Also `citadel simulate` itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use citadel::sim::fleet::{DeviceState, Fleet, FleetOptions};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Appliance, run, text};
+use crate::mdm::{api, api_token};
+
+const TOPIC: &str = "com.apple.mgmt.External.citadel-fleet-test";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+}
+
+/// Makes a push certificate under a throwaway "Apple" CA and imports it, as an administrator
+/// would with Apple's.
+fn import_push_certificate(a: &Appliance) {
+    let dir = a.tmp.path().join("apple");
+    std::fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=Test Apple",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    let out = run(a
+        .cmd()
+        .args(["push-cert", "csr", "--out"])
+        .arg(dir.join("push.csr")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "[e]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n",
+    )
+    .unwrap();
+    let subject = format!("/UID={TOPIC}/CN=APSP:{TOPIC}/C=US");
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "push.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "e",
+            "-out",
+            "push.pem",
+        ],
+    );
+    let out = run(a
+        .cmd()
+        .args(["push-cert", "import", "--cert"])
+        .arg(dir.join("push.pem")));
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+struct World {
+    a: Appliance,
+    runtime: tokio::runtime::Runtime,
+    fleet: Arc<Fleet>,
+    client: reqwest::blocking::Client,
+    token: String,
+}
+
+impl World {
+    /// An appliance whose APNs is the fleet's push listener, with a push certificate.
+    fn start(devices: usize, not_now_rate: f64) -> World {
+        let mut a = Appliance::new();
+        let out = run(a.cmd().args(["init", "--listen", &a.listen()]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        // Made before the server runs (the CLI then writes the store directly).
+        let token = api_token(&a);
+        let ca_pem = std::fs::read_to_string(a.export_ca()).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut options = FleetOptions::new(a.url(""), ca_pem, token.clone());
+        options.devices = devices;
+        options.concurrency = 16;
+        options.not_now_rate = not_now_rate;
+        options.seed = 50;
+        options.key_pool = 8;
+        let fleet = Fleet::new(options).unwrap();
+        let (addr, push_ca) = runtime
+            .block_on(fleet.listen_for_pushes(
+                "127.0.0.1:0".parse().unwrap(),
+                None,
+                time::OffsetDateTime::now_utc(),
+            ))
+            .unwrap();
+        let push_ca_file = a.tmp.path().join("push-ca.pem");
+        std::fs::write(&push_ca_file, push_ca.unwrap()).unwrap();
+        let config = a.tmp.path().join("citadel.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[apns]\nbase_url = \"https://localhost:{}\"\nca_file = \"{}\"\n",
+                addr.port(),
+                push_ca_file.display()
+            ),
+        )
+        .unwrap();
+        a.spawn(&["--config", config.to_str().unwrap()]);
+        a.wait_healthy();
+        import_push_certificate(&a);
+        let client = a.client();
+        World {
+            a,
+            runtime,
+            fleet,
+            client,
+            token,
+        }
+    }
+
+    fn api(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        api(&self.a, &self.client, &self.token, method, path, body)
+    }
+
+    /// Sends `command` to `targets` through the fleet (so that its answers are tracked) and
+    /// waits for every target's final answer; returns the command as the API shows it.
+    fn command(&self, targets: &[&str], command: Value) -> Value {
+        let targets: Vec<String> = targets.iter().map(|t| (*t).to_owned()).collect();
+        let n = targets.len();
+        let uuid = self
+            .runtime
+            .block_on(self.fleet.enqueue(command.clone(), Some(targets)))
+            .unwrap();
+        let answered = self
+            .runtime
+            .block_on(self.fleet.wait_answered(&uuid, Duration::from_secs(60)));
+        assert_eq!(
+            answered,
+            n,
+            "{command}: only {answered} of {n} answered; errors {:?}\nserver log:\n{}",
+            self.fleet.counters().errors,
+            self.a.stderr()
+        );
+        // The server records the answer before it replies; poll briefly all the same.
+        for _ in 0..50 {
+            let (s, view) = self.api(Method::GET, &format!("/api/v1/commands/{uuid}"), None);
+            assert_eq!(s, 200, "{view}");
+            if view["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["answered_at"].is_string())
+            {
+                return view;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the API never showed every answer of {uuid}");
+    }
+
+    fn states(&self) -> BTreeMap<String, DeviceState> {
+        self.fleet
+            .device_states()
+            .into_iter()
+            .map(|s| (s.udid.clone(), s))
+            .collect()
+    }
+}
+
+fn statuses(view: &Value) -> BTreeMap<String, String> {
+    view["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["enrollment_id"].as_str().unwrap().to_owned(),
+                t["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn profile_payload(identifier: &str) -> String {
+    let mut d = plist::Dictionary::new();
+    for (k, v) in [
+        ("PayloadType", "Configuration"),
+        ("PayloadIdentifier", identifier),
+        ("PayloadDisplayName", "Ward Wi-Fi"),
+        ("PayloadUUID", "6A1B8B5C-9D9E-4C1A-8F64-0B2D7E3A1C55"),
+    ] {
+        d.insert(k.into(), plist::Value::String(v.into()));
+    }
+    d.insert("PayloadVersion".into(), plist::Value::Integer(1.into()));
+    d.insert("PayloadContent".into(), plist::Value::Array(Vec::new()));
+    let mut xml = Vec::new();
+    plist::to_writer_xml(&mut xml, &plist::Value::Dictionary(d)).unwrap();
+    data_encoding::BASE64.encode(&xml)
+}
+
+#[test]
+fn fifty_devices_live_through_their_lifecycle() {
+    let w = World::start(50, 0.2);
+    let enrolment = w.runtime.block_on(w.fleet.enrol_all(|_| {}));
+    assert_eq!(enrolment.enrolled, 50, "errors: {:?}", w.fleet.counters().errors);
+    let states = w.states();
+
+    // The appliance knows every device as it presented itself.
+    let (s, page) = w.api(Method::GET, "/api/v1/devices?limit=500", None);
+    assert_eq!(s, 200);
+    let listed: BTreeMap<String, Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["enrollment_id"].as_str().unwrap().to_owned(), d.clone()))
+        .collect();
+    assert_eq!(listed.len(), 50);
+    for (udid, state) in &states {
+        let d = &listed[udid];
+        assert_eq!(d["serial_number"], state.serial_number.as_str());
+        assert_eq!(d["pushable"], true, "{d}");
+        assert_eq!(d["status"], "active", "{d}");
+    }
+    let platforms = |p: &str| states.values().filter(|s| s.platform == p).count();
+    assert_eq!(
+        (platforms("iphone"), platforms("ipad"), platforms("mac")),
+        (30, 10, 10)
+    );
+    let udids: Vec<&str> = states.keys().map(String::as_str).collect();
+
+    // Inventory of the whole fleet: pushed, delivered, NotNow retried, acknowledged.
+    let view = w.command(
+        &udids,
+        json!({"RequestType": "DeviceInformation", "Queries": ["SerialNumber", "OSVersion", "Model"]}),
+    );
+    for t in view["targets"].as_array().unwrap() {
+        assert_eq!(t["status"], "Acknowledged", "{t}");
+        let udid = t["enrollment_id"].as_str().unwrap();
+        let responses = &t["result"]["QueryResponses"];
+        assert_eq!(
+            responses["SerialNumber"],
+            states[udid].serial_number.as_str(),
+            "{t}"
+        );
+        assert_eq!(
+            responses.as_object().unwrap().len(),
+            3,
+            "only the queried keys: {t}"
+        );
+    }
+    let not_now_retries: u64 = view["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["not_now_count"].as_u64().unwrap())
+        .sum();
+    assert!(
+        not_now_retries > 0,
+        "at a 20 % NotNow rate some of 50 devices refused once"
+    );
+    let counters = w.fleet.counters();
+    assert!(counters.pushes_received >= 50, "{counters:?}");
+    assert_eq!(
+        counters.answers.get("NotNow").copied().unwrap_or(0),
+        not_now_retries
+    );
+
+    // Profiles: installed on ten, removed from five; ProfileList reports what is installed.
+    let ten = &udids[..10];
+    let view = w.command(
+        ten,
+        json!({"RequestType": "InstallProfile", "Payload": profile_payload("org.hospital.wifi")}),
+    );
+    assert!(statuses(&view).values().all(|s| s == "Acknowledged"), "{view}");
+    let view = w.command(
+        &ten[..5],
+        json!({"RequestType": "RemoveProfile", "Identifier": "org.hospital.wifi"}),
+    );
+    assert!(statuses(&view).values().all(|s| s == "Acknowledged"), "{view}");
+    let view = w.command(ten, json!({"RequestType": "ProfileList"}));
+    for t in view["targets"].as_array().unwrap() {
+        let udid = t["enrollment_id"].as_str().unwrap();
+        let reported: Vec<&str> = t["result"]["ProfileList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["PayloadIdentifier"].as_str().unwrap())
+            .collect();
+        let installed = w.states()[udid].profiles.clone();
+        assert_eq!(reported, installed, "{udid}");
+        let expected: &[&str] = if ten[..5].contains(&udid) {
+            &[]
+        } else {
+            &["org.hospital.wifi"]
+        };
+        assert_eq!(reported, expected, "{udid}");
+    }
+
+    // Lock three devices.
+    let view = w.command(
+        &udids[10..13],
+        json!({"RequestType": "DeviceLock", "Message": "Return to ward 4"}),
+    );
+    assert!(statuses(&view).values().all(|s| s == "Acknowledged"));
+
+    // Lost mode and location: a location only comes back from a device in lost mode.
+    let phones: Vec<&str> = states
+        .values()
+        .filter(|s| s.platform == "iphone")
+        .map(|s| s.udid.as_str())
+        .take(3)
+        .collect();
+    let view = w.command(
+        &phones[..2],
+        json!({"RequestType": "EnableLostMode", "Message": "Lost phone", "PhoneNumber": "+44 20 7946 0000"}),
+    );
+    assert!(statuses(&view).values().all(|s| s == "Acknowledged"), "{view}");
+    let view = w.command(&phones, json!({"RequestType": "DeviceLocation"}));
+    for t in view["targets"].as_array().unwrap() {
+        let udid = t["enrollment_id"].as_str().unwrap();
+        if phones[..2].contains(&udid) {
+            assert_eq!(t["status"], "Acknowledged", "{t}");
+            assert!(t["result"]["Latitude"].is_number(), "{t}");
+        } else {
+            assert_eq!(t["status"], "Error", "not in lost mode: {t}");
+            assert_eq!(t["error_chain"][0]["ErrorCode"], 12067, "{t}");
+        }
+    }
+
+    // Erase one device: it acknowledges, then disappears; what is queued later stays queued.
+    let erased = udids[20];
+    let view = w.command(&[erased], json!({"RequestType": "EraseDevice", "PIN": "123456"}));
+    assert_eq!(statuses(&view)[erased], "Acknowledged");
+    let (s, created) = w.api(
+        Method::POST,
+        "/api/v1/commands",
+        Some(json!({"targets": [erased], "command": {"RequestType": "ProfileList"}})),
+    );
+    assert_eq!(s, 201, "{created}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, view) = w.api(
+        Method::GET,
+        &format!("/api/v1/commands/{}", created["command_uuid"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(
+        view["targets"][0]["answered_at"],
+        Value::Null,
+        "an erased device answers nothing: {view}"
+    );
+
+    // The devices' own state agrees with what the API recorded.
+    let end = w.states();
+    for (udid, s) in &end {
+        assert_eq!(s.locked, udids[10..13].contains(&udid.as_str()), "{udid}");
+        assert_eq!(s.lost_mode, phones[..2].contains(&udid.as_str()), "{udid}");
+        assert_eq!(s.erased, udid == erased, "{udid}");
+        assert_eq!(
+            s.locations_reported,
+            u32::from(phones[..2].contains(&udid.as_str())),
+            "{udid}"
+        );
+    }
+    let counters = w.fleet.counters();
+    assert_eq!(counters.erased, 1);
+    assert!(counters.errors.is_empty(), "{:?}", counters.errors);
+    w.runtime.block_on(w.fleet.shutdown());
+}
+
+/// `citadel simulate` as an administrator runs it against their appliance: devices enrol
+/// through one-time links with mTLS identities, a command fans out, the JSON report adds up.
+#[test]
+fn the_simulate_command_reports_a_run() {
+    let a = Appliance::start();
+    let token = api_token(&a);
+    let state = a.tmp.path().join("state.json");
+    let out = run(a.cmd().args([
+        "simulate",
+        "--server",
+        &a.url(""),
+        "--ca",
+        a.export_ca().to_str().unwrap(),
+        "--api-token",
+        &token,
+        "--devices",
+        "6",
+        "--concurrency",
+        "3",
+        "--duration",
+        "20s",
+        "--mix",
+        "iphone=1,mac=1",
+        "--auth",
+        "mtls",
+        "--profile-source",
+        "link",
+        "--poll-interval",
+        "1s",
+        "--command",
+        "SecurityInfo",
+        "--json",
+        "--state-out",
+        state.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["devices"], 6);
+    assert_eq!(report["enrolled"], 6, "{report}");
+    assert_eq!(report["mode"], "poll");
+    assert_eq!(report["command"]["answered"], 6, "{report}");
+    assert_eq!(report["answers"]["Acknowledged"], 6, "{report}");
+    assert!(report["roundtrips"].as_u64().unwrap() >= 12, "{report}");
+    assert!(
+        report["command_latency"]["p99_ms"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_eq!(report["error_count"], 0, "{report}");
+    let states: Vec<Value> = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(states.len(), 6);
+    assert_eq!(states.iter().filter(|s| s["platform"] == "mac").count(), 3);
+
+    // The appliance saw the same six devices, enrolled by link (each link used once).
+    let (s, page) = api(&a, &a.client(), &token, Method::GET, "/api/v1/devices", None);
+    assert_eq!(s, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 6);
+
+    // Bad options fail with a message, not a panic.
+    let out = run(a.cmd().args([
+        "simulate",
+        "--server",
+        &a.url(""),
+        "--ca",
+        "/nonexistent",
+        "--api-token",
+        &token,
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+    let out = run(a.cmd().args([
+        "simulate",
+        "--server",
+        &a.url(""),
+        "--ca",
+        a.export_ca().to_str().unwrap(),
+        "--api-token",
+        "wrong",
+        "--devices",
+        "1",
+        "--duration",
+        "0s",
+        "--json",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "no device could enrol");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        report.is_null() || report["errors"]["profile: HTTP 401"] == 1,
+        "{report}"
+    );
+}
