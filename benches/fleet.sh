@@ -26,8 +26,9 @@ PORT=${PORT:-19443}
 CEILING_PORT=$((PORT + 1))
 PUSH_PORT=$((PORT + 2))
 
-cargo build --release --bin citadel >&2
-BIN=$PWD/target/release/citadel
+# FLEET_BIN=path uses an existing binary (e.g. one built with debug info for profiling).
+if [ -z "${FLEET_BIN:-}" ]; then cargo build --release --bin citadel >&2; fi
+BIN=${FLEET_BIN:-$PWD/target/release/citadel}
 rm -rf "$OUT" && mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 DATA=$OUT/data
@@ -39,8 +40,13 @@ trap cleanup EXIT
 # simulator's APNs endpoint.
 ( cd "$OUT"
   openssl req -x509 -newkey rsa:2048 -nodes -subj "/CN=Bench Apple" -days 2 -keyout apple.key -out apple.pem 2>/dev/null
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -days 2 -keyout apns.key -out apns.pem 2>/dev/null )
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=Bench APNs CA" \
+    -days 2 -keyout apns-ca.key -out apns-ca.pem 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+    -keyout apns.key -out apns.csr 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >apns.ext
+  openssl x509 -req -in apns.csr -CA apns-ca.pem -CAkey apns-ca.key -CAcreateserial -days 2 \
+    -extfile apns.ext -out apns.pem 2>/dev/null )
 
 cat > "$OUT/citadel.toml" <<TOML
 data_dir = "$DATA"
@@ -52,7 +58,7 @@ public_url = "https://localhost:$PORT"
 level = "warn"
 [apns]
 base_url = "https://localhost:$PUSH_PORT"
-ca_file = "$OUT/apns.pem"
+ca_file = "$OUT/apns-ca.pem"
 TOML
 export CITADEL_CONFIG=$OUT/citadel.toml
 
@@ -93,9 +99,14 @@ for s in $SCENARIOS; do
         --ceiling-url "https://localhost:$CEILING_PORT" >"$OUT/roundtrip.json"
       jq -r '"roundtrip: \(.roundtrips_per_sec|round)/s p50 \(.latency.p50_ms) ms p99 \(.latency.p99_ms) ms; ceiling \(.ceiling.roundtrips_per_sec|round)/s p99 \(.ceiling.latency.p99_ms) ms; ratio \(.ceiling.ratio*100|round) %; errors \(.error_count)"' "$OUT/roundtrip.json" ;;
     fanout)
-      sim --devices "$FANOUT_DEVICES" --concurrency "$CONCURRENCY" --duration 120s --seed $SEED --push-listen "127.0.0.1:$PUSH_PORT" \
-        --push-cert "$OUT/apns.pem" --push-key "$OUT/apns.key" --command DeviceInformation >"$OUT/fanout.json"
-      jq -r '"fanout: \(.command.answered)/\(.command.targets) answered in \(.command.seconds|.*100|round/100) s; enqueue→ack p50 \(.command_latency.p50_ms) ms p99 \(.command_latency.p99_ms) ms; pushes \(.pushes_received); errors \(.error_count)"' "$OUT/fanout.json" ;;
+      # The appliance's CPU is split at the simulator's "enrolled" marker on stderr.
+      ( while ! grep -q "devices enrolled" "$OUT/fanout.err" 2>/dev/null; do sleep 0.2; done
+        cpu_ticks "$SERVER" >"$OUT/fanout.cpu-at-enrolled" ) &
+      sim --devices "$FANOUT_DEVICES" --concurrency "$CONCURRENCY" --replay --duration 120s --seed $SEED --push-listen "127.0.0.1:$PUSH_PORT" \
+        --push-cert "$OUT/apns.pem" --push-key "$OUT/apns.key" --command DeviceInformation >"$OUT/fanout.json" 2>"$OUT/fanout.err"
+      jq -r '"fanout: \(.command.answered)/\(.command.targets) answered in \(.command.seconds|.*100|round/100) s; enqueue→ack p50 \(.command_latency.p50_ms) ms p99 \(.command_latency.p99_ms) ms; pushes \(.pushes_received); errors \(.error_count)"' "$OUT/fanout.json"
+      CPU_MID=$(cat "$OUT/fanout.cpu-at-enrolled")
+      echo "  appliance CPU: enrolment $(( (CPU_MID - CPU0) * 1000 / TICK )) ms, fan-out $(( ($(cpu_ticks "$SERVER") - CPU_MID) * 1000 / TICK )) ms" ;;
     rss)
       echo "appliance RSS now: $(( $(rss_kb "$SERVER") / 1024 )) MB (idle at start: $((IDLE_RSS / 1024)) MB)" ;;
   esac

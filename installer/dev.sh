@@ -41,7 +41,8 @@ ensure_rust() {
 }
 
 build_deps() {
-  apt_install gcc libc6-dev pkg-config ca-certificates
+  # make: jemalloc (the allocator) is built from source by its crate.
+  apt_install gcc libc6-dev make pkg-config ca-certificates
   ensure_rust
 }
 

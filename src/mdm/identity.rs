@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use citadel_certs::inspect_der;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::pki::Pki;
@@ -89,8 +88,17 @@ impl IdentityVerifier {
                 if value.len() > MAX_SIGNATURE_HEADER {
                     return Err(IdentityError::BadSignature("too long".into()));
                 }
-                // Base64 with or without padding or line breaks, as clients differ.
-                let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                // Base64 with or without padding or line breaks, as clients differ (copied only
+                // when it has whitespace: this runs on every request).
+                let compact: std::borrow::Cow<'_, str> = if value.bytes().any(|b| b.is_ascii_whitespace()) {
+                    value
+                        .chars()
+                        .filter(|c| !c.is_ascii_whitespace())
+                        .collect::<String>()
+                        .into()
+                } else {
+                    value.into()
+                };
                 let der = data_encoding::BASE64
                     .decode(compact.as_bytes())
                     .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.trim_end_matches('=').as_bytes()))
@@ -111,7 +119,7 @@ impl IdentityVerifier {
         } else {
             IdentitySource::MdmSignature
         };
-        let digest: [u8; 32] = Sha256::digest(der).into();
+        let digest = citadel_certs::sha256(der);
         let known = self.lookup(&digest);
         let known = match known {
             Some(k) => k,

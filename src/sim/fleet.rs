@@ -312,6 +312,10 @@ impl Stats {
         *lock(&self.request_latency) = None;
         self.roundtrips.store(0, Ordering::Relaxed);
     }
+
+    fn roundtrips(&self) -> u64 {
+        self.roundtrips.load(Ordering::Relaxed)
+    }
 }
 
 /// Commands the simulator queued itself: when, and how many devices have given a final
@@ -1186,6 +1190,16 @@ impl Fleet {
     /// Enrollment IDs (UDIDs) of the devices still in the fleet.
     pub fn enrollment_ids(&self) -> Vec<String> {
         self.live_devices().iter().map(|d| d.udid.clone()).collect()
+    }
+
+    /// Starts counting round trips and request latency afresh (enrolment is over).
+    pub fn start_session_phase(&self) {
+        self.stats.reset_latency();
+    }
+
+    /// Round trips on `/mdm/connect` since the session phase began.
+    pub fn roundtrips(&self) -> u64 {
+        self.stats.roundtrips()
     }
 
     /// Stops scheduling NotNow retries (the run is ending).

@@ -288,6 +288,12 @@ pub async fn run(args: &SimulateArgs, now: time::OffsetDateTime) -> Result<(Repo
     let bar = progress(hidden, args.devices as u64, "enrolling");
     let enrolment = fleet.enrol_all(|_| bar.inc(1)).await;
     bar.finish_and_clear();
+    fleet.start_session_phase();
+    // A marker for scripts and people watching (the report comes at the end).
+    eprintln!(
+        "citadel simulate: {} of {} devices enrolled in {:.1} s; driving them",
+        enrolment.enrolled, args.devices, enrolment.seconds
+    );
 
     let mode = match (args.push_listen.is_some(), args.poll_interval.is_some()) {
         (true, true) => "push+poll",
@@ -333,9 +339,9 @@ pub async fn run(args: &SimulateArgs, now: time::OffsetDateTime) -> Result<(Repo
     let elapsed = started.elapsed().as_secs_f64();
     let counters = fleet.counters();
     let phase = phase.unwrap_or_else(|| SessionPhase {
-        roundtrips: counters.request_latency.count,
+        roundtrips: fleet.roundtrips(),
         seconds: elapsed,
-        per_second: counters.request_latency.count as f64 / elapsed.max(1e-9),
+        per_second: fleet.roundtrips() as f64 / elapsed.max(1e-9),
         latency: counters.request_latency,
     });
 
