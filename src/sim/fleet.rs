@@ -1114,7 +1114,10 @@ impl Fleet {
                 let offset = interval / n * u32::try_from(i).unwrap_or(u32::MAX);
                 tokio::spawn(async move {
                     let mut next = tokio::time::Instant::now() + offset;
-                    while next < deadline && !device.gone.load(Ordering::Acquire) {
+                    while next < deadline
+                        && !device.gone.load(Ordering::Acquire)
+                        && !fleet.stopping.load(Ordering::Relaxed)
+                    {
                         tokio::time::sleep_until(next).await;
                         fleet.session(&device).await;
                         next += interval;
@@ -1202,9 +1205,20 @@ impl Fleet {
         self.stats.roundtrips()
     }
 
-    /// Stops scheduling NotNow retries (the run is ending).
+    /// Ends the run: no more NotNow retries, polls or load-loop sessions.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits until `duration` has passed or [`Fleet::stop`] was called.
+    pub async fn wait_or_stop(&self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline && !self.stopping.load(Ordering::Relaxed) {
+            tokio::time::sleep(
+                Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
     }
 
     /// Each device as it stands, in enrolment order of index.

@@ -314,7 +314,7 @@ pub async fn run(args: &SimulateArgs, now: time::OffsetDateTime) -> Result<(Repo
                     None
                 }
                 _ => {
-                    tokio::time::sleep(duration).await;
+                    fleet.wait_or_stop(duration).await;
                     None
                 }
             }
