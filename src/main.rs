@@ -246,7 +246,7 @@ fn run_simulate(args: &citadel::sim::run::SimulateArgs, clock: &SharedClock) -> 
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(citadel::sim::run::run(args, clock.now())) {
+    match runtime.block_on(citadel::sim::run::run(args, Arc::clone(clock))) {
         Ok((report, _)) => {
             if args.json {
                 match serde_json::to_string_pretty(&report) {

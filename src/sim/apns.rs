@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::{Duration, Instant};
 
 use citadel_certs::SecretPem;
@@ -155,11 +157,6 @@ struct Script {
     default: MockResponse,
     per_token: HashMap<String, MockResponse>,
     delay: Duration,
-}
-
-/// A poisoned lock only means a test thread panicked; the data is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A running mock APNs. Stops when dropped.

@@ -5,7 +5,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,11 +57,6 @@ impl Shared {
     fn record(&self, request: ConnectRequest) {
         lock(&self.requests).push(request);
     }
-}
-
-/// A poisoned lock only means a test thread panicked; the data is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A running proxy. Stops, closing its tunnels, when dropped.

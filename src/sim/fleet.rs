@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use citadel_certs::cms::verify_attached;
@@ -25,6 +25,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::apns::{self, MockApns, MockApnsConfig, MockResponse};
 use super::device::{Device, Identity, Platform};
+use super::{lock, read, write};
+use crate::clock::SharedClock;
 
 /// How long a device waits before it reconnects after answering NotNow (real devices come back
 /// when the condition that made them refuse has passed).
@@ -246,10 +248,6 @@ pub struct DeviceState {
     pub commands_answered: u32,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
@@ -332,12 +330,18 @@ struct TrackedCommand {
     answered: usize,
 }
 
+/// The devices enrolled so far, and by push token (how a push finds its device).
+#[derive(Default)]
+struct Enrolled {
+    devices: Vec<Arc<SimDevice>>,
+    by_token: HashMap<String, Arc<SimDevice>>,
+}
+
 /// A fleet of virtual devices against one appliance.
 pub struct Fleet {
     options: FleetOptions,
     http: reqwest::Client,
-    devices: RwLock<Vec<Arc<SimDevice>>>,
-    by_token: RwLock<HashMap<String, Arc<SimDevice>>>,
+    enrolled: RwLock<Enrolled>,
     stats: Stats,
     tracked: Tracked,
     limiter: Semaphore,
@@ -345,6 +349,8 @@ pub struct Fleet {
     next_key: AtomicUsize,
     push: Mutex<Option<MockApns>>,
     stopping: AtomicBool,
+    /// Certificate validity and the time a wiped device's push token became invalid.
+    clock: SharedClock,
     /// Devices to run a session for (woken by push or by a NotNow retry); read by one
     /// dispatcher task started with the first phase that needs it.
     wake: tokio::sync::mpsc::UnboundedSender<Arc<SimDevice>>,
@@ -391,17 +397,6 @@ fn https_client(
         builder = builder.identity(identity);
     }
     builder.build().map_err(|e| SimError::Client(e.to_string()))
-}
-
-fn pem_block(label: &str, der: &[u8]) -> String {
-    let b64 = data_encoding::BASE64.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 fn xml(dict: Dictionary) -> Vec<u8> {
@@ -504,7 +499,7 @@ fn http_kind(step: &str, e: &reqwest::Error) -> String {
 }
 
 impl Fleet {
-    pub fn new(options: FleetOptions) -> Result<Arc<Self>, SimError> {
+    pub fn new(options: FleetOptions, clock: SharedClock) -> Result<Arc<Self>, SimError> {
         if options.devices == 0 {
             return Err(SimError::Options("--devices must be at least 1".into()));
         }
@@ -545,11 +540,11 @@ impl Fleet {
         Ok(Arc::new(Self {
             wake,
             woken: Mutex::new(Some(woken)),
+            clock,
             limiter: Semaphore::new(options.concurrency),
             options,
             http,
-            devices: RwLock::new(Vec::new()),
-            by_token: RwLock::new(HashMap::new()),
+            enrolled: RwLock::new(Enrolled::default()),
             stats: Stats::default(),
             tracked: Tracked::default(),
             keys,
@@ -567,8 +562,8 @@ impl Fleet {
         self: &Arc<Self>,
         listen: SocketAddr,
         tls: Option<(String, SecretPem)>,
-        now: time::OffsetDateTime,
     ) -> Result<(SocketAddr, Option<String>), SimError> {
+        let now = self.clock.now();
         let (chain, key, ca) = match tls {
             Some((chain, key)) => (chain, key, None),
             None => {
@@ -596,12 +591,7 @@ impl Fleet {
         tokio::spawn(async move {
             while let Some(token) = rx.recv().await {
                 fleet.stats.pushes.fetch_add(1, Ordering::Relaxed);
-                let device = fleet
-                    .by_token
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&token)
-                    .cloned();
+                let device = read(&fleet.enrolled).by_token.get(&token).cloned();
                 match device {
                     // The dispatcher is gone only when the fleet is shutting down.
                     Some(device) => {
@@ -653,16 +643,11 @@ impl Fleet {
                     match fleet.enrol(index as u64, platform).await {
                         Ok(device) => {
                             let device = Arc::new(device);
-                            fleet
+                            let mut enrolled = write(&fleet.enrolled);
+                            enrolled
                                 .by_token
-                                .write()
-                                .unwrap_or_else(PoisonError::into_inner)
                                 .insert(device.token_hex.clone(), Arc::clone(&device));
-                            fleet
-                                .devices
-                                .write()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(device);
+                            enrolled.devices.push(device);
                             true
                         }
                         Err(kind) => {
@@ -766,21 +751,15 @@ impl Fleet {
             Ok(CertRepOutcome::Pending) => return Err("scep: pending".into()),
             Err(e) => return Err(format!("scep CertRep: {e}")),
         };
+        let signer =
+            DeviceIdentity::new(request.key(), &certificate).map_err(|e| format!("identity: {e}"))?;
         let (client, credentials) = match options.auth {
-            AuthMode::Signature => {
-                let identity =
-                    DeviceIdentity::new(request.key(), &certificate).map_err(|e| format!("identity: {e}"))?;
-                (self.http.clone(), Credentials::Signature(Box::new(identity)))
-            }
+            AuthMode::Signature => (self.http.clone(), Credentials::Signature(Box::new(signer))),
             AuthMode::MutualTls => {
-                let pem = format!(
-                    "{}{}",
-                    request.key_pem().expose(),
-                    pem_block("CERTIFICATE", &certificate)
-                );
-                let identity =
-                    reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| format!("identity: {e}"))?;
-                let client = https_client(&options.ca_pem, options.request_timeout, Some(identity))
+                let pem = signer.tls_identity_pem().map_err(|e| format!("identity: {e}"))?;
+                let tls = reqwest::Identity::from_pem(pem.expose().as_bytes())
+                    .map_err(|e| format!("identity: {e}"))?;
+                let client = https_client(&options.ca_pem, options.request_timeout, Some(tls))
                     .map_err(|e| e.to_string())?;
                 (client, Credentials::MutualTls)
             }
@@ -1000,13 +979,8 @@ impl Fleet {
             if erased {
                 device.gone.store(true, Ordering::Release);
                 if let Some(push) = lock(&self.push).as_ref() {
-                    let now_ms = u64::try_from(
-                        std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_millis())
-                            .unwrap_or_default(),
-                    )
-                    .unwrap_or_default();
+                    let now_ms = u64::try_from(self.clock.now().unix_timestamp_nanos() / 1_000_000)
+                        .unwrap_or_default();
                     push.set_response(&device.token_hex, MockResponse::unregistered(now_ms));
                 }
             }
@@ -1181,9 +1155,8 @@ impl Fleet {
     }
 
     fn live_devices(&self) -> Vec<Arc<SimDevice>> {
-        self.devices
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        read(&self.enrolled)
+            .devices
             .iter()
             .filter(|d| !d.gone.load(Ordering::Acquire))
             .cloned()
@@ -1223,10 +1196,8 @@ impl Fleet {
 
     /// Each device as it stands, in enrolment order of index.
     pub fn device_states(&self) -> Vec<DeviceState> {
-        let mut states: Vec<DeviceState> = self
+        let mut states: Vec<DeviceState> = read(&self.enrolled)
             .devices
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|d| {
                 let s = lock(&d.state);
@@ -1260,10 +1231,8 @@ impl Fleet {
             errors: lock(&self.stats.errors).clone(),
             command_latency: Stats::percentiles(&self.stats.command_latency),
             request_latency: Stats::percentiles(&self.stats.request_latency),
-            erased: self
+            erased: read(&self.enrolled)
                 .devices
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
                 .iter()
                 .filter(|d| d.gone.load(Ordering::Acquire))
                 .count(),
@@ -1366,17 +1335,27 @@ mod tests {
         assert!(EnrollmentProfile::parse(b"garbage").is_err());
     }
 
+    fn clock() -> SharedClock {
+        Arc::new(crate::clock::SystemClock)
+    }
+
     #[test]
     fn options_are_checked() {
         let mut o = FleetOptions::new("https://x", "", "t");
-        assert!(matches!(Fleet::new(o.clone()), Err(SimError::Client(_))));
+        assert!(matches!(Fleet::new(o.clone(), clock()), Err(SimError::Client(_))));
         o.devices = 0;
-        assert!(matches!(Fleet::new(o.clone()), Err(SimError::Options(_))));
+        assert!(matches!(
+            Fleet::new(o.clone(), clock()),
+            Err(SimError::Options(_))
+        ));
         o.devices = 1;
         o.not_now_rate = 2.0;
-        assert!(matches!(Fleet::new(o.clone()), Err(SimError::Options(_))));
+        assert!(matches!(
+            Fleet::new(o.clone(), clock()),
+            Err(SimError::Options(_))
+        ));
         o.not_now_rate = 0.0;
         o.server = "http://x".into();
-        assert!(matches!(Fleet::new(o), Err(SimError::Options(_))));
+        assert!(matches!(Fleet::new(o, clock()), Err(SimError::Options(_))));
     }
 }

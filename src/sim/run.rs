@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::fleet::{
     AuthMode, EnrolPhase, Fleet, FleetOptions, Mix, Percentiles, ProfileSource, SessionPhase, SimError,
 };
+use crate::clock::SharedClock;
 
 /// Enrols a fleet of virtual Apple devices on an appliance (local or remote) and drives it,
 /// then reports throughput and latency.
@@ -254,7 +255,7 @@ fn progress(hidden: bool, len: u64, message: &'static str) -> ProgressBar {
 }
 
 /// Runs the whole simulation and returns its report.
-pub async fn run(args: &SimulateArgs, now: time::OffsetDateTime) -> Result<(Report, Arc<Fleet>), SimError> {
+pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc<Fleet>), SimError> {
     let mut options = FleetOptions::new(&args.server, read(&args.ca, "the CA file")?, &args.api_token);
     options.devices = args.devices;
     options.concurrency = args.concurrency;
@@ -266,7 +267,7 @@ pub async fn run(args: &SimulateArgs, now: time::OffsetDateTime) -> Result<(Repo
     options.replay = args.replay;
     options.key_pool = args.key_pool;
     let command = args.command.as_deref().map(command_json).transpose()?;
-    let fleet = Fleet::new(options)?;
+    let fleet = Fleet::new(options, clock)?;
     let hidden = args.json || !std::io::IsTerminal::is_terminal(&std::io::stderr());
 
     if let Some(listen) = args.push_listen {
@@ -277,7 +278,7 @@ pub async fn run(args: &SimulateArgs, now: time::OffsetDateTime) -> Result<(Repo
             )),
             _ => None,
         };
-        let (addr, ca) = fleet.listen_for_pushes(listen, tls, now).await?;
+        let (addr, ca) = fleet.listen_for_pushes(listen, tls).await?;
         tracing::info!(%addr, "listening for pushes (set the appliance's apns.base_url to https://<this host>:{})", addr.port());
         if let (Some(out), Some(ca)) = (&args.push_ca_out, ca) {
             std::fs::write(out, ca)

@@ -3,8 +3,6 @@
 //! mode and erase; the API must agree with what the devices did. Also `citadel simulate` itself.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,80 +12,19 @@ use serde_json::{Value, json};
 
 use crate::harness::{Appliance, run, text};
 use crate::mdm::{api, api_token};
+use crate::push::AppleCa;
 
 const TOPIC: &str = "com.apple.mgmt.External.citadel-fleet-test";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
-}
 
 /// Makes a push certificate under a throwaway "Apple" CA and imports it, as an administrator
 /// would with Apple's.
 fn import_push_certificate(a: &Appliance) {
-    let dir = a.tmp.path().join("apple");
-    std::fs::create_dir_all(&dir).unwrap();
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=Test Apple",
-            "-days",
-            "2",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    let out = run(a
-        .cmd()
-        .args(["push-cert", "csr", "--out"])
-        .arg(dir.join("push.csr")));
+    let apple = AppleCa::create(a.tmp.path());
+    let csr = apple.dir.join("push.csr");
+    let out = run(a.cmd().args(["push-cert", "csr", "--out"]).arg(&csr));
     assert!(out.status.success(), "{}", text(&out.stderr));
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "[e]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n",
-    )
-    .unwrap();
-    let subject = format!("/UID={TOPIC}/CN=APSP:{TOPIC}/C=US");
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "push.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-            "-extfile",
-            "ext.cnf",
-            "-extensions",
-            "e",
-            "-out",
-            "push.pem",
-        ],
-    );
-    let out = run(a
-        .cmd()
-        .args(["push-cert", "import", "--cert"])
-        .arg(dir.join("push.pem")));
+    let cert = apple.issue(&csr, TOPIC, "push");
+    let out = run(a.cmd().args(["push-cert", "import", "--cert"]).arg(&cert));
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
 }
 
@@ -119,13 +56,9 @@ impl World {
         options.not_now_rate = not_now_rate;
         options.seed = 50;
         options.key_pool = 8;
-        let fleet = Fleet::new(options).unwrap();
+        let fleet = Fleet::new(options, Arc::new(citadel::clock::SystemClock)).unwrap();
         let (addr, push_ca) = runtime
-            .block_on(fleet.listen_for_pushes(
-                "127.0.0.1:0".parse().unwrap(),
-                None,
-                time::OffsetDateTime::now_utc(),
-            ))
+            .block_on(fleet.listen_for_pushes("127.0.0.1:0".parse().unwrap(), None))
             .unwrap();
         let push_ca_file = a.tmp.path().join("push-ca.pem");
         std::fs::write(&push_ca_file, push_ca.unwrap()).unwrap();

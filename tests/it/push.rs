@@ -25,18 +25,15 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
 }
 
-/// A throwaway "Apple" CA that signs push certificates, and the mock APNs that trusts it.
-struct Apple {
-    dir: PathBuf,
-    runtime: tokio::runtime::Runtime,
-    mock: MockApns,
-    /// Trust anchor for the mock's TLS certificate (what `apns.ca_file` points at).
-    server_ca: PathBuf,
+/// A throwaway "Apple" CA that signs push certificates (what Apple's portal does).
+pub struct AppleCa {
+    pub dir: PathBuf,
 }
 
-impl Apple {
-    fn start(dir: &Path) -> Apple {
-        let dir = dir.join("apple");
+impl AppleCa {
+    /// Creates the CA in `<parent>/apple`.
+    pub fn create(parent: &Path) -> AppleCa {
+        let dir = parent.join("apple");
         std::fs::create_dir_all(&dir).unwrap();
         openssl(
             &dir,
@@ -56,31 +53,11 @@ impl Apple {
                 "ca.pem",
             ],
         );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        let tls_ca = CertificateAuthority::generate("mock-apns", now).unwrap();
-        let tls = tls_ca
-            .issue_server_certificate(&ServerIdentity::new(["localhost"]).unwrap(), now)
-            .unwrap();
-        let server_ca = dir.join("server-ca.pem");
-        std::fs::write(&server_ca, tls_ca.certificate_pem()).unwrap();
-        let mut config = MockApnsConfig::new("127.0.0.1:0".parse().unwrap(), tls.cert_pem, tls.key_pem);
-        config.client_ca_pem = Some(std::fs::read_to_string(dir.join("ca.pem")).unwrap());
-        let mock = runtime.block_on(apns::start(config)).unwrap();
-        Apple {
-            dir,
-            runtime,
-            mock,
-            server_ca,
-        }
+        AppleCa { dir }
     }
 
     /// Signs `csr` (PEM file) as Apple would for `topic`; returns the certificate file.
-    fn issue(&self, csr: &Path, topic: &str, name: &str) -> PathBuf {
+    pub fn issue(&self, csr: &Path, topic: &str, name: &str) -> PathBuf {
         std::fs::write(
             self.dir.join("ext.cnf"),
             "[ext]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n",
@@ -135,6 +112,43 @@ impl Apple {
             ],
         );
         (self.issue(&csr, topic, name), key)
+    }
+}
+
+/// The Apple CA and the mock APNs that trusts it.
+struct Apple {
+    ca: AppleCa,
+    runtime: tokio::runtime::Runtime,
+    mock: MockApns,
+    /// Trust anchor for the mock's TLS certificate (what `apns.ca_file` points at).
+    server_ca: PathBuf,
+}
+
+impl Apple {
+    fn start(dir: &Path) -> Apple {
+        let ca = AppleCa::create(dir);
+        let dir = ca.dir.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let tls_ca = CertificateAuthority::generate("mock-apns", now).unwrap();
+        let tls = tls_ca
+            .issue_server_certificate(&ServerIdentity::new(["localhost"]).unwrap(), now)
+            .unwrap();
+        let server_ca = dir.join("server-ca.pem");
+        std::fs::write(&server_ca, tls_ca.certificate_pem()).unwrap();
+        let mut config = MockApnsConfig::new("127.0.0.1:0".parse().unwrap(), tls.cert_pem, tls.key_pem);
+        config.client_ca_pem = Some(std::fs::read_to_string(dir.join("ca.pem")).unwrap());
+        let mock = runtime.block_on(apns::start(config)).unwrap();
+        Apple {
+            ca,
+            runtime,
+            mock,
+            server_ca,
+        }
     }
 
     fn wait_for(&self, n: usize) {
@@ -228,7 +242,7 @@ fn push_certificate_lifecycle_and_wakeups() {
             .unwrap()
             .contains("BEGIN CERTIFICATE REQUEST")
     );
-    let first = apple.issue(&csr, TOPIC, "push1");
+    let first = apple.ca.issue(&csr, TOPIC, "push1");
     let out = run(a.cmd().args(["push-cert", "import", "--cert"]).arg(&first));
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
@@ -358,7 +372,7 @@ fn push_certificate_lifecycle_and_wakeups() {
     // A renewed certificate (same topic, its own key) goes into service without a restart and
     // closes the circuit.
     apple.mock.reset_responses();
-    let (renewed, renewed_key) = apple.issue_with_key(TOPIC, "push2");
+    let (renewed, renewed_key) = apple.ca.issue_with_key(TOPIC, "push2");
     let out = run(a
         .cmd()
         .args(["push-cert", "import", "--cert"])
@@ -379,7 +393,9 @@ fn push_certificate_lifecycle_and_wakeups() {
     assert_ne!(renewed_cert, first_cert, "the renewed certificate is in use");
 
     // A certificate for another topic would strand every device: refused.
-    let (other, other_key) = apple.issue_with_key("com.apple.mgmt.External.someone-else", "push3");
+    let (other, other_key) = apple
+        .ca
+        .issue_with_key("com.apple.mgmt.External.someone-else", "push3");
     let out = run(a
         .cmd()
         .args(["push-cert", "import", "--cert"])
@@ -401,7 +417,7 @@ fn push_certificate_lifecycle_and_wakeups() {
 
     // The same renewal as PKCS#12 through the API (legacy encryption, as Keychain exports).
     openssl(
-        &apple.dir,
+        &apple.ca.dir,
         &[
             "pkcs12",
             "-export",
@@ -416,7 +432,7 @@ fn push_certificate_lifecycle_and_wakeups() {
             "push2.p12",
         ],
     );
-    let p12 = std::fs::read(apple.dir.join("push2.p12")).unwrap();
+    let p12 = std::fs::read(apple.ca.dir.join("push2.p12")).unwrap();
     let (s, st) = api(
         &a,
         &client,
@@ -506,7 +522,7 @@ fn pushes_reach_apple_through_an_authenticating_connect_proxy() {
     start_with(&mut a, &apple.config(&format!("proxy = \"{proxy_url}\"\n")));
     let client = a.client();
     let token = api_token(&a);
-    let (cert, key) = apple.issue_with_key(TOPIC, "proxied");
+    let (cert, key) = apple.ca.issue_with_key(TOPIC, "proxied");
     let out = run(a
         .cmd()
         .args(["push-cert", "import", "--cert"])
@@ -544,7 +560,7 @@ fn a_renewed_certificate_takes_over_while_pushes_flow() {
     start_with(&mut a, &apple.config(""));
     let client = a.client();
     let token = api_token(&a);
-    let (cert, key) = apple.issue_with_key(TOPIC, "flow1");
+    let (cert, key) = apple.ca.issue_with_key(TOPIC, "flow1");
     assert!(
         run(a
             .cmd()
@@ -571,7 +587,7 @@ fn a_renewed_certificate_takes_over_while_pushes_flow() {
         targets.push(format!("{}:USER-{i}", dev.udid));
     }
     apple.mock.set_delay(Duration::from_millis(20));
-    let (renewed, renewed_key) = apple.issue_with_key(TOPIC, "flow2");
+    let (renewed, renewed_key) = apple.ca.issue_with_key(TOPIC, "flow2");
     let mut expected = 0;
     for round in 0..6 {
         api(

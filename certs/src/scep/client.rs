@@ -86,6 +86,13 @@ impl DeviceIdentity {
         })
     }
 
+    /// The key and certificate as one PEM document, as TLS clients load an identity (mTLS).
+    pub fn tls_identity_pem(&self) -> Result<SecretPem, CertError> {
+        let der = self.certificate.to_der().map_err(enc_err)?;
+        let cert = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &der).map_err(enc_err)?;
+        Ok(SecretPem::new(format!("{}{cert}", self.key.to_pem().expose())))
+    }
+
     /// A detached CMS signature of `content` (SHA-256, signed attributes, the certificate
     /// included), as a device puts in the `Mdm-Signature` header after base64.
     pub fn sign_detached(&self, content: &[u8]) -> Result<Vec<u8>, CertError> {
