@@ -89,14 +89,18 @@ SEED=1
 for s in $SCENARIOS; do
   SEED=$((SEED + 1))
   CPU0=$(cpu_ticks "$SERVER")
-  if [ -n "${PERF:-}" ]; then perf record -F 499 -g -p "$SERVER" -o "$OUT/perf-server-$s.data" 2>/dev/null & PERF_PID=$!; fi
+  # Profiles of the round-trip and fan-out scenarios start once their devices are enrolled.
+  if [ -n "${PERF:-}" ]; then
+    ( if [ "$s" != enrol ]; then while ! grep -q "devices enrolled" "$OUT/$s.err" 2>/dev/null; do sleep 0.2; done; fi
+      exec perf record -F 499 ${PERF_CALLGRAPH:--g} -p "$SERVER" -o "$OUT/perf-server-$s.data" 2>"$OUT/perf-server-$s.log" ) & PERF_PID=$!
+  fi
   case $s in
     enrol)
       sim --devices "$ENROL_DEVICES" --concurrency "$CONCURRENCY" --duration 0s --seed $SEED >"$OUT/enrol.json"
       jq -r '"enrol: \(.enrolled)/\(.devices) in \(.enrolment.seconds|.*10|round/10) s = \(.enrolment.per_second|round)/s, errors \(.error_count)"' "$OUT/enrol.json" ;;
     roundtrip)
       sim --devices "$ROUNDTRIP_DEVICES" --concurrency "${ROUNDTRIP_CONCURRENCY:-1000}" --replay --duration "$DURATION" --seed $SEED \
-        --ceiling-url "https://localhost:$CEILING_PORT" >"$OUT/roundtrip.json"
+        --ceiling-url "https://localhost:$CEILING_PORT" >"$OUT/roundtrip.json" 2>"$OUT/roundtrip.err"
       jq -r '"roundtrip: \(.roundtrips_per_sec|round)/s p50 \(.latency.p50_ms) ms p99 \(.latency.p99_ms) ms; ceiling \(.ceiling.roundtrips_per_sec|round)/s p99 \(.ceiling.latency.p99_ms) ms; ratio \(.ceiling.ratio*100|round) %; errors \(.error_count)"' "$OUT/roundtrip.json" ;;
     fanout)
       # The appliance's CPU is split at the simulator's "enrolled" marker on stderr.
