@@ -245,6 +245,8 @@ fn main() {
         MdmOptions {
             user_authenticate: false,
             retention: time::Duration::days(30),
+            inventory: citadel::inventory::schedule::InventorySchedule::default(),
+            inventory_on_enrollment: false,
         },
         None,
         None,

@@ -227,6 +227,10 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         MdmOptions {
             user_authenticate: config.mdm.user_authenticate,
             retention: time::Duration::days(i64::from(config.mdm.retention_days)),
+            inventory: crate::inventory::schedule::InventorySchedule {
+                interval: time::Duration::hours(i64::from(config.mdm.inventory_interval_hours)),
+            },
+            inventory_on_enrollment: config.mdm.inventory_on_enrollment,
         },
         webhook,
         Some(Arc::clone(&push)),
@@ -264,6 +268,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
     actix_web::rt::spawn(admin);
 
     actix_web::rt::spawn(purge_expired_challenges(Arc::clone(&store), Arc::clone(&clock)));
+    actix_web::rt::spawn(run_inventory_schedule(Arc::clone(&mdm), Arc::clone(&clock)));
     actix_web::rt::spawn(prune_answered_commands(mdm, Arc::clone(&clock)));
     actix_web::rt::spawn(Arc::clone(&push).run());
     if config.apns.sweep_after_hours > 0 {
@@ -344,6 +349,24 @@ async fn prune_answered_commands(mdm: Arc<MdmService>, clock: SharedClock) {
             Ok(Ok(n)) => tracing::info!(pruned = n, "answered commands past retention pruned"),
             Ok(Err(e)) => tracing::error!(error = %e, "pruning answered commands failed"),
             Err(e) => tracing::error!(error = %e, "pruning task failed"),
+        }
+    }
+}
+
+/// Devices due an inventory report are asked once a minute, at most this many a tick (100,000
+/// devices a day is ~70 a minute; the cap only matters after a long outage, which it spreads).
+const INVENTORY_BATCH: usize = 2_000;
+
+async fn run_inventory_schedule(mdm: Arc<MdmService>, clock: SharedClock) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        ticks.tick().await;
+        let (mdm, now) = (Arc::clone(&mdm), clock.now());
+        match web::block(move || mdm.run_inventory_schedule(now, INVENTORY_BATCH)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(devices = n, "scheduled inventory queued"),
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduled inventory failed; will retry"),
+            Err(e) => tracing::error!(error = %e, "inventory task failed"),
         }
     }
 }

@@ -77,6 +77,10 @@ pub struct MdmSection {
     pub max_body_bytes: usize,
     /// Lifetime of a one-time enrollment link.
     pub enrollment_link_ttl_secs: u64,
+    /// Hours between a device's inventory reports (each device at its own offset).
+    pub inventory_interval_hours: u32,
+    /// Queue the inventory commands when a device first checks in with a push token.
+    pub inventory_on_enrollment: bool,
 }
 
 impl Default for MdmSection {
@@ -87,6 +91,8 @@ impl Default for MdmSection {
             retention_days: 30,
             max_body_bytes: 4 * 1024 * 1024,
             enrollment_link_ttl_secs: 7 * 24 * 3600,
+            inventory_interval_hours: 24,
+            inventory_on_enrollment: true,
         }
     }
 }
@@ -478,6 +484,9 @@ impl Config {
         }
         if self.mdm.retention_days == 0 || self.mdm.enrollment_link_ttl_secs == 0 {
             return invalid("mdm.retention_days and mdm.enrollment_link_ttl_secs must be positive".into());
+        }
+        if !(1..=720).contains(&self.mdm.inventory_interval_hours) {
+            return invalid("mdm.inventory_interval_hours must be between 1 and 720".into());
         }
         if !self.apns.base_url.starts_with("https://") {
             return invalid(format!(

@@ -10,6 +10,7 @@ pub mod error;
 pub mod healthcheck;
 pub mod http;
 pub mod iam;
+pub mod inventory;
 pub mod mdm;
 pub mod pki;
 pub mod push;

@@ -7,7 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{AppState, mdm_api, push_api};
+use super::{AppState, inventory_api, mdm_api, push_api};
 use crate::error::ApiError;
 use crate::iam::{api_tokens, bootstrap};
 use crate::scep::registry::RevokeOutcome;
@@ -31,6 +31,18 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
             .route("/commands/{uuid}", web::get().to(mdm_api::get_command))
             .route("/devices", web::get().to(mdm_api::list_devices))
             .route("/devices/{id}", web::get().to(mdm_api::get_device))
+            .route("/devices/{id}/apps", web::get().to(inventory_api::apps))
+            .route("/devices/{id}/profiles", web::get().to(inventory_api::profiles))
+            .route(
+                "/devices/{id}/certificates",
+                web::get().to(inventory_api::certificates),
+            )
+            .route("/devices/{id}/history", web::get().to(inventory_api::history))
+            .route("/devices/{id}/inventory", web::post().to(inventory_api::refresh))
+            .route(
+                "/devices/{id}/ownership",
+                web::put().to(inventory_api::set_ownership),
+            )
             .route("/push-cert", web::get().to(push_api::api_get))
             .route("/push-cert", web::put().to(push_api::api_put))
             .route("/push", web::post().to(push_api::api_push))

@@ -407,6 +407,11 @@ struct DeviceDetail {
     #[serde(flatten)]
     device: DeviceView,
     pending_commands: usize,
+    ownership: crate::inventory::Ownership,
+    /// The typed inventory, once the device has reported (device channels only).
+    inventory: Option<crate::inventory::DeviceInventory>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    next_inventory_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_push: Option<crate::push::PushState>,
     commands: Vec<HistoryItem>,
@@ -426,6 +431,9 @@ pub async fn get_device(
         };
         let pending = mdm.pending(&id)?;
         let last_push = crate::push::push_state(store.as_ref(), &id)?;
+        let ownership = crate::inventory::ownership(store.as_ref(), &record)?;
+        let inventory = crate::inventory::get(store.as_ref(), &id)?;
+        let next_inventory_at = crate::inventory::schedule::due_at(store.as_ref(), &id)?;
         let commands = mdm
             .history(&id, HISTORY)?
             .into_iter()
@@ -438,6 +446,9 @@ pub async fn get_device(
         Ok(Some(DeviceDetail {
             device: record.into(),
             pending_commands: pending,
+            ownership,
+            inventory,
+            next_inventory_at,
             last_push,
             commands,
         }))

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod console;
+mod inventory_api;
 pub mod mdm;
 mod mdm_api;
 pub mod middleware;

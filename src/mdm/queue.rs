@@ -348,9 +348,10 @@ pub fn mark_sent(
 }
 
 /// What a device's report on a command did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReportOutcome {
-    Recorded,
+    /// Stored; `request_type` is the answered command's.
+    Recorded { request_type: String },
     /// The UUID is not a pending command of this enrollment (another device's, or already
     /// answered): nothing changed.
     NotPending,
@@ -391,7 +392,9 @@ pub fn report(
     d.result = Some(RawPlist::from_body(raw));
     batch.put(Tree::Deliveries, dkey, encode(&d)?);
     store.apply(batch)?;
-    Ok(ReportOutcome::Recorded)
+    Ok(ReportOutcome::Recorded {
+        request_type: d.request_type,
+    })
 }
 
 /// Clears everything pending for `enrollment` (its deliveries become `Cancelled`). Returns how

@@ -14,6 +14,7 @@ use super::identity::DeviceIdentity;
 use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
 use super::schema;
 use super::webhook::{Event, Webhook};
+use crate::inventory::{self, Platform, schedule::InventorySchedule};
 use crate::pki::Pki;
 use crate::push::PushService;
 use crate::scep::ScepService;
@@ -26,6 +27,10 @@ pub struct MdmOptions {
     pub user_authenticate: bool,
     /// How long answered commands and their results are kept.
     pub retention: time::Duration,
+    /// When devices report their inventory.
+    pub inventory: InventorySchedule,
+    /// Queue the inventory commands at a device's first TokenUpdate.
+    pub inventory_on_enrollment: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -363,6 +368,12 @@ impl MdmService {
         enrollment::put(self.store.as_ref(), &record)?;
         tracing::info!(enrollment = %record.id, first, "push token updated");
         self.emit(Event::checkin("TokenUpdate", &record, now));
+        if first && self.options.inventory_on_enrollment && !record.kind.is_user_channel() {
+            // The device has just enrolled: learn what it is. A failure leaves it to the schedule.
+            if let Err(e) = self.queue_inventory(&record, now) {
+                tracing::warn!(enrollment = %record.id, error = %e, "inventory not queued at enrollment");
+            }
+        }
         Ok(CheckinReply::Empty)
     }
 
@@ -427,7 +438,12 @@ impl MdmService {
                     _ => DeliveryStatus::NotNow,
                 };
                 match queue::report(self.store.as_ref(), &record.id, uuid, delivery_status, body, now)? {
-                    ReportOutcome::Recorded => {
+                    ReportOutcome::Recorded { request_type } => {
+                        if delivery_status == DeliveryStatus::Acknowledged
+                            && inventory::INVENTORY_REQUEST_TYPES.contains(&request_type.as_str())
+                        {
+                            self.ingest_inventory(&record, uuid, &request_type, &msg, now);
+                        }
                         if delivery_status != DeliveryStatus::NotNow {
                             self.emit(Event::result(&record.id, uuid, status, &msg, now));
                         }
@@ -451,6 +467,116 @@ impl MdmService {
                 Ok(Some(plist))
             }
             None => Ok(None),
+        }
+    }
+
+    // ---------------------------------------------------------------- inventory
+
+    /// Folds an inventory result into the device's record. A failure here is logged, not
+    /// returned: the result itself is already stored, and the next report will try again.
+    fn ingest_inventory(
+        &self,
+        record: &EnrollmentRecord,
+        uuid: &str,
+        request_type: &str,
+        msg: &Dictionary,
+        now: OffsetDateTime,
+    ) {
+        let command = match queue::command(self.store.as_ref(), uuid) {
+            Ok(Some(c)) => plist::from_bytes::<Dictionary>(c.plist.as_bytes())
+                .ok()
+                .and_then(|mut d| d.remove("Command"))
+                .and_then(Value::into_dictionary),
+            _ => None,
+        };
+        match inventory::ingest(
+            self.store.as_ref(),
+            record,
+            request_type,
+            command.as_ref(),
+            msg,
+            now,
+        ) {
+            Ok(inventory::Ingested::Updated { changes }) if changes > 0 => {
+                tracing::info!(enrollment = %record.id, %request_type, changes, "inventory changed");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(enrollment = %record.id, %request_type, error = %e, "inventory not updated")
+            }
+        }
+    }
+
+    /// The inventory commands for `record`'s device, by its platform and ownership.
+    fn inventory_commands(&self, record: &EnrollmentRecord) -> Result<Vec<Dictionary>, MdmError> {
+        let platform = match inventory::get(self.store.as_ref(), &record.id)? {
+            Some(inv) if inv.platform != Platform::Unknown => inv.platform,
+            _ => {
+                let f = &record.facts;
+                Platform::from_model(&[
+                    f.product_name.as_deref(),
+                    f.model.as_deref(),
+                    f.model_name.as_deref(),
+                ])
+            }
+        };
+        let ownership = inventory::ownership(self.store.as_ref(), record)?;
+        let user_enrollment = record.kind == enrollment::EnrollmentKind::UserEnrollment;
+        Ok(inventory::schedule::commands(
+            platform,
+            ownership,
+            user_enrollment,
+        ))
+    }
+
+    /// Queues the inventory commands for one device channel and moves it to its next slot.
+    fn queue_inventory(&self, record: &EnrollmentRecord, now: OffsetDateTime) -> Result<usize, MdmError> {
+        let mut queued = 0;
+        for command in self.inventory_commands(record)? {
+            queued += self
+                .enqueue(
+                    std::slice::from_ref(&record.id),
+                    &command,
+                    inventory::schedule::INVENTORY_PRIORITY,
+                    inventory::schedule::ACTOR,
+                    now,
+                )?
+                .queued
+                .len();
+        }
+        let interval = self.options.inventory.interval;
+        inventory::schedule::schedule_at(
+            self.store.as_ref(),
+            &record.id,
+            inventory::schedule::next_due(&record.id, interval, now),
+        )?;
+        Ok(queued)
+    }
+
+    /// Queues inventory for up to `max` devices whose report is due at `now`; returns how many
+    /// devices were asked. Devices that left are taken off the schedule.
+    pub fn run_inventory_schedule(&self, now: OffsetDateTime, max: usize) -> Result<usize, MdmError> {
+        let mut asked = 0;
+        for id in inventory::schedule::due(self.store.as_ref(), now, max)? {
+            match enrollment::get(self.store.as_ref(), &id)? {
+                Some(record) if record.pushable() && !record.kind.is_user_channel() => {
+                    self.queue_inventory(&record, now)?;
+                    asked += 1;
+                }
+                _ => inventory::schedule::unschedule(self.store.as_ref(), &id)?,
+            }
+        }
+        Ok(asked)
+    }
+
+    /// Asks one device for its inventory now (the admin API's "refresh").
+    pub fn refresh_inventory(&self, id: &str, now: OffsetDateTime) -> Result<usize, MdmError> {
+        match enrollment::get(self.store.as_ref(), id)? {
+            Some(record) if record.status == EnrollmentStatus::Active && !record.kind.is_user_channel() => {
+                self.queue_inventory(&record, now)
+            }
+            Some(_) => Err(bad("only an active device channel reports inventory")),
+            None => Err(MdmError::NotFound(id.to_owned())),
         }
     }
 

@@ -784,7 +784,9 @@ mod tests {
         let base = mock.base_url();
         // The first push opens the connection; racing 50 requests against a client with none
         // open may let the pool dial twice before the first handshake completes.
-        push(&client, &base, &format!("{:064x}", 0), "magic-0").await.unwrap();
+        push(&client, &base, &format!("{:064x}", 0), "magic-0")
+            .await
+            .unwrap();
         let mut pushes = tokio::task::JoinSet::new();
         for i in 1..50 {
             let (client, base) = (client.clone(), base.clone());

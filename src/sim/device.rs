@@ -169,7 +169,17 @@ pub struct Device {
     pub locations_reported: u32,
     /// Commands answered with anything but NotNow.
     pub commands_answered: u32,
+    /// The MDM identity certificate (DER), listed by CertificateList.
+    identity_certificate: Option<Vec<u8>>,
 }
+
+/// Apps on every simulated device: (bundle ID, name, installed by the MDM).
+const APPS: &[(&str, &str, bool)] = &[
+    ("com.apple.mobilesafari", "Safari", false),
+    ("com.microsoft.Office.Outlook", "Outlook", true),
+    ("com.spotify.client", "Spotify", false),
+    ("org.hospital.rota", "Rota", true),
+];
 
 /// How the device answers one command.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +204,15 @@ impl Device {
             restarts: 0,
             locations_reported: 0,
             commands_answered: 0,
+            identity_certificate: None,
         }
+    }
+
+    /// Sets the identity certificate the device lists in CertificateList.
+    #[must_use]
+    pub fn with_identity_certificate(mut self, der: Vec<u8>) -> Self {
+        self.identity_certificate = Some(der);
+        self
     }
 
     /// Identifiers of the profiles installed through InstallProfile, in installation order.
@@ -265,34 +283,51 @@ impl Device {
                 if self.identity.platform == Platform::Mac {
                     info.insert("FDE_Enabled".into(), Value::Boolean(true));
                     info.insert("SystemIntegrityProtectionEnabled".into(), Value::Boolean(true));
+                    let mut firewall = Dictionary::new();
+                    firewall.insert("FirewallEnabled".into(), Value::Boolean(true));
+                    info.insert("FirewallSettings".into(), Value::Dictionary(firewall));
                 }
+                let mut status = Dictionary::new();
+                status.insert("EnrolledViaDEP".into(), Value::Boolean(false));
+                status.insert("UserApprovedEnrollment".into(), Value::Boolean(true));
+                info.insert("ManagementStatus".into(), Value::Dictionary(status));
                 body.insert("SecurityInfo".into(), Value::Dictionary(info));
                 ok(body)
             }
-            "InstalledApplicationList" | "ManagedApplicationList" => {
-                let apps = [
-                    "com.apple.mobilesafari",
-                    "com.microsoft.Office.Outlook",
-                    "org.hospital.rota",
-                ]
-                .iter()
-                .map(|id| {
-                    let mut a = Dictionary::new();
-                    a.insert("Identifier".into(), Value::String((*id).into()));
-                    a.insert(
-                        "Name".into(),
-                        Value::String(id.rsplit('.').next().unwrap_or(id).into()),
-                    );
-                    a.insert("ShortVersion".into(), Value::String("1.0".into()));
-                    Value::Dictionary(a)
-                })
-                .collect();
-                let key = if request_type == "ManagedApplicationList" {
-                    "ManagedApplicationList"
-                } else {
-                    "InstalledApplicationList"
-                };
-                body.insert(key.into(), Value::Array(apps));
+            "InstalledApplicationList" => {
+                let managed_only = matches!(command.get("ManagedAppsOnly"), Some(Value::Boolean(true)));
+                let apps = APPS
+                    .iter()
+                    .filter(|(_, _, managed)| *managed || !managed_only)
+                    .map(|(id, name, _)| {
+                        let mut a = Dictionary::new();
+                        a.insert("Identifier".into(), Value::String((*id).into()));
+                        a.insert("Name".into(), Value::String((*name).into()));
+                        a.insert("ShortVersion".into(), Value::String("1.0".into()));
+                        a.insert("Version".into(), Value::String("100".into()));
+                        a.insert(
+                            "BundleSize".into(),
+                            Value::Integer((25_000_000 + id.len() as u64).into()),
+                        );
+                        Value::Dictionary(a)
+                    })
+                    .collect();
+                body.insert("InstalledApplicationList".into(), Value::Array(apps));
+                ok(body)
+            }
+            "ManagedApplicationList" => {
+                // A dictionary keyed by bundle ID, as the OS answers.
+                let list = APPS
+                    .iter()
+                    .filter(|(_, _, managed)| *managed)
+                    .map(|(id, _, _)| {
+                        let mut a = Dictionary::new();
+                        a.insert("Status".into(), Value::String("Managed".into()));
+                        a.insert("ManagementFlags".into(), Value::Integer(1.into()));
+                        ((*id).to_owned(), Value::Dictionary(a))
+                    })
+                    .collect();
+                body.insert("ManagedApplicationList".into(), Value::Dictionary(list));
                 ok(body)
             }
             "ProfileList" => {
@@ -358,6 +393,9 @@ impl Device {
                     Value::String("Citadel device identity".into()),
                 );
                 c.insert("IsIdentity".into(), Value::Boolean(true));
+                if let Some(der) = &self.identity_certificate {
+                    c.insert("Data".into(), Value::Data(der.clone()));
+                }
                 body.insert("CertificateList".into(), Value::Array(vec![Value::Dictionary(c)]));
                 ok(body)
             }
@@ -437,6 +475,47 @@ impl Device {
         );
         d.insert("IsSupervised".into(), Value::Boolean(true));
         d.insert("IsActivationLockEnabled".into(), Value::Boolean(false));
+        // MAC addresses and numbers derived from the serial, so they are stable per device.
+        let digest = citadel_certs::sha256(id.serial_number.as_bytes());
+        let mac = |salt: u8| {
+            let mut b = [0u8; 6];
+            b.copy_from_slice(&digest[usize::from(salt)..usize::from(salt) + 6]);
+            b[0] = (b[0] & 0xFC) | 0x02; // locally administered, unicast
+            b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+        };
+        d.insert("WiFiMAC".into(), Value::String(mac(0)));
+        d.insert("BluetoothMAC".into(), Value::String(mac(6)));
+        match id.platform {
+            Platform::Mac => {
+                d.insert("SystemIntegrityProtectionEnabled".into(), Value::Boolean(true));
+                d.insert("IsAppleSilicon".into(), Value::Boolean(true));
+                d.insert("EthernetMAC".into(), Value::String(mac(12)));
+                d.insert(
+                    "HostName".into(),
+                    Value::String(format!("mac-{}.local", id.serial_number.to_lowercase())),
+                );
+            }
+            Platform::Iphone | Platform::Ipad => {
+                d.insert("IsMDMLostModeEnabled".into(), Value::Boolean(self.lost_mode));
+                d.insert("IsDeviceLocatorServiceEnabled".into(), Value::Boolean(true));
+                d.insert("TimeZone".into(), Value::String("Europe/London".into()));
+            }
+        }
+        if id.platform == Platform::Iphone {
+            let n = u32::from_be_bytes([digest[20], digest[21], digest[22], digest[23]]) % 1_000_000;
+            d.insert("PhoneNumber".into(), Value::String(format!("+44 7700 9{n:06}")));
+            d.insert(
+                "CurrentCarrierNetwork".into(),
+                Value::String("Citadel Mobile".into()),
+            );
+            d.insert(
+                "SubscriberCarrierNetwork".into(),
+                Value::String("Citadel Mobile".into()),
+            );
+            d.insert("IsRoaming".into(), Value::Boolean(false));
+            d.insert("DataRoamingEnabled".into(), Value::Boolean(false));
+            d.insert("CellularTechnology".into(), Value::Integer(1.into()));
+        }
         d
     }
 }

@@ -772,11 +772,10 @@ impl Fleet {
             client,
             credentials,
             idle: None,
-            state: Mutex::new(Device::new(
-                identity.clone(),
-                options.seed ^ index,
-                options.not_now_rate,
-            )),
+            state: Mutex::new(
+                Device::new(identity.clone(), options.seed ^ index, options.not_now_rate)
+                    .with_identity_certificate(certificate.clone()),
+            ),
             busy: AtomicBool::new(false),
             again: AtomicBool::new(false),
             gone: AtomicBool::new(false),

@@ -54,10 +54,22 @@ pub enum Tree {
     /// Push outcome per enrollment (kept apart from the enrollment record, which check-ins
     /// rewrite concurrently).
     PushState,
+    /// Typed inventory per device enrollment (`inventory::DeviceInventory`).
+    Inventory,
+    /// Per-device lists: `enrollment ID \0 apps|profiles|certificates` → JSON array.
+    InventoryLists,
+    /// Inventory changes: `enrollment ID \0 micros \0 field` → change.
+    InventoryHistory,
+    /// When devices next report inventory: `due ms \0 enrollment ID` → empty.
+    InventoryDue,
+    /// Each enrollment's current key in `InventoryDue`.
+    InventorySchedule,
+    /// An administrator's ownership decision per device (corporate / personal).
+    Ownership,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 14] = [
+    pub const ALL: [Tree; 20] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -72,6 +84,12 @@ impl Tree {
         Tree::EnrollmentLinks,
         Tree::CertificateBindings,
         Tree::PushState,
+        Tree::Inventory,
+        Tree::InventoryLists,
+        Tree::InventoryHistory,
+        Tree::InventoryDue,
+        Tree::InventorySchedule,
+        Tree::Ownership,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +108,12 @@ impl Tree {
             Tree::EnrollmentLinks => "enrollment_links",
             Tree::CertificateBindings => "certificate_bindings",
             Tree::PushState => "push_state",
+            Tree::Inventory => "inventory",
+            Tree::InventoryLists => "inventory_lists",
+            Tree::InventoryHistory => "inventory_history",
+            Tree::InventoryDue => "inventory_due",
+            Tree::InventorySchedule => "inventory_schedule",
+            Tree::Ownership => "ownership",
         }
     }
 }

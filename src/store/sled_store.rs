@@ -49,6 +49,12 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::EnrollmentLinks => 12,
         Tree::CertificateBindings => 13,
         Tree::PushState => 14,
+        Tree::Inventory => 15,
+        Tree::InventoryLists => 16,
+        Tree::InventoryHistory => 17,
+        Tree::InventoryDue => 18,
+        Tree::InventorySchedule => 19,
+        Tree::Ownership => 20,
     }
 }
 

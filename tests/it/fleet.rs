@@ -39,7 +39,13 @@ struct World {
 impl World {
     /// An appliance whose APNs is the fleet's push listener, with a push certificate.
     fn start(devices: usize, not_now_rate: f64) -> World {
+        Self::start_with(devices, not_now_rate, false)
+    }
+
+    /// As [`World::start`]; `inventory` has enrolling devices asked for their inventory.
+    fn start_with(devices: usize, not_now_rate: f64, inventory: bool) -> World {
         let mut a = Appliance::new();
+        a.inventory_on_enrollment = inventory;
         let out = run(a.cmd().args(["init", "--listen", &a.listen()]));
         assert!(out.status.success(), "{}", text(&out.stderr));
         // Made before the server runs (the CLI then writes the store directly).
@@ -423,4 +429,219 @@ fn the_simulate_command_reports_a_run() {
         report.is_null() || report["errors"]["profile: HTTP 401"] == 1,
         "{report}"
     );
+}
+
+/// Polls a device's record until `ready` holds for it (inventory arrives asynchronously).
+fn wait_device(w: &World, id: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..300 {
+        let (s, d) = w.api(Method::GET, &format!("/api/v1/devices/{id}"), None);
+        assert_eq!(s, 200, "{d}");
+        if ready(&d) {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{id}: {what} never happened; errors {:?}\nserver log:\n{}",
+        w.fleet.counters().errors,
+        w.a.stderr()
+    );
+}
+
+fn list(w: &World, id: &str, which: &str) -> Vec<Value> {
+    let (s, v) = w.api(Method::GET, &format!("/api/v1/devices/{id}/{which}"), None);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["enrollment_id"], id);
+    v["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn enrolled_devices_report_a_typed_inventory_within_the_privacy_rules() {
+    let w = World::start_with(10, 0.0, true);
+    let enrolment = w.runtime.block_on(w.fleet.enrol_all(|_| {}));
+    assert_eq!(enrolment.enrolled, 10, "errors: {:?}", w.fleet.counters().errors);
+    let states = w.states();
+    let complete = |d: &Value| {
+        let i = &d["inventory"];
+        [
+            "information_updated_at",
+            "security_updated_at",
+            "apps_updated_at",
+            "profiles_updated_at",
+            "certificates_updated_at",
+        ]
+        .iter()
+        .all(|k| i[k].is_string())
+            && d["pending_commands"] == 0
+    };
+
+    // Nobody asked: enrolment alone queued the inventory, pushed, and the devices answered.
+    let mut phone = None;
+    for (udid, state) in &states {
+        let d = wait_device(&w, udid, "a complete inventory", complete);
+        let inv = &d["inventory"];
+        assert_eq!(d["ownership"], "corporate");
+        assert_eq!(inv["serial_number"], state.serial_number.as_str(), "{inv}");
+        assert_eq!(inv["udid"], udid.as_str());
+        let platform = match state.platform {
+            "iphone" => "ios",
+            "ipad" => "ipados",
+            _ => "macos",
+        };
+        assert_eq!(inv["platform"], platform, "{inv}");
+        assert!(
+            inv["os_version"].is_string() && inv["model_name"].is_string(),
+            "{inv}"
+        );
+        let battery = inv["battery_level"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&battery), "{inv}");
+        assert_eq!(inv["storage_capacity_gb"], 128.0);
+        assert!(inv["wifi_mac"].as_str().unwrap().len() == 17, "{inv}");
+        assert_eq!(inv["passcode_present"], true);
+        assert_eq!(inv["storage_encrypted"], true, "{inv}");
+        assert_eq!(inv["is_supervised"], true);
+        match platform {
+            "ios" => {
+                assert!(inv["phone_number"].as_str().unwrap().starts_with("+44"), "{inv}");
+                assert!(
+                    inv["imei"].is_string() && inv["current_carrier_network"].is_string(),
+                    "{inv}"
+                );
+                phone = Some(udid.clone());
+            }
+            "macos" => {
+                assert_eq!(
+                    (
+                        &inv["filevault_enabled"],
+                        &inv["firewall_enabled"],
+                        &inv["sip_enabled"]
+                    ),
+                    (&json!(true), &json!(true), &json!(true)),
+                    "{inv}"
+                );
+                assert_eq!(inv["phone_number"], Value::Null);
+            }
+            _ => assert_eq!(inv["phone_number"], Value::Null, "an iPad has none: {inv}"),
+        }
+        // Every device reports again within the interval, at its own time.
+        let next = time::OffsetDateTime::parse(
+            d["next_inventory_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        assert!(next > now && next <= now + time::Duration::hours(24), "{next}");
+
+        // Apps with the MDM's marked managed; the identity certificate read from its DER.
+        let apps = list(&w, udid, "apps");
+        assert_eq!(apps.len(), 4, "{apps:?}");
+        let managed: Vec<&str> = apps
+            .iter()
+            .filter(|a| a["managed"] == true)
+            .map(|a| a["bundle_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(managed, ["com.microsoft.Office.Outlook", "org.hospital.rota"]);
+        assert!(
+            apps.iter()
+                .all(|a| a["size_bytes"].as_u64().unwrap() > 25_000_000)
+        );
+        let certs = list(&w, udid, "certificates");
+        assert_eq!(certs.len(), 1);
+        assert_eq!(certs[0]["is_identity"], true);
+        assert_eq!(
+            certs[0]["serial_hex"], d["identity_certificate_serial"],
+            "{certs:?}"
+        );
+        assert!(certs[0]["not_after"].is_string());
+        assert!(list(&w, udid, "profiles").is_empty());
+    }
+    let phone = phone.expect("the mix has iPhones");
+
+    // Lost mode shows up in the next report, and the change goes into the device's history.
+    w.command(
+        &[phone.as_str()],
+        json!({"RequestType": "EnableLostMode", "Message": "Please call the ward"}),
+    );
+    let before = wait_device(&w, &phone, "nothing", |_| true)["inventory"]["information_updated_at"].clone();
+    let (s, refreshed) = w.api(Method::POST, &format!("/api/v1/devices/{phone}/inventory"), None);
+    assert_eq!(s, 202, "{refreshed}");
+    assert!(refreshed["commands_queued"].as_u64().unwrap() >= 5, "{refreshed}");
+    let d = wait_device(&w, &phone, "a fresh report", |d| {
+        d["inventory"]["information_updated_at"] != before && complete(d)
+    });
+    assert_eq!(d["inventory"]["lost_mode_enabled"], true);
+    let (s, history) = w.api(Method::GET, &format!("/api/v1/devices/{phone}/history"), None);
+    assert_eq!(s, 200);
+    let changes = history["items"].as_array().unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c["field"] == "lost_mode_enabled" && c["from"] == "false" && c["to"] == "true"),
+        "{history}"
+    );
+
+    // Declared personal: the phone number and the owner's own apps are dropped at once, and the
+    // next report asks only for what the rules allow.
+    let (s, v) = w.api(
+        Method::PUT,
+        &format!("/api/v1/devices/{phone}/ownership"),
+        Some(json!({"ownership": "personal", "reason": "BYOD scheme"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let d = wait_device(&w, &phone, "nothing", |_| true);
+    assert_eq!(d["ownership"], "personal");
+    assert_eq!(d["inventory"]["phone_number"], Value::Null);
+    assert_eq!(list(&w, &phone, "apps").len(), 2);
+    let before = d["inventory"]["apps_updated_at"].clone();
+    let (s, _) = w.api(Method::POST, &format!("/api/v1/devices/{phone}/inventory"), None);
+    assert_eq!(s, 202);
+    let d = wait_device(&w, &phone, "a personal report", |d| {
+        d["inventory"]["apps_updated_at"] != before && complete(d)
+    });
+    assert_eq!(
+        d["inventory"]["phone_number"],
+        Value::Null,
+        "never asked, never kept"
+    );
+    let apps = list(&w, &phone, "apps");
+    assert!(
+        apps.len() == 2 && apps.iter().all(|a| a["managed"] == true),
+        "{apps:?}"
+    );
+    let asked: Vec<&str> = d["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["request_type"].as_str().unwrap())
+        .collect();
+    assert!(!asked.is_empty());
+    let history = w
+        .api(Method::GET, &format!("/api/v1/devices/{phone}/history"), None)
+        .1;
+    assert!(
+        history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["field"] != "phone_number"),
+        "{history}"
+    );
+
+    // Bad requests get clear answers.
+    let (s, _) = w.api(Method::GET, "/api/v1/devices/NO-SUCH-DEVICE/apps", None);
+    assert_eq!(s, 404);
+    let (s, _) = w.api(Method::POST, "/api/v1/devices/NO-SUCH-DEVICE/inventory", None);
+    assert_eq!(s, 404);
+    let (s, v) = w.api(
+        Method::PUT,
+        &format!("/api/v1/devices/{phone}/ownership"),
+        Some(json!({"ownership": "borrowed"})),
+    );
+    assert_eq!(s, 400, "{v}");
+    let anonymous = w
+        .client
+        .get(w.a.url(&format!("/api/v1/devices/{phone}/apps")))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
 }

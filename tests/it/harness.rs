@@ -40,6 +40,9 @@ pub struct Appliance {
     pub port: u16,
     child: Option<Child>,
     run_count: usize,
+    /// Whether enrolling devices get the inventory commands queued. Off unless a test asks:
+    /// the protocol tests check the queue command by command.
+    pub inventory_on_enrollment: bool,
 }
 
 impl Appliance {
@@ -53,6 +56,7 @@ impl Appliance {
             port: free_port(),
             child: None,
             run_count: 0,
+            inventory_on_enrollment: false,
         }
     }
 
@@ -89,6 +93,10 @@ impl Appliance {
             .cmd()
             .args(["serve", "--listen", &self.listen()])
             .args(extra)
+            .env(
+                "CITADEL_MDM__INVENTORY_ON_ENROLLMENT",
+                self.inventory_on_enrollment.to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

@@ -1,0 +1,332 @@
+//! Inventory: what every device is and where it stands, kept as typed records built from the
+//! results of the inventory commands (DeviceInformation, SecurityInfo, the app, profile and
+//! certificate lists), with a history of changes and a schedule that spreads the fleet's
+//! reports evenly over the interval.
+//!
+//! Records are written only from results to commands the server queued for that enrollment
+//! (the queue checks that), so a device cannot push unsolicited inventory. Privacy rules per
+//! ownership are enforced here, at collection, not in the API: what may not be kept is never
+//! stored (see PRIVACY.md).
+
+pub mod parse;
+pub mod record;
+pub mod schedule;
+
+use plist::{Dictionary, Value};
+use serde::{Serialize, de::DeserializeOwned};
+use time::OffsetDateTime;
+
+pub use record::{
+    DeviceInventory, InstalledApp, InstalledCertificate, InstalledProfile, InventoryChange, Ownership,
+    Platform,
+};
+
+use crate::mdm::enrollment::{EnrollmentKind, EnrollmentRecord};
+use crate::store::{Store, StoreError, StoreExt, Tree, decode, encode};
+
+/// The per-device lists kept beside the inventory record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    Apps,
+    Profiles,
+    Certificates,
+}
+
+impl List {
+    fn key(self, enrollment: &str) -> Vec<u8> {
+        let name = match self {
+            Self::Apps => "apps",
+            Self::Profiles => "profiles",
+            Self::Certificates => "certificates",
+        };
+        format!("{enrollment}\0{name}").into_bytes()
+    }
+}
+
+/// The commands whose acknowledged results feed the inventory.
+pub const INVENTORY_REQUEST_TYPES: &[&str] = &[
+    "DeviceInformation",
+    "SecurityInfo",
+    "InstalledApplicationList",
+    "ManagedApplicationList",
+    "ProfileList",
+    "CertificateList",
+];
+
+/// Most history entries kept per device; older ones are dropped first.
+pub const MAX_HISTORY: usize = 500;
+
+/// The ownership of an enrollment: an administrator's setting when there is one, otherwise
+/// personal for User Enrollment (BYOD by construction) and corporate for everything else.
+pub fn ownership(store: &dyn Store, record: &EnrollmentRecord) -> Result<Ownership, StoreError> {
+    let device_id = record.parent.as_deref().unwrap_or(&record.id);
+    if let Some(set) = store.get_record::<Ownership>(Tree::Ownership, device_id.as_bytes())? {
+        return Ok(set);
+    }
+    Ok(match record.kind {
+        EnrollmentKind::UserEnrollment | EnrollmentKind::UserEnrollmentUser => Ownership::Personal,
+        _ => Ownership::Corporate,
+    })
+}
+
+/// Records an administrator's ownership decision for a device.
+pub fn set_ownership(store: &dyn Store, device_id: &str, ownership: Ownership) -> Result<(), StoreError> {
+    store.put_record(Tree::Ownership, device_id.as_bytes(), &ownership)
+}
+
+pub fn get(store: &dyn Store, enrollment: &str) -> Result<Option<DeviceInventory>, StoreError> {
+    store.get_record(Tree::Inventory, enrollment.as_bytes())
+}
+
+pub fn list<T: DeserializeOwned>(
+    store: &dyn Store,
+    enrollment: &str,
+    list: List,
+) -> Result<Vec<T>, StoreError> {
+    Ok(store
+        .get_record::<Vec<T>>(Tree::InventoryLists, &list.key(enrollment))?
+        .unwrap_or_default())
+}
+
+/// The device's history, newest first, at most `limit` entries.
+pub fn history(
+    store: &dyn Store,
+    enrollment: &str,
+    limit: usize,
+) -> Result<Vec<InventoryChange>, StoreError> {
+    let prefix = format!("{enrollment}\0").into_bytes();
+    let entries = crate::store::scan_all(store, Tree::InventoryHistory, &prefix)?;
+    let mut out = Vec::with_capacity(entries.len().min(limit));
+    for (k, v) in entries.iter().rev().take(limit) {
+        out.push(decode(Tree::InventoryHistory, k, v)?);
+    }
+    Ok(out)
+}
+
+/// A fresh record for an enrollment, seeded with what it said at Authenticate.
+fn seeded(record: &EnrollmentRecord) -> DeviceInventory {
+    let f = &record.facts;
+    DeviceInventory {
+        enrollment_id: record.id.clone(),
+        platform: Platform::from_model(&[
+            f.product_name.as_deref(),
+            f.model.as_deref(),
+            f.model_name.as_deref(),
+        ]),
+        device_name: f.device_name.clone(),
+        model: f.model.clone(),
+        model_name: f.model_name.clone(),
+        product_name: f.product_name.clone(),
+        serial_number: f.serial_number.clone(),
+        udid: (record.kind == EnrollmentKind::Device).then(|| record.id.clone()),
+        imei: f.imei.clone(),
+        meid: f.meid.clone(),
+        os_version: f.os_version.clone(),
+        build_version: f.build_version.clone(),
+        ..DeviceInventory::default()
+    }
+}
+
+/// What ingesting a result did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ingested {
+    /// The record (or a list) changed; `changes` entries went into the history.
+    Updated { changes: usize },
+    /// Not an inventory result, or refused by privacy rules.
+    Ignored,
+}
+
+fn history_key(enrollment: &str, at: OffsetDateTime, field: &str) -> Vec<u8> {
+    let micros = u64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(0);
+    format!("{enrollment}\0{micros:020}\0{field}").into_bytes()
+}
+
+fn put_json<T: Serialize>(
+    txn: &dyn crate::store::Txn,
+    tree: Tree,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
+    txn.put(tree, key, &encode(value)?)
+}
+
+/// Folds an acknowledged result of `request_type` (queued as `command`) into the device's
+/// inventory, in one transaction with its history entries.
+pub fn ingest(
+    store: &dyn Store,
+    record: &EnrollmentRecord,
+    request_type: &str,
+    command: Option<&Dictionary>,
+    result: &Dictionary,
+    now: OffsetDateTime,
+) -> Result<Ingested, StoreError> {
+    // User channels report about their device: fold into the device's record.
+    if record.kind.is_user_channel() {
+        return Ok(Ingested::Ignored);
+    }
+    let ownership = ownership(store, record)?;
+    let id = record.id.as_str();
+    let key = id.as_bytes();
+    let outcome = std::cell::Cell::new(Ingested::Ignored);
+    store.transaction(&|txn| {
+        let mut inv = match txn.get(Tree::Inventory, key)? {
+            Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
+            None => seeded(record),
+        };
+        let before = parse::tracked_fields(&inv);
+        let had_report = inv.information_updated_at.is_some() || inv.security_updated_at.is_some();
+        match request_type {
+            "DeviceInformation" => {
+                let Some(q) = result.get("QueryResponses").and_then(Value::as_dictionary) else {
+                    outcome.set(Ingested::Ignored);
+                    return Ok(());
+                };
+                parse::apply_device_information(&mut inv, q, ownership, now);
+                if inv.platform == Platform::Unknown {
+                    inv.platform = Platform::from_model(&[inv.product_name.as_deref(), inv.model.as_deref()]);
+                }
+            }
+            "SecurityInfo" => {
+                let Some(s) = result.get("SecurityInfo").and_then(Value::as_dictionary) else {
+                    outcome.set(Ingested::Ignored);
+                    return Ok(());
+                };
+                parse::apply_security_info(&mut inv, s, now);
+            }
+            "InstalledApplicationList" => {
+                let managed_only = command
+                    .and_then(|c| c.get("ManagedAppsOnly"))
+                    .and_then(Value::as_boolean)
+                    .unwrap_or(false);
+                if ownership == Ownership::Personal && !managed_only {
+                    // Never keep a personal device's full app inventory, whoever asked.
+                    tracing::warn!(enrollment = %id, "full app list from a personal device discarded");
+                    outcome.set(Ingested::Ignored);
+                    return Ok(());
+                }
+                let apps = parse::installed_apps(result, managed_only);
+                put_json(txn, Tree::InventoryLists, &List::Apps.key(id), &apps)?;
+                inv.apps_updated_at = Some(now);
+            }
+            "ManagedApplicationList" => {
+                let managed = parse::managed_app_ids(result);
+                let lkey = List::Apps.key(id);
+                let mut apps: Vec<InstalledApp> = match txn.get(Tree::InventoryLists, &lkey)? {
+                    Some(bytes) => decode(Tree::InventoryLists, &lkey, &bytes)?,
+                    None => Vec::new(),
+                };
+                for app in &mut apps {
+                    app.managed = managed.contains(&app.bundle_id);
+                }
+                put_json(txn, Tree::InventoryLists, &lkey, &apps)?;
+            }
+            "ProfileList" => {
+                put_json(
+                    txn,
+                    Tree::InventoryLists,
+                    &List::Profiles.key(id),
+                    &parse::profiles(result),
+                )?;
+                inv.profiles_updated_at = Some(now);
+            }
+            "CertificateList" => {
+                put_json(
+                    txn,
+                    Tree::InventoryLists,
+                    &List::Certificates.key(id),
+                    &parse::certificates(result),
+                )?;
+                inv.certificates_updated_at = Some(now);
+            }
+            _ => {
+                outcome.set(Ingested::Ignored);
+                return Ok(());
+            }
+        }
+        let mut n = 0;
+        if had_report {
+            for ((field, from), (_, to)) in before.into_iter().zip(parse::tracked_fields(&inv)) {
+                if from.is_some() && from != to {
+                    let change = InventoryChange {
+                        at: now,
+                        field: field.to_owned(),
+                        from,
+                        to,
+                    };
+                    put_json(txn, Tree::InventoryHistory, &history_key(id, now, field), &change)?;
+                    n += 1;
+                }
+            }
+        }
+        put_json(txn, Tree::Inventory, key, &inv)?;
+        outcome.set(Ingested::Updated { changes: n });
+        Ok(())
+    })?;
+    let outcome = outcome.replace(Ingested::Ignored);
+    if matches!(outcome, Ingested::Updated { changes } if changes > 0) {
+        trim_history(store, id)?;
+    }
+    Ok(outcome)
+}
+
+fn trim_history(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
+    let prefix = format!("{enrollment}\0").into_bytes();
+    let keys = store.scan_prefix(Tree::InventoryHistory, &prefix, None, MAX_HISTORY * 2)?;
+    if keys.len() > MAX_HISTORY {
+        let mut batch = crate::store::WriteBatch::default();
+        for (k, _) in keys.iter().take(keys.len() - MAX_HISTORY) {
+            batch.delete(Tree::InventoryHistory, k.clone());
+        }
+        store.apply(batch)?;
+    }
+    Ok(())
+}
+
+/// Removes what may not be kept for a personal device: its phone number and every app that
+/// the organisation did not install.
+pub fn drop_forbidden(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
+    let key = enrollment.as_bytes();
+    let apps_key = List::Apps.key(enrollment);
+    store.transaction(&|txn| {
+        if let Some(bytes) = txn.get(Tree::Inventory, key)? {
+            let mut inv: DeviceInventory = decode(Tree::Inventory, key, &bytes)?;
+            parse::enforce_privacy(&mut inv, Ownership::Personal);
+            put_json(txn, Tree::Inventory, key, &inv)?;
+        }
+        if let Some(bytes) = txn.get(Tree::InventoryLists, &apps_key)? {
+            let mut apps: Vec<InstalledApp> = decode(Tree::InventoryLists, &apps_key, &bytes)?;
+            apps.retain(|a| a.managed);
+            put_json(txn, Tree::InventoryLists, &apps_key, &apps)?;
+        }
+        Ok(())
+    })?;
+    // History may hold the old phone number.
+    let prefix = format!("{enrollment}\0").into_bytes();
+    let mut batch = crate::store::WriteBatch::default();
+    for (k, v) in crate::store::scan_all(store, Tree::InventoryHistory, &prefix)? {
+        let change: InventoryChange = decode(Tree::InventoryHistory, &k, &v)?;
+        if change.field == "phone_number" {
+            batch.delete(Tree::InventoryHistory, k);
+        }
+    }
+    store.apply(batch)
+}
+
+/// Removes everything inventory knows about an enrollment (after an erase or unenrolment the
+/// record stays until the device is deleted; this is for deletion).
+pub fn forget(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
+    let mut batch = crate::store::WriteBatch::default();
+    batch.delete(Tree::Inventory, enrollment.as_bytes().to_vec());
+    for l in [List::Apps, List::Profiles, List::Certificates] {
+        batch.delete(Tree::InventoryLists, l.key(enrollment));
+    }
+    for (k, _) in crate::store::scan_all(
+        store,
+        Tree::InventoryHistory,
+        format!("{enrollment}\0").as_bytes(),
+    )? {
+        batch.delete(Tree::InventoryHistory, k);
+    }
+    store.apply(batch)?;
+    schedule::unschedule(store, enrollment)
+}
