@@ -250,6 +250,7 @@ fn main() {
         },
         None,
         None,
+        Arc::new(citadel::inventory::index::DeviceIndex::default()),
     ));
     let verifier = Arc::new(IdentityVerifier::default());
     const COMMANDS: usize = 1500;

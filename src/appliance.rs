@@ -220,6 +220,13 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
             "no push certificate imported (citadel push-cert csr / import): enrolled devices cannot be woken"
         );
     }
+    let started = std::time::Instant::now();
+    let index = Arc::new(crate::inventory::index::DeviceIndex::load(store.as_ref())?);
+    tracing::info!(
+        devices = index.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "device list index built"
+    );
     let mdm = Arc::new(MdmService::new(
         Arc::clone(&store),
         Arc::clone(&pki),
@@ -234,6 +241,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         },
         webhook,
         Some(Arc::clone(&push)),
+        index,
     ));
     let state = web::Data::new(AppState {
         store: Arc::clone(&store),

@@ -30,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
             .route("/commands", web::post().to(mdm_api::create_command))
             .route("/commands/{uuid}", web::get().to(mdm_api::get_command))
             .route("/devices", web::get().to(mdm_api::list_devices))
+            .route("/devices/export", web::get().to(mdm_api::export_devices))
             .route("/devices/{id}", web::get().to(mdm_api::get_device))
             .route("/devices/{id}/apps", web::get().to(inventory_api::apps))
             .route("/devices/{id}/profiles", web::get().to(inventory_api::profiles))

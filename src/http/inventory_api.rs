@@ -167,14 +167,14 @@ pub async fn set_ownership(
     let OwnershipRequest { ownership, reason } = body.into_inner();
     let reason: String = reason.unwrap_or_default().chars().take(500).collect();
     let id = id.into_inner();
-    for_device(&state, id.clone(), move |store, id| {
-        inventory::set_ownership(store, id, ownership)?;
-        if ownership == Ownership::Personal {
-            inventory::drop_forbidden(store, id)?;
-        }
-        Ok(())
-    })
-    .await?;
+    let (mdm, id2) = (state.mdm.clone(), id.clone());
+    web::block(move || mdm.set_ownership(&id2, ownership))
+        .await
+        .map_err(blocking_err)?
+        .map_err(|e| match e {
+            MdmError::NotFound(_) => ApiError::NotFound,
+            other => other.into(),
+        })?;
     tracing::info!(enrollment = %id, %actor, ?ownership, %reason, "device ownership set");
     Ok(HttpResponse::Ok().json(OwnershipView {
         enrollment_id: id,

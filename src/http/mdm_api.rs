@@ -12,6 +12,8 @@ use super::api::authenticate;
 use super::mdm::{NO_TOPIC_WARNING, signed_profile};
 use crate::error::ApiError;
 use crate::iam::api_tokens::{self, ApiTokenError};
+use crate::inventory::index::{Compliance, DeviceFilter, QueryError};
+use crate::inventory::{self, DeviceInventory, Ownership, Platform};
 use crate::mdm::enrollment::{EnrollmentKind, EnrollmentRecord, EnrollmentStatus};
 use crate::mdm::profile;
 use crate::mdm::queue::{DEFAULT_PRIORITY, Delivery, DeliveryStatus};
@@ -359,21 +361,123 @@ impl From<EnrollmentRecord> for DeviceView {
     }
 }
 
+/// The device list's query string: filters (see [`DeviceFilter`]), order and page.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceQuery {
-    /// Text to find in the ID, name, serial number, model or user.
     search: Option<String>,
+    platform: Option<String>,
+    os_min: Option<String>,
+    os_below: Option<String>,
+    ownership: Option<Ownership>,
+    compliance: Option<Compliance>,
+    not_seen_days: Option<u32>,
+    supervised: Option<bool>,
     status: Option<EnrollmentStatus>,
-    /// Cursor: the `next` of the previous page.
+    kind: Option<EnrollmentKind>,
+    /// A field name, `-` first for descending (`-last_seen_at`).
+    sort: Option<String>,
+    /// Cursor for the default (ID) order: the `next` of the previous page.
     after: Option<String>,
+    offset: Option<usize>,
     limit: Option<usize>,
+    /// For exports: `csv` or `json`.
+    format: Option<String>,
+}
+
+impl DeviceQuery {
+    fn filter(&self) -> DeviceFilter {
+        DeviceFilter {
+            search: self.search.clone(),
+            platform: self.platform.clone(),
+            os_min: self.os_min.clone(),
+            os_below: self.os_below.clone(),
+            ownership: self.ownership,
+            compliance: self.compliance,
+            not_seen_days: self.not_seen_days,
+            supervised: self.supervised,
+            status: self.status,
+            kind: self.kind,
+        }
+    }
+}
+
+/// A device in the list: the enrollment with the inventory fields the list filters on.
+#[derive(Serialize)]
+struct DeviceSummary {
+    #[serde(flatten)]
+    device: DeviceView,
+    platform: Platform,
+    ownership: Ownership,
+    compliance: Compliance,
+    is_supervised: Option<bool>,
+    passcode_present: Option<bool>,
+    storage_encrypted: Option<bool>,
+    battery_level: Option<f64>,
+    storage_available_gb: Option<f64>,
+}
+
+impl DeviceSummary {
+    fn new(record: EnrollmentRecord, inv: Option<DeviceInventory>, ownership: Ownership) -> Self {
+        let compliance = Compliance::of(inv.as_ref());
+        let mut device = DeviceView::from(record);
+        let inv = inv.unwrap_or_default();
+        // The latest report wins over what the device said at enrolment.
+        for (field, reported) in [
+            (&mut device.device_name, &inv.device_name),
+            (&mut device.os_version, &inv.os_version),
+            (&mut device.build_version, &inv.build_version),
+            (&mut device.serial_number, &inv.serial_number),
+            (&mut device.model_name, &inv.model_name),
+        ] {
+            if reported.is_some() {
+                field.clone_from(reported);
+            }
+        }
+        let platform = if inv.platform == Platform::Unknown {
+            Platform::from_model(&[
+                device.product_name.as_deref(),
+                device.model.as_deref(),
+                device.model_name.as_deref(),
+            ])
+        } else {
+            inv.platform
+        };
+        Self {
+            device,
+            platform,
+            ownership,
+            compliance,
+            is_supervised: inv.is_supervised,
+            passcode_present: inv.passcode_present,
+            storage_encrypted: inv.storage_encrypted,
+            battery_level: inv.battery_level,
+            storage_available_gb: inv.storage_available_gb,
+        }
+    }
+
+    fn load(store: &dyn crate::store::Store, id: &str) -> Result<Option<Self>, ApiError> {
+        let Some(record) = crate::mdm::enrollment::get(store, id)? else {
+            return Ok(None);
+        };
+        let ownership = inventory::ownership(store, &record)?;
+        Ok(Some(Self::new(record, inventory::get(store, id)?, ownership)))
+    }
 }
 
 #[derive(Serialize)]
 struct DevicePageView {
-    items: Vec<DeviceView>,
+    items: Vec<DeviceSummary>,
+    /// How many devices match the filters in all.
+    total: usize,
+    offset: usize,
+    limit: usize,
+    /// In the default order, the cursor for the next page (`after=`).
     next: Option<String>,
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    ApiError::BadRequest(e.to_string())
 }
 
 pub async fn list_devices(
@@ -383,15 +487,191 @@ pub async fn list_devices(
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&state, &req).await?;
     let q = query.into_inner();
+    if q.format.is_some() {
+        return Err(ApiError::BadRequest(
+            "format is for /api/v1/devices/export".into(),
+        ));
+    }
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let mdm = state.mdm.clone();
-    let page = web::block(move || mdm.list(q.search.as_deref(), q.status, q.after.as_deref(), limit))
-        .await
-        .map_err(blocking_err)??;
-    Ok(HttpResponse::Ok().json(DevicePageView {
-        items: page.items.into_iter().map(DeviceView::from).collect(),
-        next: page.next,
-    }))
+    let offset = q.offset.unwrap_or(0);
+    let (mdm, store, now) = (state.mdm.clone(), state.store.clone(), state.clock.now());
+    let view = web::block(move || -> Result<DevicePageView, ApiError> {
+        let filter = q.filter();
+        let page = mdm
+            .index()
+            .query(&filter, q.sort.as_deref(), q.after.as_deref(), offset, limit, now)
+            .map_err(query_error)?;
+        let mut items = Vec::with_capacity(page.ids.len());
+        for id in &page.ids {
+            if let Some(item) = DeviceSummary::load(store.as_ref(), id)? {
+                items.push(item);
+            }
+        }
+        let default_order = q.sort.is_none();
+        let more = match &q.after {
+            Some(_) => page.ids.len() == limit,
+            None => offset + page.ids.len() < page.total,
+        };
+        Ok(DevicePageView {
+            next: (default_order && more)
+                .then(|| page.ids.last().cloned())
+                .flatten(),
+            items,
+            total: page.total,
+            offset,
+            limit,
+        })
+    })
+    .await
+    .map_err(blocking_err)??;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Columns of the CSV export, in order.
+const EXPORT_COLUMNS: &[&str] = &[
+    "enrollment_id",
+    "kind",
+    "status",
+    "platform",
+    "ownership",
+    "compliance",
+    "device_name",
+    "serial_number",
+    "model_name",
+    "product_name",
+    "os_version",
+    "build_version",
+    "is_supervised",
+    "passcode_present",
+    "storage_encrypted",
+    "battery_level",
+    "storage_available_gb",
+    "user_short_name",
+    "enrolled_at",
+    "last_seen_at",
+];
+
+/// Rows per chunk of an export: bounds its memory whatever the fleet size.
+const EXPORT_CHUNK: usize = 500;
+
+/// `GET /api/v1/devices/export?format=csv|json` with the list's filters and sort: every
+/// matching device, streamed.
+pub async fn export_devices(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<DeviceQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authenticate(&state, &req).await?;
+    let q = query.into_inner();
+    let csv = match q.format.as_deref().unwrap_or("csv") {
+        "csv" => true,
+        "json" => false,
+        other => return Err(ApiError::BadRequest(format!("format {other:?}: csv or json"))),
+    };
+    if q.after.is_some() || q.offset.is_some() || q.limit.is_some() {
+        return Err(ApiError::BadRequest(
+            "an export has every matching device: no paging".into(),
+        ));
+    }
+    let (mdm, store, now) = (state.mdm.clone(), state.store.clone(), state.clock.now());
+    let filter = q.filter();
+    let sort = q.sort.clone();
+    // The IDs first (checks the filter, so a bad one is a 400 rather than a broken stream).
+    let ids = web::block(move || {
+        mdm.index()
+            .query(&filter, sort.as_deref(), None, 0, usize::MAX, now)
+            .map(|p| p.ids)
+    })
+    .await
+    .map_err(blocking_err)?
+    .map_err(query_error)?;
+    tracing::info!(%actor, devices = ids.len(), format = if csv { "csv" } else { "json" }, "device list exported");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(4);
+    std::thread::spawn(move || {
+        let head: Vec<u8> = if csv {
+            format!("{}\r\n", EXPORT_COLUMNS.join(",")).into_bytes()
+        } else {
+            b"[".to_vec()
+        };
+        if tx.blocking_send(Ok(web::Bytes::from(head))).is_err() {
+            return;
+        }
+        let mut first = true;
+        for chunk in ids.chunks(EXPORT_CHUNK) {
+            let mut out = Vec::with_capacity(chunk.len() * 256);
+            for id in chunk {
+                let item = match DeviceSummary::load(store.as_ref(), id) {
+                    Ok(Some(item)) => item,
+                    Ok(None) => continue, // unenrolled and deleted since the query
+                    Err(e) => {
+                        tracing::error!(error = %e, "device export aborted");
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                let Ok(value) = serde_json::to_value(&item) else {
+                    continue;
+                };
+                if csv {
+                    let cells: Vec<String> = EXPORT_COLUMNS.iter().map(|c| csv_cell(&value[*c])).collect();
+                    out.extend_from_slice(cells.join(",").as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    if !first {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(value.to_string().as_bytes());
+                }
+                first = false;
+            }
+            if tx.blocking_send(Ok(web::Bytes::from(out))).is_err() {
+                return; // the client went away
+            }
+        }
+        if !csv {
+            let _ = tx.blocking_send(Ok(web::Bytes::from_static(b"]")));
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    let (content_type, name) = if csv {
+        ("text/csv; charset=utf-8", "citadel-devices.csv")
+    } else {
+        ("application/json", "citadel-devices.json")
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(stream))
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<web::Bytes, ApiError>>,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// One CSV cell (RFC 4180): quoted when it holds a comma, quote or line break; formula
+/// characters defused so a spreadsheet does not run a device's name.
+fn csv_cell(value: &serde_json::Value) -> String {
+    let raw = match value {
+        serde_json::Value::Null => return String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let raw = if raw.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{raw}")
+    } else {
+        raw
+    };
+    if raw.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", raw.replace('"', "\"\""))
+    } else {
+        raw
+    }
 }
 
 #[derive(Serialize)]
@@ -405,9 +685,8 @@ struct HistoryItem {
 #[derive(Serialize)]
 struct DeviceDetail {
     #[serde(flatten)]
-    device: DeviceView,
+    device: DeviceSummary,
     pending_commands: usize,
-    ownership: crate::inventory::Ownership,
     /// The typed inventory, once the device has reported (device channels only).
     inventory: Option<crate::inventory::DeviceInventory>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -433,6 +712,7 @@ pub async fn get_device(
         let last_push = crate::push::push_state(store.as_ref(), &id)?;
         let ownership = crate::inventory::ownership(store.as_ref(), &record)?;
         let inventory = crate::inventory::get(store.as_ref(), &id)?;
+        let device = DeviceSummary::new(record, inventory.clone(), ownership);
         let next_inventory_at = crate::inventory::schedule::due_at(store.as_ref(), &id)?;
         let commands = mdm
             .history(&id, HISTORY)?
@@ -444,9 +724,8 @@ pub async fn get_device(
             })
             .collect();
         Ok(Some(DeviceDetail {
-            device: record.into(),
+            device,
             pending_commands: pending,
-            ownership,
             inventory,
             next_inventory_at,
             last_push,

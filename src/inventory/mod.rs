@@ -8,6 +8,7 @@
 //! ownership are enforced here, at collection, not in the API: what may not be kept is never
 //! stored (see PRIVACY.md).
 
+pub mod index;
 pub mod parse;
 pub mod record;
 pub mod schedule;

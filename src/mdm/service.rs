@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use plist::{Dictionary, Value};
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::enrollment::{self, DeviceFacts, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo};
@@ -14,12 +13,13 @@ use super::identity::DeviceIdentity;
 use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
 use super::schema;
 use super::webhook::{Event, Webhook};
+use crate::inventory::index::DeviceIndex;
 use crate::inventory::{self, Platform, schedule::InventorySchedule};
 use crate::pki::Pki;
 use crate::push::PushService;
 use crate::scep::ScepService;
 use crate::scep::registry::IssuedVia;
-use crate::store::{Store, StoreError, Tree, decode};
+use crate::store::{Store, StoreError, Tree};
 
 #[derive(Debug, Clone)]
 pub struct MdmOptions {
@@ -69,6 +69,8 @@ pub struct MdmService {
     webhook: Option<Webhook>,
     /// Wakes devices when commands are queued for them (absent in tools and benchmarks).
     push: Option<Arc<PushService>>,
+    /// The device list's in-memory index, kept in step with every enrollment write.
+    index: Arc<DeviceIndex>,
 }
 
 fn parse_plist(body: &[u8]) -> Result<Dictionary, MdmError> {
@@ -101,6 +103,7 @@ impl MdmService {
         options: MdmOptions,
         webhook: Option<Webhook>,
         push: Option<Arc<PushService>>,
+        index: Arc<DeviceIndex>,
     ) -> Self {
         Self {
             store,
@@ -110,11 +113,45 @@ impl MdmService {
             options,
             webhook,
             push,
+            index,
         }
     }
 
     pub fn options(&self) -> &MdmOptions {
         &self.options
+    }
+
+    /// Stores an enrollment record and brings its row in the device list up to date.
+    fn put_enrollment(&self, record: &EnrollmentRecord) -> Result<(), MdmError> {
+        enrollment::put(self.store.as_ref(), record)?;
+        self.reindex(&record.id);
+        Ok(())
+    }
+
+    /// Re-reads one device's list row. The store is already written, so a failure here only
+    /// leaves the list stale until the device's next write; it is logged, not returned.
+    fn reindex(&self, id: &str) {
+        if let Err(e) = self.index.refresh(self.store.as_ref(), id) {
+            tracing::warn!(enrollment = %id, error = %e, "device list row not refreshed");
+        }
+    }
+
+    /// The device list's index.
+    pub fn index(&self) -> &DeviceIndex {
+        &self.index
+    }
+
+    /// Sets a device's ownership; turning it personal removes at once what may not be kept.
+    pub fn set_ownership(&self, id: &str, ownership: inventory::Ownership) -> Result<(), MdmError> {
+        if enrollment::get(self.store.as_ref(), id)?.is_none() {
+            return Err(MdmError::NotFound(id.to_owned()));
+        }
+        inventory::set_ownership(self.store.as_ref(), id, ownership)?;
+        if ownership == inventory::Ownership::Personal {
+            inventory::drop_forbidden(self.store.as_ref(), id)?;
+        }
+        self.reindex(id);
+        Ok(())
     }
 
     fn emit(&self, event: Event) {
@@ -156,7 +193,7 @@ impl MdmService {
                 )?;
             }
             record.last_seen_at = now;
-            enrollment::put(self.store.as_ref(), &record)?;
+            self.put_enrollment(&record)?;
             return Ok(record);
         }
         tracing::warn!(
@@ -198,7 +235,7 @@ impl MdmService {
                     _ => record.bootstrap_token_sealed = None,
                 }
                 record.last_seen_at = now;
-                enrollment::put(self.store.as_ref(), &record)?;
+                self.put_enrollment(&record)?;
                 tracing::info!(enrollment = %record.id, escrowed = record.bootstrap_token_sealed.is_some(), "bootstrap token updated");
                 Ok(CheckinReply::Empty)
             }
@@ -293,7 +330,7 @@ impl MdmService {
             identity.sha256.as_bytes(),
             target.id.as_bytes(),
         )?;
-        enrollment::put(self.store.as_ref(), &record)?;
+        self.put_enrollment(&record)?;
         tracing::info!(
             enrollment = %record.id, kind = ?record.kind, serial = %identity.serial, re_enrolled = previous.is_some(),
             cleared_commands = cleared, "device authenticated"
@@ -365,7 +402,7 @@ impl MdmService {
             matches!(msg.get("AwaitingConfiguration"), Some(Value::Boolean(true)));
         record.token_updated_at = Some(now);
         record.last_seen_at = now;
-        enrollment::put(self.store.as_ref(), &record)?;
+        self.put_enrollment(&record)?;
         tracing::info!(enrollment = %record.id, first, "push token updated");
         self.emit(Event::checkin("TokenUpdate", &record, now));
         if first && self.options.inventory_on_enrollment && !record.kind.is_user_channel() {
@@ -398,7 +435,7 @@ impl MdmService {
         record.push = None;
         record.unlock_token_sealed = None;
         record.bootstrap_token_sealed = None;
-        enrollment::put(self.store.as_ref(), record)?;
+        self.put_enrollment(record)?;
         if !record.kind.is_user_channel() {
             self.store
                 .delete(Tree::CertificateBindings, record.certificate_sha256.as_bytes())?;
@@ -459,7 +496,7 @@ impl MdmService {
         // last_seen is written at most once a minute: a busy session must not be a write storm.
         if now - record.last_seen_at >= time::Duration::minutes(1) {
             record.last_seen_at = now;
-            enrollment::put(self.store.as_ref(), &record)?;
+            self.put_enrollment(&record)?;
         }
         match queue::next(self.store.as_ref(), &record.id, skip_not_now)? {
             Some((uuid, plist)) => {
@@ -489,14 +526,18 @@ impl MdmService {
                 .and_then(Value::into_dictionary),
             _ => None,
         };
-        match inventory::ingest(
+        let ingested = inventory::ingest(
             self.store.as_ref(),
             record,
             request_type,
             command.as_ref(),
             msg,
             now,
-        ) {
+        );
+        if matches!(ingested, Ok(inventory::Ingested::Updated { .. })) {
+            self.reindex(&record.id);
+        }
+        match ingested {
             Ok(inventory::Ingested::Updated { changes }) if changes > 0 => {
                 tracing::info!(enrollment = %record.id, %request_type, changes, "inventory changed");
             }
@@ -662,60 +703,6 @@ impl MdmService {
         Ok(queue::pending_count(self.store.as_ref(), id)?)
     }
 
-    /// A page of enrollments in ID order after `after`, matching `text` (case-insensitive, in
-    /// the ID, name, serial number, model or product) and `status` when given.
-    pub fn list(
-        &self,
-        text: Option<&str>,
-        status: Option<EnrollmentStatus>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<DevicePage, MdmError> {
-        let needle = text.map(str::to_lowercase).filter(|t| !t.is_empty());
-        let mut cursor = after.map(|a| a.as_bytes().to_vec());
-        let mut items = Vec::new();
-        loop {
-            let page = self
-                .store
-                .scan_prefix(Tree::Enrollments, b"", cursor.as_deref(), 500)?;
-            let full = page.len() == 500;
-            for (k, v) in &page {
-                cursor = Some(k.clone());
-                let r: EnrollmentRecord = decode(Tree::Enrollments, k, v)?;
-                if status.is_some_and(|s| s != r.status) {
-                    continue;
-                }
-                if let Some(n) = &needle {
-                    let f = &r.facts;
-                    let hay = [
-                        Some(&r.id),
-                        f.device_name.as_ref(),
-                        f.serial_number.as_ref(),
-                        f.model.as_ref(),
-                        f.model_name.as_ref(),
-                        f.product_name.as_ref(),
-                        r.user_short_name.as_ref(),
-                    ];
-                    if !hay
-                        .iter()
-                        .flatten()
-                        .any(|h| h.to_lowercase().contains(n.as_str()))
-                    {
-                        continue;
-                    }
-                }
-                items.push(r);
-                if items.len() == limit {
-                    let next = items.last().map(|r| r.id.clone());
-                    return Ok(DevicePage { items, next });
-                }
-            }
-            if !full {
-                return Ok(DevicePage { items, next: None });
-            }
-        }
-    }
-
     /// Prunes answered commands older than the retention period.
     pub fn prune(&self, now: OffsetDateTime) -> Result<usize, MdmError> {
         let cutoff = now - self.options.retention;
@@ -728,12 +715,6 @@ impl MdmService {
             }
         }
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct DevicePage {
-    pub items: Vec<EnrollmentRecord>,
-    pub next: Option<String>,
 }
 
 #[cfg(test)]

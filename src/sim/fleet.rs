@@ -206,6 +206,13 @@ pub enum SimError {
     Api(String),
 }
 
+/// A device that has authenticated, with its TokenUpdate ready to send.
+struct Authenticated {
+    device: SimDevice,
+    token_update: SignedMessage,
+    checkin_url: String,
+}
+
 /// A request as a device sends it: a plist body and, in signature mode, its signature.
 #[derive(Clone)]
 struct SignedMessage {
@@ -640,16 +647,12 @@ impl Fleet {
             .map(|(index, platform)| {
                 let fleet = Arc::clone(self);
                 let task = tokio::spawn(async move {
-                    match fleet.enrol(index as u64, platform).await {
-                        Ok(device) => {
-                            let device = Arc::new(device);
-                            let mut enrolled = write(&fleet.enrolled);
-                            enrolled
-                                .by_token
-                                .insert(device.token_hex.clone(), Arc::clone(&device));
-                            enrolled.devices.push(device);
-                            true
-                        }
+                    let enrolled = match fleet.enrol(index as u64, platform).await {
+                        Ok(authenticated) => fleet.finish_enrolment(authenticated).await,
+                        Err(kind) => Err(kind),
+                    };
+                    match enrolled {
+                        Ok(()) => true,
                         Err(kind) => {
                             fleet.stats.error(kind);
                             false
@@ -692,8 +695,9 @@ impl Fleet {
         Ok((status, body.to_vec()))
     }
 
-    /// One device's enrolment: profile, SCEP, Authenticate, TokenUpdate. Errors are a kind.
-    async fn enrol(self: &Arc<Self>, index: u64, platform: Platform) -> Result<SimDevice, String> {
+    /// One device's enrolment up to its TokenUpdate: profile, SCEP, Authenticate. Errors are a
+    /// kind.
+    async fn enrol(self: &Arc<Self>, index: u64, platform: Platform) -> Result<Authenticated, String> {
         let options = &self.options;
         let identity = Identity::generate(options.seed, index, platform);
         let mut rng = StdRng::seed_from_u64(options.seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
@@ -803,13 +807,42 @@ impl Fleet {
             update.insert("UnlockToken".into(), Value::Data(unlock.to_vec()));
         }
         update.insert("AwaitingConfiguration".into(), Value::Boolean(false));
-        let update = device.sign(update)?;
-        self.checkin(&device, &profile.checkin_url, &update, "TokenUpdate")
-            .await?;
+        let token_update = device.sign(update)?;
         if options.replay {
             device.idle = Some(device.sign(device.idle_status())?);
         }
-        Ok(device)
+        Ok(Authenticated {
+            device,
+            token_update,
+            checkin_url: profile.checkin_url.clone(),
+        })
+    }
+
+    /// Sends the device's TokenUpdate. It is registered for pushes first, as a real device
+    /// has its token before it tells the server: the server may push at once (inventory).
+    async fn finish_enrolment(self: &Arc<Self>, authenticated: Authenticated) -> Result<(), String> {
+        let Authenticated {
+            device,
+            token_update,
+            checkin_url,
+        } = authenticated;
+        let device = Arc::new(device);
+        write(&self.enrolled)
+            .by_token
+            .insert(device.token_hex.clone(), Arc::clone(&device));
+        match self
+            .checkin(&device, &checkin_url, &token_update, "TokenUpdate")
+            .await
+        {
+            Ok(()) => {
+                write(&self.enrolled).devices.push(device);
+                Ok(())
+            }
+            Err(kind) => {
+                write(&self.enrolled).by_token.remove(&device.token_hex);
+                Err(kind)
+            }
+        }
     }
 
     async fn download_profile(&self) -> Result<Vec<u8>, String> {

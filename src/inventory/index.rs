@@ -1,0 +1,617 @@
+//! The device list's in-memory index: one compact row per enrollment with what the list
+//! searches, filters and sorts on, so that a query over 100,000 devices is a scan of memory,
+//! not of the store.
+//!
+//! The store stays the source of truth. The index is built from it at start-up and a row is
+//! re-read from the store after every write that touches its enrollment, inventory or
+//! ownership ([`DeviceIndex::refresh`]).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{DeviceInventory, Ownership, Platform};
+use crate::mdm::enrollment::{EnrollmentKind, EnrollmentRecord, EnrollmentStatus};
+use crate::scep::registry;
+use crate::store::{Store, StoreError, Tree, decode};
+
+/// Whether a device meets the baseline: a passcode, compliant with its profiles, and storage
+/// encrypted. `Unknown` until it has reported its security state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compliance {
+    Compliant,
+    Noncompliant,
+    Unknown,
+}
+
+impl Compliance {
+    pub fn of(inv: Option<&DeviceInventory>) -> Self {
+        let Some(inv) = inv.filter(|i| i.security_updated_at.is_some()) else {
+            return Self::Unknown;
+        };
+        let failed = [
+            inv.passcode_present,
+            inv.passcode_compliant,
+            inv.storage_encrypted,
+        ]
+        .contains(&Some(false));
+        if failed {
+            Self::Noncompliant
+        } else {
+            Self::Compliant
+        }
+    }
+}
+
+/// A dotted OS version, compared numerically (`17.10` > `17.9`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct OsVersion(pub [u32; 3]);
+
+impl OsVersion {
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = [0u32; 3];
+        let mut n = 0;
+        for (i, p) in s.trim().split('.').enumerate() {
+            if i >= 3 {
+                break;
+            }
+            parts[i] = p.parse().ok()?;
+            n += 1;
+        }
+        (n > 0).then_some(Self(parts))
+    }
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// One enrollment as the list sees it.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub id: Box<str>,
+    pub kind: EnrollmentKind,
+    pub status: EnrollmentStatus,
+    pub platform: Platform,
+    pub ownership: Ownership,
+    pub compliance: Compliance,
+    pub device_name: Option<Box<str>>,
+    pub serial_number: Option<Box<str>>,
+    pub model_name: Option<Box<str>>,
+    pub os_version: Option<OsVersion>,
+    pub supervised: Option<bool>,
+    pub passcode_present: Option<bool>,
+    pub storage_encrypted: Option<bool>,
+    /// Milliseconds since the epoch.
+    pub last_seen_at: i64,
+    pub enrolled_at: i64,
+    pub identity_not_after: Option<i64>,
+    /// Lower-case ID, name, serial number, model and user, for search.
+    haystack: Box<str>,
+}
+
+impl DeviceRow {
+    fn build(
+        record: &EnrollmentRecord,
+        inv: Option<&DeviceInventory>,
+        ownership: Ownership,
+        not_after: Option<i64>,
+    ) -> Self {
+        let f = &record.facts;
+        let pick = |from_inv: Option<&String>, fact: &Option<String>| -> Option<Box<str>> {
+            from_inv.or(fact.as_ref()).map(|s| s.as_str().into())
+        };
+        let device_name = pick(inv.and_then(|i| i.device_name.as_ref()), &f.device_name);
+        let serial_number = pick(inv.and_then(|i| i.serial_number.as_ref()), &f.serial_number);
+        let model_name = pick(inv.and_then(|i| i.model_name.as_ref()), &f.model_name);
+        let os = inv.and_then(|i| i.os_version.as_ref()).or(f.os_version.as_ref());
+        let platform = match inv.map(|i| i.platform) {
+            Some(p) if p != Platform::Unknown => p,
+            _ => Platform::from_model(&[
+                f.product_name.as_deref(),
+                f.model.as_deref(),
+                f.model_name.as_deref(),
+            ]),
+        };
+        let mut haystack = String::with_capacity(96);
+        for part in [
+            Some(record.id.as_str()),
+            device_name.as_deref(),
+            serial_number.as_deref(),
+            // What it said at enrolment stays findable after a report changed it.
+            f.device_name.as_deref(),
+            f.serial_number.as_deref(),
+            model_name.as_deref(),
+            f.product_name.as_deref(),
+            f.model.as_deref(),
+            record.user_short_name.as_deref(),
+            record.user_long_name.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            haystack.push_str(&part.to_lowercase());
+            haystack.push('\n');
+        }
+        Self {
+            id: record.id.as_str().into(),
+            kind: record.kind,
+            status: record.status,
+            platform,
+            ownership,
+            compliance: Compliance::of(inv),
+            device_name,
+            serial_number,
+            model_name,
+            os_version: os.and_then(|v| OsVersion::parse(v)),
+            supervised: inv.and_then(|i| i.is_supervised),
+            passcode_present: inv.and_then(|i| i.passcode_present),
+            storage_encrypted: inv.and_then(|i| i.storage_encrypted),
+            last_seen_at: millis(record.last_seen_at),
+            enrolled_at: millis(record.enrolled_at),
+            identity_not_after: not_after,
+            haystack: haystack.into(),
+        }
+    }
+}
+
+/// What to list: every field optional; all given ones must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilter {
+    /// Text in the ID, name, serial number, model or user (case-insensitive).
+    pub search: Option<String>,
+    /// Comma-separated platforms (`ios,ipados`).
+    pub platform: Option<String>,
+    /// OS version at least this (`17.0`).
+    pub os_min: Option<String>,
+    /// OS version below this (`18.0`).
+    pub os_below: Option<String>,
+    pub ownership: Option<Ownership>,
+    pub compliance: Option<Compliance>,
+    /// Last seen more than this many days ago.
+    pub not_seen_days: Option<u32>,
+    pub supervised: Option<bool>,
+    pub status: Option<EnrollmentStatus>,
+    pub kind: Option<EnrollmentKind>,
+}
+
+/// A filter checked and ready to run.
+#[derive(Debug)]
+struct Matcher {
+    needle: Option<String>,
+    platforms: Option<Vec<Platform>>,
+    os_min: Option<OsVersion>,
+    os_below: Option<OsVersion>,
+    ownership: Option<Ownership>,
+    compliance: Option<Compliance>,
+    seen_before: Option<i64>,
+    supervised: Option<bool>,
+    status: Option<EnrollmentStatus>,
+    kind: Option<EnrollmentKind>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QueryError {
+    #[error("unknown platform {0:?} (ios, ipados, macos, tvos, visionos, watchos)")]
+    Platform(String),
+    #[error("{0:?} is not an OS version like 17.4")]
+    Version(String),
+    #[error("cannot sort by {0:?}")]
+    Sort(String),
+}
+
+impl DeviceFilter {
+    fn matcher(&self, now: OffsetDateTime) -> Result<Matcher, QueryError> {
+        let version = |v: &Option<String>| {
+            v.as_deref()
+                .map(|s| OsVersion::parse(s).ok_or_else(|| QueryError::Version(s.to_owned())))
+                .transpose()
+        };
+        let platforms = self
+            .platform
+            .as_deref()
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        serde_json::from_value::<Platform>(serde_json::Value::String(p.to_lowercase()))
+                            .map_err(|_| QueryError::Platform(p.to_owned()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        Ok(Matcher {
+            needle: self
+                .search
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_lowercase),
+            platforms,
+            os_min: version(&self.os_min)?,
+            os_below: version(&self.os_below)?,
+            ownership: self.ownership,
+            compliance: self.compliance,
+            seen_before: self
+                .not_seen_days
+                .map(|d| millis(now - time::Duration::days(i64::from(d)))),
+            supervised: self.supervised,
+            status: self.status,
+            kind: self.kind,
+        })
+    }
+}
+
+impl Matcher {
+    fn matches(&self, r: &DeviceRow) -> bool {
+        self.status.is_none_or(|s| s == r.status)
+            && self.kind.is_none_or(|k| k == r.kind)
+            && self.ownership.is_none_or(|o| o == r.ownership)
+            && self.compliance.is_none_or(|c| c == r.compliance)
+            && self.supervised.is_none_or(|s| Some(s) == r.supervised)
+            && self.seen_before.is_none_or(|t| r.last_seen_at < t)
+            && self.platforms.as_ref().is_none_or(|ps| ps.contains(&r.platform))
+            && self.os_min.is_none_or(|v| r.os_version.is_some_and(|o| o >= v))
+            && self.os_below.is_none_or(|v| r.os_version.is_some_and(|o| o < v))
+            && self
+                .needle
+                .as_ref()
+                .is_none_or(|n| r.haystack.contains(n.as_str()))
+    }
+}
+
+/// Sort keys of the list; a `-` prefix sorts descending. Ties are broken by ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Id,
+    Name,
+    Serial,
+    Model,
+    Platform,
+    OsVersion,
+    LastSeen,
+    Enrolled,
+}
+
+impl SortKey {
+    pub fn parse(s: &str) -> Result<(Self, bool), QueryError> {
+        let (name, descending) = match s.strip_prefix('-') {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
+        let key = match name {
+            "enrollment_id" | "id" => Self::Id,
+            "device_name" | "name" => Self::Name,
+            "serial_number" => Self::Serial,
+            "model_name" | "model" => Self::Model,
+            "platform" => Self::Platform,
+            "os_version" => Self::OsVersion,
+            "last_seen_at" => Self::LastSeen,
+            "enrolled_at" => Self::Enrolled,
+            _ => return Err(QueryError::Sort(s.to_owned())),
+        };
+        Ok((key, descending))
+    }
+
+    fn compare(self, a: &DeviceRow, b: &DeviceRow) -> Ordering {
+        let by = match self {
+            Self::Id => Ordering::Equal,
+            Self::Name => a.device_name.cmp(&b.device_name),
+            Self::Serial => a.serial_number.cmp(&b.serial_number),
+            Self::Model => a.model_name.cmp(&b.model_name),
+            Self::Platform => a.platform.name().cmp(b.platform.name()),
+            Self::OsVersion => a.os_version.cmp(&b.os_version),
+            Self::LastSeen => a.last_seen_at.cmp(&b.last_seen_at),
+            Self::Enrolled => a.enrolled_at.cmp(&b.enrolled_at),
+        };
+        by.then_with(|| a.id.cmp(&b.id))
+    }
+}
+
+/// One page of a query: the IDs in order, and how many matched in all.
+#[derive(Debug, PartialEq, Eq)]
+pub struct QueryPage {
+    pub ids: Vec<String>,
+    pub total: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct DeviceIndex {
+    rows: RwLock<BTreeMap<Box<str>, DeviceRow>>,
+}
+
+/// The identity certificate's expiry, from the registry.
+fn identity_not_after(store: &dyn Store, record: &EnrollmentRecord) -> Result<Option<i64>, StoreError> {
+    Ok(registry::get(store, &record.certificate_serial)?.map(|c| c.not_after.unix_timestamp()))
+}
+
+impl DeviceIndex {
+    /// Builds the index from every enrollment in the store.
+    pub fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let index = Self::default();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan_prefix(Tree::Enrollments, b"", after.as_deref(), 1000)?;
+            let full = page.len() == 1000;
+            let mut rows = Vec::with_capacity(page.len());
+            for (k, v) in &page {
+                let record: EnrollmentRecord = decode(Tree::Enrollments, k, v)?;
+                rows.push(Self::row(store, &record)?);
+            }
+            after = page.last().map(|(k, _)| k.clone());
+            if let Ok(mut map) = index.rows.write() {
+                for row in rows {
+                    map.insert(row.id.clone(), row);
+                }
+            }
+            if !full {
+                return Ok(index);
+            }
+        }
+    }
+
+    fn row(store: &dyn Store, record: &EnrollmentRecord) -> Result<DeviceRow, StoreError> {
+        let inv = super::get(store, &record.id)?;
+        let ownership = super::ownership(store, record)?;
+        Ok(DeviceRow::build(
+            record,
+            inv.as_ref(),
+            ownership,
+            identity_not_after(store, record)?,
+        ))
+    }
+
+    /// Re-reads one enrollment's row from the store (after a write that touched it).
+    pub fn refresh(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
+        let row = match crate::mdm::enrollment::get(store, id)? {
+            Some(record) => Some(Self::row(store, &record)?),
+            None => None,
+        };
+        if let Ok(mut map) = self.rows.write() {
+            match row {
+                Some(row) => {
+                    map.insert(row.id.clone(), row);
+                }
+                None => {
+                    map.remove(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The IDs matching `filter`, sorted, `offset`/`limit` applied (or, for the default order,
+    /// starting after the ID `after`).
+    pub fn query(
+        &self,
+        filter: &DeviceFilter,
+        sort: Option<&str>,
+        after: Option<&str>,
+        offset: usize,
+        limit: usize,
+        now: OffsetDateTime,
+    ) -> Result<QueryPage, QueryError> {
+        let matcher = filter.matcher(now)?;
+        let (key, descending) = match sort {
+            Some(s) => SortKey::parse(s)?,
+            None => (SortKey::Id, false),
+        };
+        let Ok(rows) = self.rows.read() else {
+            return Ok(QueryPage {
+                ids: Vec::new(),
+                total: 0,
+            });
+        };
+        if key == SortKey::Id && !descending {
+            // Already in ID order: count everything, keep only the page.
+            let mut ids = Vec::with_capacity(limit.min(1000));
+            let mut total = 0;
+            for r in rows.values().filter(|r| matcher.matches(r)) {
+                total += 1;
+                let past_cursor = after.is_none_or(|a| &*r.id > a);
+                if past_cursor && total > offset && ids.len() < limit {
+                    ids.push(r.id.to_string());
+                }
+            }
+            return Ok(QueryPage { ids, total });
+        }
+        let mut hits: Vec<&DeviceRow> = rows.values().filter(|r| matcher.matches(r)).collect();
+        let total = hits.len();
+        let order = |a: &&DeviceRow, b: &&DeviceRow| {
+            let o = key.compare(a, b);
+            if descending { o.reverse() } else { o }
+        };
+        // Only the page needs full order: partition first when it is a small part.
+        let end = offset.saturating_add(limit).min(total);
+        if end < total && end > 0 {
+            hits.select_nth_unstable_by(end - 1, order);
+            hits.truncate(end);
+        }
+        hits.sort_unstable_by(order);
+        let ids = hits
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|r| r.id.to_string())
+            .collect();
+        Ok(QueryPage { ids, total })
+    }
+
+    /// Runs `f` over every row matching `filter` (for reports and exports).
+    pub fn for_each(
+        &self,
+        filter: &DeviceFilter,
+        now: OffsetDateTime,
+        mut f: impl FnMut(&DeviceRow),
+    ) -> Result<(), QueryError> {
+        let matcher = filter.matcher(now)?;
+        if let Ok(rows) = self.rows.read() {
+            rows.values().filter(|r| matcher.matches(r)).for_each(&mut f);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mdm::enrollment::DeviceFacts;
+
+    const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
+
+    fn row(i: usize) -> DeviceRow {
+        let platform = [Platform::Ios, Platform::Ipados, Platform::Macos][i % 3];
+        let mut record = EnrollmentRecord::new(
+            format!("DEV-{i:06}"),
+            EnrollmentKind::Device,
+            String::new(),
+            String::new(),
+            NOW - time::Duration::days((i % 60) as i64),
+        );
+        record.status = EnrollmentStatus::Active;
+        record.facts = DeviceFacts {
+            device_name: Some(format!("Ward {} device", i % 7)),
+            serial_number: Some(format!("SN{i:08}")),
+            model_name: Some(["iPhone", "iPad", "MacBook Air"][i % 3].into()),
+            os_version: Some(format!("{}.{}", 16 + i % 3, i % 5)),
+            ..DeviceFacts::default()
+        };
+        let inv = DeviceInventory {
+            platform,
+            passcode_present: Some(!i.is_multiple_of(10)),
+            passcode_compliant: Some(true),
+            storage_encrypted: Some(!i.is_multiple_of(10)),
+            is_supervised: Some(i.is_multiple_of(2)),
+            security_updated_at: Some(NOW),
+            ..DeviceInventory::default()
+        };
+        let ownership = if i.is_multiple_of(4) {
+            Ownership::Personal
+        } else {
+            Ownership::Corporate
+        };
+        DeviceRow::build(&record, Some(&inv), ownership, None)
+    }
+
+    fn index(n: usize) -> DeviceIndex {
+        let index = DeviceIndex::default();
+        {
+            let mut map = index.rows.write().unwrap();
+            for i in 0..n {
+                let r = row(i);
+                map.insert(r.id.clone(), r);
+            }
+        }
+        index
+    }
+
+    #[test]
+    fn filters_combine_and_pages_add_up() {
+        let idx = index(3000);
+        let all = idx
+            .query(&DeviceFilter::default(), None, None, 0, 100, NOW)
+            .unwrap();
+        assert_eq!((all.total, all.ids.len()), (3000, 100));
+        assert_eq!(all.ids[0], "DEV-000000");
+
+        let f = DeviceFilter {
+            platform: Some("ios, ipados".into()),
+            os_below: Some("18".into()),
+            compliance: Some(Compliance::Noncompliant),
+            ..Default::default()
+        };
+        let page = idx.query(&f, None, None, 0, 5000, NOW).unwrap();
+        // i % 3 ∈ {0,1} (iOS/iPadOS), OS 16.x or 17.x (i % 3 ∈ {0,1} again), i % 10 == 0.
+        let expected = (0..3000).filter(|i| i % 3 != 2 && i % 10 == 0).count();
+        assert_eq!(page.total, expected);
+
+        let stale = DeviceFilter {
+            not_seen_days: Some(30),
+            ..Default::default()
+        };
+        // Each was last seen when it enrolled, i % 60 days ago.
+        let expected = (0..3000).filter(|i| i % 60 > 30).count();
+        assert_eq!(idx.query(&stale, None, None, 0, 1, NOW).unwrap().total, expected);
+
+        let search = DeviceFilter {
+            search: Some("sn0000012".into()),
+            ..Default::default()
+        };
+        assert_eq!(idx.query(&search, None, None, 0, 100, NOW).unwrap().total, 10);
+
+        // Cursor paging in ID order visits everything once.
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let p = idx
+                .query(&DeviceFilter::default(), None, after.as_deref(), 0, 700, NOW)
+                .unwrap();
+            if p.ids.is_empty() {
+                break;
+            }
+            after = p.ids.last().cloned();
+            seen.extend(p.ids);
+        }
+        assert_eq!(seen.len(), 3000);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn sorting_by_any_key_matches_a_full_sort() {
+        let idx = index(2000);
+        for sort in [
+            "-last_seen_at",
+            "os_version",
+            "-os_version",
+            "device_name",
+            "serial_number",
+        ] {
+            let (key, desc) = SortKey::parse(sort).unwrap();
+            let rows = idx.rows.read().unwrap();
+            let mut all: Vec<&DeviceRow> = rows.values().collect();
+            all.sort_by(|a, b| {
+                let o = key.compare(a, b);
+                if desc { o.reverse() } else { o }
+            });
+            let expected: Vec<String> = all.iter().skip(40).take(25).map(|r| r.id.to_string()).collect();
+            drop(rows);
+            let page = idx
+                .query(&DeviceFilter::default(), Some(sort), None, 40, 25, NOW)
+                .unwrap();
+            assert_eq!(page.ids, expected, "{sort}");
+        }
+        assert_eq!(
+            idx.query(&DeviceFilter::default(), Some("colour"), None, 0, 1, NOW),
+            Err(QueryError::Sort("colour".into()))
+        );
+        let bad = DeviceFilter {
+            platform: Some("android".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            idx.query(&bad, None, None, 0, 1, NOW),
+            Err(QueryError::Platform("android".into()))
+        );
+    }
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(OsVersion::parse("17.10").unwrap() > OsVersion::parse("17.9").unwrap());
+        assert_eq!(OsVersion::parse("18"), OsVersion::parse("18.0.0"));
+        assert_eq!(OsVersion::parse("eighteen"), None);
+    }
+}
