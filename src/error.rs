@@ -21,6 +21,9 @@ pub enum ApiError {
     Gone(String),
     #[error("{0}")]
     Conflict(String),
+    /// Authenticated, but this may not be done (e.g. privacy rules forbid it).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the store is unavailable")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::DeviceUnauthorized(_) => "device_unauthorized",
             ApiError::Gone(_) => "gone",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Store(_) => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -57,6 +61,7 @@ impl ResponseError for ApiError {
             ApiError::DeviceUnauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -31,6 +31,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
             .route("/commands/{uuid}", web::get().to(mdm_api::get_command))
             .route("/devices", web::get().to(mdm_api::list_devices))
             .route("/devices/export", web::get().to(mdm_api::export_devices))
+            .route("/devices/actions/{action}", web::post().to(inventory_api::bulk))
+            .route(
+                "/devices/{id}/actions/{action}",
+                web::post().to(inventory_api::perform),
+            )
+            .route(
+                "/devices/{id}/actions",
+                web::get().to(inventory_api::action_history),
+            )
+            .route("/devices/{id}/locations", web::get().to(inventory_api::locations))
             .route("/devices/{id}", web::get().to(mdm_api::get_device))
             .route("/devices/{id}/apps", web::get().to(inventory_api::apps))
             .route("/devices/{id}/profiles", web::get().to(inventory_api::profiles))

@@ -1,14 +1,20 @@
 //! Admin API for inventory: a device's apps, profiles, certificates and change history, a
 //! refresh on demand, and its ownership (which decides what may be collected).
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::api::authenticate;
 use crate::error::ApiError;
+use crate::inventory::index::DeviceFilter;
 use crate::inventory::{self, InstalledApp, InstalledCertificate, InstalledProfile, List, Ownership};
 use crate::mdm::MdmError;
+use crate::mdm::actions::{self, Action, ActionParams};
+use crate::mdm::enrollment::EnrollmentStatus;
 
 /// Most history entries one request returns.
 const MAX_HISTORY_PAGE: usize = 500;
@@ -180,4 +186,226 @@ pub async fn set_ownership(
         enrollment_id: id,
         ownership,
     }))
+}
+
+// ---------------------------------------------------------------- remote actions
+
+fn action_err(e: MdmError) -> ApiError {
+    match e {
+        MdmError::NotFound(_) => ApiError::NotFound,
+        other => other.into(),
+    }
+}
+
+fn parse_action(name: &str) -> Result<Action, ApiError> {
+    Action::parse(name).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "unknown action {name:?}: lock, erase, clear_passcode, restart, shut_down, enable_lost_mode, locate, play_sound, disable_lost_mode"
+        ))
+    })
+}
+
+/// `POST /api/v1/devices/{id}/actions/{action}`: checks and queues one action.
+pub async fn perform(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Json<ActionParams>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authenticate(&state, &req).await?;
+    let (id, action) = path.into_inner();
+    let action = parse_action(&action)?;
+    let (mdm, now, params) = (state.mdm.clone(), state.clock.now(), body.into_inner());
+    let taken = web::block(move || mdm.perform_action(&id, action, &params, &actor, None, now))
+        .await
+        .map_err(blocking_err)?
+        .map_err(action_err)?;
+    Ok(HttpResponse::Accepted().json(taken))
+}
+
+pub async fn action_history(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_HISTORY_PAGE);
+    let id = id.into_inner();
+    let items = for_device(&state, id.clone(), move |store, id| {
+        Ok(actions::history(store, id, limit)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Items {
+        enrollment_id: id,
+        items,
+    }))
+}
+
+/// Where a device in lost mode has reported itself (nothing outside lost mode).
+pub async fn locations(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_HISTORY_PAGE);
+    let id = id.into_inner();
+    let items = for_device(&state, id.clone(), move |store, id| {
+        Ok(inventory::locations(store, id, limit)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(Items {
+        enrollment_id: id,
+        items,
+    }))
+}
+
+/// A bulk action: which devices (the list's filters) and what to send them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    filter: DeviceFilter,
+    params: ActionParams,
+}
+
+#[derive(Serialize)]
+struct BulkAccepted {
+    bulk_id: String,
+    action: Action,
+    /// Devices the filter matched.
+    matched: usize,
+    /// Devices the action will be sent to.
+    eligible: usize,
+    /// Devices left out, by the reason they were.
+    skipped: BTreeMap<String, usize>,
+    /// Devices queued per second.
+    pace_per_second: usize,
+}
+
+/// Devices per step of a bulk action, and the pause between steps: a bulk restart of every
+/// iPad must not wake the whole fleet in the same second.
+const BULK_STEP: usize = 50;
+const BULK_PAUSE: Duration = Duration::from_millis(500);
+
+/// `POST /api/v1/devices/actions/{action}`: the action for every active device the filter
+/// matches and the checks allow, queued at a steady pace in the background. Erasing needs
+/// `params.confirm` set to `ERASE <n> DEVICES` for the eligible count the first answer gives.
+pub async fn bulk(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    action: web::Path<String>,
+    body: web::Json<BulkRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authenticate(&state, &req).await?;
+    let action = parse_action(&action.into_inner())?;
+    let BulkRequest { mut filter, params } = body.into_inner();
+    filter.status = Some(EnrollmentStatus::Active);
+    let (mdm, now) = (state.mdm.clone(), state.clock.now());
+    let plan_params = params.clone();
+    let (ids, eligible, skipped) = web::block(move || -> Result<_, ApiError> {
+        let ids = mdm
+            .index()
+            .query(&filter, None, None, 0, usize::MAX, now)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?
+            .ids;
+        let mut eligible = Vec::new();
+        let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+        for id in &ids {
+            let per_device = per_device_params(action, &plan_params, mdm.as_ref(), id)?;
+            match mdm.check_action(id, action, &per_device) {
+                Ok(()) => eligible.push(id.clone()),
+                Err(MdmError::BadRequest(m)) => return Err(ApiError::BadRequest(m)),
+                Err(MdmError::Store(e)) => return Err(ApiError::Store(e)),
+                Err(e) => *skipped.entry(e.to_string()).or_default() += 1,
+            }
+        }
+        Ok((ids, eligible, skipped))
+    })
+    .await
+    .map_err(blocking_err)??;
+    if action.is_destructive() {
+        let expected = format!("ERASE {} DEVICES", eligible.len());
+        if params.confirm.as_deref().map(str::trim) != Some(expected.as_str()) {
+            return Err(ApiError::Conflict(format!(
+                "this erases {} device(s); to go ahead send params.confirm = {expected:?}",
+                eligible.len()
+            )));
+        }
+    }
+    let bulk_id = uuid::Uuid::new_v4().to_string();
+    tracing::warn!(%bulk_id, %actor, ?action, matched = ids.len(), eligible = eligible.len(), reason = %params.reason, "bulk action started");
+    let accepted = BulkAccepted {
+        bulk_id: bulk_id.clone(),
+        action,
+        matched: ids.len(),
+        eligible: eligible.len(),
+        skipped,
+        pace_per_second: BULK_STEP * 1000 / usize::try_from(BULK_PAUSE.as_millis()).unwrap_or(1000).max(1),
+    };
+    let (mdm, clock) = (state.mdm.clone(), state.clock.clone());
+    actix_web::rt::spawn(async move {
+        let (mut queued, mut refused) = (0usize, 0usize);
+        for step in eligible.chunks(BULK_STEP) {
+            let (mdm, step, params, actor, bulk_id, now) = (
+                mdm.clone(),
+                step.to_vec(),
+                params.clone(),
+                actor.clone(),
+                bulk_id.clone(),
+                clock.now(),
+            );
+            let outcome = web::block(move || {
+                let mut ok = 0;
+                for id in &step {
+                    let per_device = match per_device_params(action, &params, mdm.as_ref(), id) {
+                        Ok(p) => p,
+                        Err(_) => continue,
+                    };
+                    if mdm
+                        .perform_action(id, action, &per_device, &actor, Some(&bulk_id), now)
+                        .is_ok()
+                    {
+                        ok += 1;
+                    }
+                }
+                (ok, step.len() - ok)
+            })
+            .await;
+            if let Ok((ok, no)) = outcome {
+                queued += ok;
+                refused += no;
+            }
+            tokio::time::sleep(BULK_PAUSE).await;
+        }
+        tracing::warn!(%bulk_id, ?action, queued, refused, "bulk action finished");
+    });
+    Ok(HttpResponse::Accepted().json(accepted))
+}
+
+/// A bulk erase was confirmed as a whole; each device's own check wants its serial typed.
+fn per_device_params(
+    action: Action,
+    params: &ActionParams,
+    mdm: &crate::mdm::MdmService,
+    id: &str,
+) -> Result<ActionParams, ApiError> {
+    if !action.is_destructive() {
+        return Ok(params.clone());
+    }
+    let serial = mdm
+        .enrollment(id)?
+        .map(|r| {
+            inventory::get(mdm.store(), id)
+                .ok()
+                .flatten()
+                .and_then(|i| i.serial_number)
+                .unwrap_or(r.id)
+        })
+        .unwrap_or_default();
+    Ok(ActionParams {
+        confirm: Some(serial),
+        ..params.clone()
+    })
 }

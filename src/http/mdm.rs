@@ -46,6 +46,8 @@ impl From<MdmError> for ApiError {
             MdmError::Unauthorized(m) => ApiError::DeviceUnauthorized(m),
             MdmError::Gone(m) => ApiError::Gone(m.to_owned()),
             MdmError::NotFound(_) => ApiError::NotFound,
+            MdmError::Refused(m) => ApiError::Forbidden(m),
+            MdmError::Precondition(m) => ApiError::Conflict(m),
             MdmError::Store(s) => ApiError::Store(s),
             MdmError::Internal(m) => ApiError::Internal(m),
         }

@@ -18,8 +18,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 
 pub use record::{
-    DeviceInventory, InstalledApp, InstalledCertificate, InstalledProfile, InventoryChange, Ownership,
-    Platform,
+    DeviceInventory, InstalledApp, InstalledCertificate, InstalledProfile, InventoryChange, LocationFix,
+    Ownership, Platform,
 };
 
 use crate::mdm::enrollment::{EnrollmentKind, EnrollmentRecord};
@@ -52,7 +52,45 @@ pub const INVENTORY_REQUEST_TYPES: &[&str] = &[
     "ManagedApplicationList",
     "ProfileList",
     "CertificateList",
+    // Lost mode changes what the record says and whether locations are kept.
+    "EnableLostMode",
+    "DisableLostMode",
+    "DeviceLocation",
 ];
+
+/// The locations a device reported during its current lost-mode period, newest first.
+pub fn locations(store: &dyn Store, enrollment: &str, limit: usize) -> Result<Vec<LocationFix>, StoreError> {
+    let prefix = format!("{enrollment}\0").into_bytes();
+    let entries = crate::store::scan_all(store, Tree::Locations, &prefix)?;
+    entries
+        .iter()
+        .rev()
+        .take(limit)
+        .map(|(k, v)| decode(Tree::Locations, k, v))
+        .collect()
+}
+
+fn location_from(result: &Dictionary, now: OffsetDateTime) -> Option<LocationFix> {
+    let real = |k: &str| match result.get(k)? {
+        Value::Real(r) if r.is_finite() => Some(*r),
+        Value::Integer(i) => i.as_signed().map(|i| i as f64),
+        _ => None,
+    };
+    let latitude = real("Latitude").filter(|l| (-90.0..=90.0).contains(l))?;
+    let longitude = real("Longitude").filter(|l| (-180.0..=180.0).contains(l))?;
+    Some(LocationFix {
+        at: now,
+        latitude,
+        longitude,
+        horizontal_accuracy: real("HorizontalAccuracy"),
+        altitude: real("Altitude"),
+        speed: real("Speed"),
+        timestamp: result
+            .get("Timestamp")
+            .and_then(Value::as_string)
+            .map(|s| s.chars().take(64).collect()),
+    })
+}
 
 /// Most history entries kept per device; older ones are dropped first.
 pub const MAX_HISTORY: usize = 500;
@@ -169,6 +207,15 @@ pub fn ingest(
     let id = record.id.as_str();
     let key = id.as_bytes();
     let outcome = std::cell::Cell::new(Ingested::Ignored);
+    // Read outside the transaction: a store may lock the keyspace for its duration.
+    let stale_locations: Vec<Vec<u8>> = if request_type == "DisableLostMode" {
+        crate::store::scan_all(store, Tree::Locations, format!("{id}\0").as_bytes())?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    } else {
+        Vec::new()
+    };
     store.transaction(&|txn| {
         let mut inv = match txn.get(Tree::Inventory, key)? {
             Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
@@ -220,6 +267,27 @@ pub fn ingest(
                     app.managed = managed.contains(&app.bundle_id);
                 }
                 put_json(txn, Tree::InventoryLists, &lkey, &apps)?;
+            }
+            "EnableLostMode" => inv.lost_mode_enabled = Some(true),
+            "DisableLostMode" => {
+                // Lost mode is over: so is the reason to keep where the device was.
+                inv.lost_mode_enabled = Some(false);
+                for k in &stale_locations {
+                    txn.delete(Tree::Locations, k)?;
+                }
+            }
+            "DeviceLocation" => {
+                if ownership == Ownership::Personal || inv.lost_mode_enabled != Some(true) {
+                    tracing::warn!(enrollment = %id, "location outside lost mode or from a personal device discarded");
+                    outcome.set(Ingested::Ignored);
+                    return Ok(());
+                }
+                let Some(fix) = location_from(result, now) else {
+                    outcome.set(Ingested::Ignored);
+                    return Ok(());
+                };
+                let micros = u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(0);
+                put_json(txn, Tree::Locations, format!("{id}\0{micros:020}").as_bytes(), &fix)?;
             }
             "ProfileList" => {
                 put_json(

@@ -178,6 +178,21 @@ pub struct InstalledCertificate {
     pub not_after: Option<OffsetDateTime>,
 }
 
+/// Where a device in lost mode said it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocationFix {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Metres.
+    pub horizontal_accuracy: Option<f64>,
+    pub altitude: Option<f64>,
+    pub speed: Option<f64>,
+    /// When the device took the fix, if it said.
+    pub timestamp: Option<String>,
+}
+
 /// A change in a tracked field between two reports (the device's history).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryChange {

@@ -1,6 +1,7 @@
 //! The Apple MDM protocol: enrollments, check-in, the command queue, enrollment profiles and
 //! the command schema.
 
+pub mod actions;
 pub mod enrollment;
 pub mod identity;
 pub mod profile;

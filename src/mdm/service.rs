@@ -8,6 +8,7 @@ use std::sync::Arc;
 use plist::{Dictionary, Value};
 use time::OffsetDateTime;
 
+use super::actions;
 use super::enrollment::{self, DeviceFacts, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo};
 use super::identity::DeviceIdentity;
 use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
@@ -43,6 +44,12 @@ pub enum MdmError {
     Gone(&'static str),
     #[error("{0}")]
     NotFound(String),
+    /// Forbidden by policy (privacy rules) whoever asks.
+    #[error("{0}")]
+    Refused(String),
+    /// Not possible in the device's current platform or state.
+    #[error("{0}")]
+    Precondition(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -134,6 +141,11 @@ impl MdmService {
         if let Err(e) = self.index.refresh(self.store.as_ref(), id) {
             tracing::warn!(enrollment = %id, error = %e, "device list row not refreshed");
         }
+    }
+
+    /// The store (for read-only views beside the service's own).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
     }
 
     /// The device list's index.
@@ -505,6 +517,114 @@ impl MdmService {
             }
             None => Ok(None),
         }
+    }
+
+    // ---------------------------------------------------------------- remote actions
+
+    /// Checks `action` for device `id` without queuing anything; the error says why not.
+    pub fn check_action(
+        &self,
+        id: &str,
+        action: actions::Action,
+        params: &actions::ActionParams,
+    ) -> Result<(), MdmError> {
+        self.checked_action(id, action, params).map(|_| ())
+    }
+
+    fn checked_action(
+        &self,
+        id: &str,
+        action: actions::Action,
+        params: &actions::ActionParams,
+    ) -> Result<EnrollmentRecord, MdmError> {
+        let record =
+            enrollment::get(self.store.as_ref(), id)?.ok_or_else(|| MdmError::NotFound(id.to_owned()))?;
+        if record.kind.is_user_channel() {
+            return Err(MdmError::Precondition(
+                "actions are taken on a device, not on one of its user channels".into(),
+            ));
+        }
+        if record.status != EnrollmentStatus::Active {
+            return Err(MdmError::Precondition(format!(
+                "the device is not enrolled and reachable (status {:?})",
+                record.status
+            )));
+        }
+        let inv = inventory::get(self.store.as_ref(), id)?;
+        let platform = match inv.as_ref().map(|i| i.platform) {
+            Some(p) if p != Platform::Unknown => p,
+            _ => {
+                let f = &record.facts;
+                Platform::from_model(&[
+                    f.product_name.as_deref(),
+                    f.model.as_deref(),
+                    f.model_name.as_deref(),
+                ])
+            }
+        };
+        let target = actions::Target {
+            enrollment_id: id,
+            platform,
+            ownership: inventory::ownership(self.store.as_ref(), &record)?,
+            inventory: inv.as_ref(),
+            unlock_token_escrowed: record.unlock_token_sealed.is_some(),
+        };
+        actions::check(action, params, &target).map_err(|refusal| match refusal {
+            actions::Refusal::Privacy(m) => MdmError::Refused(m.into()),
+            actions::Refusal::Precondition(m) => MdmError::Precondition(m),
+            actions::Refusal::Invalid(m) => MdmError::BadRequest(m),
+        })?;
+        Ok(record)
+    }
+
+    /// Checks `action` for device `id` and queues its command; records who did it and why.
+    pub fn perform_action(
+        &self,
+        id: &str,
+        action: actions::Action,
+        params: &actions::ActionParams,
+        actor: &str,
+        bulk_id: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<actions::ActionRecord, MdmError> {
+        let record = match self.checked_action(id, action, params) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(enrollment = %id, %actor, ?action, reason = %params.reason, refused = %e, "remote action refused");
+                return Err(e);
+            }
+        };
+        let unlock_token = match (action, &record.unlock_token_sealed) {
+            (actions::Action::ClearPasscode, Some(sealed)) => Some(
+                self.pki
+                    .open(sealed, &format!("unlock:{id}"))
+                    .ok_or_else(|| MdmError::Internal("the escrowed UnlockToken cannot be opened".into()))?,
+            ),
+            _ => None,
+        };
+        let command = actions::command(action, params, unlock_token.as_ref().map(|t| t.as_slice()));
+        let enqueued = self.enqueue(
+            std::slice::from_ref(&record.id),
+            &command,
+            actions::ACTION_PRIORITY,
+            actor,
+            now,
+        )?;
+        let taken = actions::ActionRecord {
+            at: now,
+            actor: actor.to_owned(),
+            action,
+            enrollment_id: id.to_owned(),
+            reason: params.reason.trim().to_owned(),
+            command_uuid: enqueued.command_uuid,
+            bulk_id: bulk_id.map(str::to_owned),
+        };
+        actions::record(self.store.as_ref(), &taken)?;
+        tracing::warn!(
+            enrollment = %id, %actor, ?action, reason = %taken.reason, command_uuid = %taken.command_uuid,
+            "remote action queued"
+        );
+        Ok(taken)
     }
 
     // ---------------------------------------------------------------- inventory

@@ -66,10 +66,15 @@ pub enum Tree {
     InventorySchedule,
     /// An administrator's ownership decision per device (corporate / personal).
     Ownership,
+    /// Remote actions taken: `enrollment ID \0 micros` → who, what, why, which command.
+    Actions,
+    /// Locations reported in lost mode: `enrollment ID \0 micros` → fix. Cleared when lost
+    /// mode ends.
+    Locations,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 20] = [
+    pub const ALL: [Tree; 22] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -90,6 +95,8 @@ impl Tree {
         Tree::InventoryDue,
         Tree::InventorySchedule,
         Tree::Ownership,
+        Tree::Actions,
+        Tree::Locations,
     ];
 
     pub fn name(self) -> &'static str {
@@ -114,6 +121,8 @@ impl Tree {
             Tree::InventoryDue => "inventory_due",
             Tree::InventorySchedule => "inventory_schedule",
             Tree::Ownership => "ownership",
+            Tree::Actions => "actions",
+            Tree::Locations => "locations",
         }
     }
 }
@@ -203,7 +212,9 @@ pub trait Store: Send + Sync {
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
     /// Runs `f` atomically and in isolation. The closure may be run more than once when it
-    /// conflicts with a concurrent writer, so it must have no side effects of its own.
+    /// conflicts with a concurrent writer, so it must have no side effects of its own. It must
+    /// reach the store only through `Txn`: an engine may lock the keyspace while it runs (sled
+    /// does, and a plain read from inside the closure deadlocks).
     fn transaction(&self, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError>;
 
     /// Makes every completed write durable.

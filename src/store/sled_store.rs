@@ -55,6 +55,8 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::InventoryDue => 18,
         Tree::InventorySchedule => 19,
         Tree::Ownership => 20,
+        Tree::Actions => 21,
+        Tree::Locations => 22,
     }
 }
 

@@ -748,3 +748,245 @@ fn enrolled_devices_report_a_typed_inventory_within_the_privacy_rules() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// Polls a command until every target has answered; returns the command as the API shows it.
+fn wait_command(w: &World, uuid: &str) -> Value {
+    for _ in 0..300 {
+        let (s, view) = w.api(Method::GET, &format!("/api/v1/commands/{uuid}"), None);
+        assert_eq!(s, 200, "{view}");
+        if view["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["answered_at"].is_string())
+        {
+            return view;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{uuid} was never answered; server log:\n{}", w.a.stderr());
+}
+
+fn act(w: &World, id: &str, action: &str, params: Value) -> (u16, Value) {
+    w.api(
+        Method::POST,
+        &format!("/api/v1/devices/{id}/actions/{action}"),
+        Some(params),
+    )
+}
+
+#[test]
+fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
+    let w = World::start_with(8, 0.0, true);
+    let enrolment = w.runtime.block_on(w.fleet.enrol_all(|_| {}));
+    assert_eq!(enrolment.enrolled, 8, "errors: {:?}", w.fleet.counters().errors);
+    let states = w.states();
+    let first = |p: &str| {
+        states
+            .values()
+            .filter(|s| s.platform == p)
+            .map(|s| s.udid.clone())
+            .collect::<Vec<_>>()
+    };
+    let (phones, ipads, macs) = (first("iphone"), first("ipad"), first("mac"));
+    assert!(phones.len() >= 2 && !ipads.is_empty() && !macs.is_empty());
+    for id in states.keys() {
+        wait_device(&w, id, "an inventory", |d| {
+            d["inventory"]["security_updated_at"].is_string() && d["pending_commands"] == 0
+        });
+    }
+    let (phone, other_phone, mac) = (&phones[0], &phones[1], &macs[0]);
+    let acked = |view: &Value| assert_eq!(view["targets"][0]["status"], "Acknowledged", "{view}");
+
+    // Lock: queued, delivered by push, acknowledged; the device is locked.
+    let (s, lock) = act(
+        &w,
+        phone,
+        "lock",
+        json!({"reason": "left in a taxi", "message": "Call IT", "phone_number": "+44 20 7946 0000"}),
+    );
+    assert_eq!(s, 202, "{lock}");
+    assert!(
+        lock["actor"].as_str().unwrap().starts_with("api-token:"),
+        "{lock}"
+    );
+    acked(&wait_command(&w, lock["command_uuid"].as_str().unwrap()));
+    assert!(w.states()[phone].locked);
+
+    // Locate only in lost mode; lost mode needs a message; locations kept only while lost.
+    let (s, v) = act(&w, phone, "locate", json!({"reason": "where is it"}));
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = act(&w, phone, "enable_lost_mode", json!({"reason": "lost"}));
+    assert_eq!(s, 400, "{v}");
+    let (s, lost) = act(
+        &w,
+        phone,
+        "enable_lost_mode",
+        json!({"reason": "lost", "message": "Please return to ward 7", "footnote": "Citadel NHS Trust"}),
+    );
+    assert_eq!(s, 202, "{lost}");
+    acked(&wait_command(&w, lost["command_uuid"].as_str().unwrap()));
+    wait_device(&w, phone, "lost mode recorded", |d| {
+        d["inventory"]["lost_mode_enabled"] == true
+    });
+    for _ in 0..2 {
+        let (s, locate) = act(&w, phone, "locate", json!({"reason": "find it"}));
+        assert_eq!(s, 202, "{locate}");
+        acked(&wait_command(&w, locate["command_uuid"].as_str().unwrap()));
+    }
+    let (_, fixes) = w.api(Method::GET, &format!("/api/v1/devices/{phone}/locations"), None);
+    let fixes = fixes["items"].as_array().unwrap().clone();
+    assert_eq!(fixes.len(), 2, "{fixes:?}");
+    assert!(
+        (fixes[0]["latitude"].as_f64().unwrap() - 51.5).abs() < 0.1,
+        "{fixes:?}"
+    );
+    let (s, sound) = act(&w, phone, "play_sound", json!({"reason": "it is nearby"}));
+    assert_eq!(s, 202, "{sound}");
+    acked(&wait_command(&w, sound["command_uuid"].as_str().unwrap()));
+    let (s, found) = act(&w, phone, "disable_lost_mode", json!({"reason": "found"}));
+    assert_eq!(s, 202);
+    acked(&wait_command(&w, found["command_uuid"].as_str().unwrap()));
+    wait_device(&w, phone, "lost mode over", |d| {
+        d["inventory"]["lost_mode_enabled"] == false
+    });
+    let (_, fixes) = w.api(Method::GET, &format!("/api/v1/devices/{phone}/locations"), None);
+    assert!(
+        fixes["items"].as_array().unwrap().is_empty(),
+        "history ends with lost mode: {fixes}"
+    );
+    assert!(!w.states()[phone].lost_mode);
+
+    // Restart a Mac; locking a Mac needs a PIN.
+    let (s, v) = act(&w, mac, "lock", json!({"reason": "stolen"}));
+    assert_eq!(s, 400, "{v}");
+    let (s, restart) = act(&w, mac, "restart", json!({"reason": "apply update"}));
+    assert_eq!(s, 202, "{restart}");
+    acked(&wait_command(&w, restart["command_uuid"].as_str().unwrap()));
+    assert_eq!(w.states()[mac].restarts, 1);
+
+    // Personal devices are never located or erased.
+    let (s, _) = w.api(
+        Method::PUT,
+        &format!("/api/v1/devices/{other_phone}/ownership"),
+        Some(json!({"ownership": "personal"})),
+    );
+    assert_eq!(s, 200);
+    let serial = states[other_phone].serial_number.clone();
+    let (s, v) = act(
+        &w,
+        other_phone,
+        "erase",
+        json!({"reason": "leaver", "confirm": serial}),
+    );
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = act(
+        &w,
+        other_phone,
+        "enable_lost_mode",
+        json!({"reason": "lost", "message": "x"}),
+    );
+    assert_eq!(s, 403, "{v}");
+
+    // Erase: the serial typed back, then the device acknowledges and leaves.
+    let (s, v) = act(
+        &w,
+        phone,
+        "erase",
+        json!({"reason": "beyond repair", "confirm": "WRONG"}),
+    );
+    assert_eq!(s, 400, "{v}");
+    let serial = states[phone].serial_number.clone();
+    let (s, erase) = act(
+        &w,
+        phone,
+        "erase",
+        json!({"reason": "beyond repair", "confirm": serial, "preserve_data_plan": true}),
+    );
+    assert_eq!(s, 202, "{erase}");
+    acked(&wait_command(&w, erase["command_uuid"].as_str().unwrap()));
+    assert!(w.states()[phone].erased);
+
+    // Every action is on record with who, when and why.
+    let (_, history) = w.api(Method::GET, &format!("/api/v1/devices/{phone}/actions"), None);
+    let taken: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        taken,
+        [
+            "erase",
+            "disable_lost_mode",
+            "play_sound",
+            "locate",
+            "locate",
+            "enable_lost_mode",
+            "lock"
+        ],
+        "{history}"
+    );
+    assert!(
+        history["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["reason"].is_string() && a["at"].is_string())
+    );
+
+    // Bulk: restart every iPad, paced; erase needs the count typed back.
+    let (s, bulk) = w.api(
+        Method::POST,
+        "/api/v1/devices/actions/restart",
+        Some(json!({"filter": {"platform": "ipados"}, "params": {"reason": "weekly restart"}})),
+    );
+    assert_eq!(s, 202, "{bulk}");
+    assert_eq!(bulk["eligible"].as_u64().unwrap() as usize, ipads.len(), "{bulk}");
+    for ipad in &ipads {
+        let d = wait_device(&w, ipad, "the bulk restart", |d| {
+            d["pending_commands"] == 0 && d["commands"][0]["request_type"] == "RestartDevice"
+        });
+        assert_eq!(d["commands"][0]["status"], "Acknowledged", "{d}");
+    }
+    assert!(ipads.iter().all(|i| w.states()[i].restarts == 1));
+    let (s, v) = w.api(
+        Method::POST,
+        "/api/v1/devices/actions/erase",
+        Some(json!({"filter": {"platform": "macos"}, "params": {"reason": "decommission"}})),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("ERASE {} DEVICES", macs.len())),
+        "{v}"
+    );
+    for (path, body, status) in [
+        (
+            "/api/v1/devices/actions/self_destruct",
+            json!({"filter": {}, "params": {"reason": "x"}}),
+            400,
+        ),
+        (
+            "/api/v1/devices/actions/restart",
+            json!({"filter": {"platform": "android"}, "params": {"reason": "xyz"}}),
+            400,
+        ),
+        (
+            "/api/v1/devices/actions/restart",
+            json!({"filter": {}, "params": {"reason": ""}}),
+            400,
+        ),
+        (
+            "/api/v1/devices/NO-SUCH-DEVICE/actions/lock",
+            json!({"reason": "xyz"}),
+            404,
+        ),
+    ] {
+        let (s, v) = w.api(Method::POST, path, Some(body));
+        assert_eq!(s, status, "{path}: {v}");
+    }
+}
