@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
             .route("/commands/{uuid}", web::get().to(mdm_api::get_command))
             .route("/devices", web::get().to(mdm_api::list_devices))
             .route("/devices/export", web::get().to(mdm_api::export_devices))
+            .route("/reports/fleet", web::get().to(inventory_api::fleet_report))
             .route("/devices/actions/{action}", web::post().to(inventory_api::bulk))
             .route(
                 "/devices/{id}/actions/{action}",

@@ -409,3 +409,28 @@ fn per_device_params(
         ..params.clone()
     })
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    stale_days: Option<u32>,
+    expiring_days: Option<u32>,
+}
+
+/// `GET /api/v1/reports/fleet`: counts by platform, OS version, model, ownership and
+/// compliance; devices not seen lately, identity certificates about to expire, devices without
+/// a passcode or encryption.
+pub async fn fleet_report(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<ReportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    let stale_days = query.stale_days.unwrap_or(30).min(3650);
+    let expiring_days = query.expiring_days.unwrap_or(30).min(3650);
+    let (mdm, now) = (state.mdm.clone(), state.clock.now());
+    let report = web::block(move || mdm.index().report(now, stale_days, expiring_days))
+        .await
+        .map_err(blocking_err)?;
+    Ok(HttpResponse::Ok().json(report))
+}

@@ -466,6 +466,118 @@ impl DeviceIndex {
     }
 }
 
+/// Devices of one report line: how many, and the first of them.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DeviceSet {
+    pub count: usize,
+    /// Up to [`REPORT_SAMPLE`] enrollment IDs, the most urgent first where there is an order.
+    pub devices: Vec<String>,
+}
+
+/// Enrollment IDs listed per report line (the list's filters give the rest).
+pub const REPORT_SAMPLE: usize = 100;
+
+impl DeviceSet {
+    fn from(mut hits: Vec<(i64, &str)>) -> Self {
+        hits.sort_unstable();
+        Self {
+            count: hits.len(),
+            devices: hits
+                .iter()
+                .take(REPORT_SAMPLE)
+                .map(|(_, id)| (*id).to_owned())
+                .collect(),
+        }
+    }
+}
+
+/// The fleet at a glance: active devices (not user channels) by platform, OS version, model,
+/// ownership and compliance, and the lists that need someone's attention.
+#[derive(Debug, Default, Serialize)]
+pub struct FleetReport {
+    pub devices: usize,
+    pub by_platform: BTreeMap<String, usize>,
+    /// `platform version`, e.g. `ios 18.1`.
+    pub by_os_version: BTreeMap<String, usize>,
+    pub by_model: BTreeMap<String, usize>,
+    pub by_ownership: BTreeMap<String, usize>,
+    pub by_compliance: BTreeMap<String, usize>,
+    pub stale_days: u32,
+    /// Not seen for `stale_days` days, longest silent first.
+    pub not_seen: DeviceSet,
+    pub expiring_days: u32,
+    /// Identity certificates expiring within `expiring_days` days, soonest first: re-enrol them
+    /// before they lapse, or the devices drop out of management.
+    pub identity_expiring: DeviceSet,
+    pub without_passcode: DeviceSet,
+    pub without_encryption: DeviceSet,
+}
+
+fn version_text(v: OsVersion) -> String {
+    match v.0 {
+        [a, b, 0] => format!("{a}.{b}"),
+        [a, b, c] => format!("{a}.{b}.{c}"),
+    }
+}
+
+impl DeviceIndex {
+    pub fn report(&self, now: OffsetDateTime, stale_days: u32, expiring_days: u32) -> FleetReport {
+        let mut r = FleetReport {
+            stale_days,
+            expiring_days,
+            ..FleetReport::default()
+        };
+        let stale_before = millis(now - time::Duration::days(i64::from(stale_days)));
+        let expiring_before = (now + time::Duration::days(i64::from(expiring_days))).unix_timestamp();
+        let (mut stale, mut expiring, mut no_passcode, mut unencrypted) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let Ok(rows) = self.rows.read() else {
+            return r;
+        };
+        for row in rows.values() {
+            if row.status != EnrollmentStatus::Active || row.kind.is_user_channel() {
+                continue;
+            }
+            r.devices += 1;
+            *r.by_platform.entry(row.platform.name().to_owned()).or_default() += 1;
+            let version = row.os_version.map_or_else(|| "unknown".to_owned(), version_text);
+            *r.by_os_version
+                .entry(format!("{} {version}", row.platform.name()))
+                .or_default() += 1;
+            let model = row.model_name.as_deref().unwrap_or("unknown").to_owned();
+            *r.by_model.entry(model).or_default() += 1;
+            let ownership = match row.ownership {
+                Ownership::Corporate => "corporate",
+                Ownership::Personal => "personal",
+            };
+            *r.by_ownership.entry(ownership.to_owned()).or_default() += 1;
+            let compliance = match row.compliance {
+                Compliance::Compliant => "compliant",
+                Compliance::Noncompliant => "noncompliant",
+                Compliance::Unknown => "unknown",
+            };
+            *r.by_compliance.entry(compliance.to_owned()).or_default() += 1;
+            if row.last_seen_at < stale_before {
+                stale.push((row.last_seen_at, &*row.id));
+            }
+            if let Some(t) = row.identity_not_after.filter(|t| *t < expiring_before) {
+                expiring.push((t, &*row.id));
+            }
+            if row.passcode_present == Some(false) {
+                no_passcode.push((0, &*row.id));
+            }
+            if row.storage_encrypted == Some(false) {
+                unencrypted.push((0, &*row.id));
+            }
+        }
+        r.not_seen = DeviceSet::from(stale);
+        r.identity_expiring = DeviceSet::from(expiring);
+        r.without_passcode = DeviceSet::from(no_passcode);
+        r.without_encryption = DeviceSet::from(unencrypted);
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,6 +718,23 @@ mod tests {
             idx.query(&bad, None, None, 0, 1, NOW),
             Err(QueryError::Platform("android".into()))
         );
+    }
+
+    #[test]
+    fn the_report_counts_and_lists_what_needs_attention() {
+        let idx = index(600);
+        let r = idx.report(NOW, 30, 30);
+        assert_eq!(r.devices, 600);
+        assert_eq!(r.by_platform["ios"], 200);
+        assert_eq!(r.by_platform.values().sum::<usize>(), 600);
+        assert_eq!(r.by_os_version.values().sum::<usize>(), 600);
+        assert_eq!(r.by_ownership["personal"], 150);
+        assert_eq!(r.without_passcode.count, 60);
+        assert_eq!(r.by_compliance["noncompliant"], 60);
+        assert_eq!(r.not_seen.count, (0..600).filter(|i| i % 60 > 30).count());
+        // Longest silent first.
+        assert_eq!(r.not_seen.devices[0], "DEV-000059");
+        assert_eq!(r.identity_expiring.count, 0);
     }
 
     #[test]

@@ -730,6 +730,31 @@ fn enrolled_devices_report_a_typed_inventory_within_the_privacy_rules() {
         assert_eq!(s, 400, "{bad}: {v}");
     }
 
+    // The fleet report agrees with the devices.
+    let (s, report) = w.api(Method::GET, "/api/v1/reports/fleet", None);
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["devices"], 10);
+    assert_eq!(
+        report["by_platform"]["macos"].as_u64().unwrap() as usize,
+        of("mac")
+    );
+    assert_eq!(report["by_ownership"]["personal"], 1);
+    assert_eq!(report["by_compliance"]["compliant"], 10);
+    assert_eq!(report["not_seen"]["count"], 0);
+    assert_eq!(report["identity_expiring"]["count"], 0, "{report}");
+    let os_total: u64 = report["by_os_version"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(os_total, 10);
+    // Device identities last two years (scep.certificate_validity_days): within 800 days every
+    // one expires.
+    let (_, soon) = w.api(Method::GET, "/api/v1/reports/fleet?expiring_days=800", None);
+    assert_eq!(soon["identity_expiring"]["count"], 10, "{soon}");
+    assert_eq!(soon["identity_expiring"]["devices"].as_array().unwrap().len(), 10);
+
     // Bad requests get clear answers.
     let (s, _) = w.api(Method::GET, "/api/v1/devices/NO-SUCH-DEVICE/apps", None);
     assert_eq!(s, 404);
