@@ -67,6 +67,15 @@ pub enum Ownership {
     Personal,
 }
 
+impl Ownership {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Corporate => "corporate",
+            Self::Personal => "personal",
+        }
+    }
+}
+
 /// Everything known about one device (its device channel's enrollment).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct DeviceInventory {
