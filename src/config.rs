@@ -257,7 +257,7 @@ impl Default for LogSection {
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
-            cache_capacity_mb: 64,
+            cache_capacity_mb: 32,
             flush_every_ms: 500,
         }
     }
