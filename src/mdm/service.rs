@@ -841,6 +841,83 @@ impl MdmService {
 mod tests {
     use super::*;
 
+    #[test]
+    fn due_devices_are_asked_for_their_inventory_and_move_to_their_next_slot() {
+        use crate::inventory::schedule::{due_at, schedule_at};
+        const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let day = time::Duration::hours(24);
+        let tmp = tempfile::tempdir().unwrap();
+        let data = crate::datadir::DataDir::prepare(&tmp.path().join("data")).unwrap();
+        let (pki, _) = Pki::load_or_create(&data, "test", NOW).unwrap();
+        let pki = Arc::new(pki);
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let scep = Arc::new(ScepService::new(
+            Arc::clone(&store),
+            Arc::clone(&pki),
+            crate::scep::ScepOptions::from(&crate::config::ScepSection::default()),
+        ));
+        let mdm = MdmService::new(
+            Arc::clone(&store),
+            pki,
+            scep,
+            MdmOptions {
+                user_authenticate: false,
+                retention: time::Duration::days(30),
+                inventory: InventorySchedule { interval: day },
+                inventory_on_enrollment: true,
+            },
+            None,
+            None,
+            Arc::new(DeviceIndex::default()),
+        );
+        let device = |id: &str, status| {
+            let mut r = EnrollmentRecord::new(
+                id.into(),
+                enrollment::EnrollmentKind::Device,
+                id.into(),
+                id.into(),
+                NOW,
+            );
+            r.status = status;
+            r.facts.product_name = Some("iPhone16,1".into());
+            r.push = (status == EnrollmentStatus::Active).then(|| PushInfo {
+                token_hex: "00".into(),
+                push_magic: "m".into(),
+                topic: "t".into(),
+            });
+            enrollment::put(store.as_ref(), &r).unwrap();
+        };
+        device("PHONE", EnrollmentStatus::Active);
+        device("GONE", EnrollmentStatus::Unenrolled);
+        device("LATER", EnrollmentStatus::Active);
+        let minute = time::Duration::minutes(1);
+        schedule_at(store.as_ref(), "PHONE", NOW - minute).unwrap();
+        schedule_at(store.as_ref(), "GONE", NOW - minute).unwrap();
+        schedule_at(store.as_ref(), "LATER", NOW + time::Duration::hours(1)).unwrap();
+
+        assert_eq!(mdm.run_inventory_schedule(NOW, 100).unwrap(), 1);
+        // A corporate iPhone: DeviceInformation, SecurityInfo, both app lists, profiles, certificates.
+        assert_eq!(queue::pending_count(store.as_ref(), "PHONE").unwrap(), 6);
+        assert_eq!(queue::pending_count(store.as_ref(), "LATER").unwrap(), 0);
+        let next = due_at(store.as_ref(), "PHONE").unwrap().unwrap();
+        assert!(next > NOW && next <= NOW + day, "{next}");
+        assert_eq!(
+            due_at(store.as_ref(), "GONE").unwrap(),
+            None,
+            "a device that left is unscheduled"
+        );
+        assert_eq!(
+            mdm.run_inventory_schedule(NOW, 100).unwrap(),
+            0,
+            "nothing is due twice"
+        );
+
+        // A day on: due again; what is still pending is not queued twice.
+        assert_eq!(mdm.run_inventory_schedule(next, 100).unwrap(), 2);
+        assert_eq!(queue::pending_count(store.as_ref(), "PHONE").unwrap(), 6);
+        assert_eq!(due_at(store.as_ref(), "PHONE").unwrap(), Some(next + day));
+    }
+
     /// Whatever a device sends, parsing and identifying it returns a result, never a panic.
     #[test]
     fn mutated_messages_never_panic() {
