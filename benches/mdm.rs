@@ -247,6 +247,7 @@ fn main() {
             retention: time::Duration::days(30),
             inventory: citadel::inventory::schedule::InventorySchedule::default(),
             inventory_on_enrollment: false,
+            enrollment_profile: "com.citadel.enroll.bench".into(),
         },
         None,
         None,

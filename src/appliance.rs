@@ -238,6 +238,9 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
                 interval: time::Duration::hours(i64::from(config.mdm.inventory_interval_hours)),
             },
             inventory_on_enrollment: config.mdm.inventory_on_enrollment,
+            enrollment_profile: crate::mdm::profile::profile_identifier(
+                &EnrollmentSettings::from_config(&config).public_url,
+            ),
         },
         webhook,
         Some(Arc::clone(&push)),

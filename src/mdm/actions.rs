@@ -27,6 +27,9 @@ pub enum Action {
     Locate,
     PlaySound,
     DisableLostMode,
+    /// Removes the enrollment profile: the device leaves management, and the OS removes the
+    /// managed apps, their data and the managed profiles — the user's own data stays.
+    Retire,
 }
 
 impl Action {
@@ -45,6 +48,7 @@ impl Action {
             Self::Locate => "DeviceLocation",
             Self::PlaySound => "PlayLostModeSound",
             Self::DisableLostMode => "DisableLostMode",
+            Self::Retire => "RemoveProfile",
         }
     }
 
@@ -189,6 +193,7 @@ pub fn check(action: Action, params: &ActionParams, target: &Target<'_>) -> Resu
                 return Err(Refusal::Precondition(format!("not supported on {}", p.name())));
             }
         }
+        Action::Retire => {}
         Action::EnableLostMode | Action::Locate | Action::PlaySound | Action::DisableLostMode => {
             if personal && matches!(action, Action::Locate | Action::EnableLostMode) {
                 return Err(Refusal::Privacy("this is a personal device: it is never located"));
@@ -220,8 +225,14 @@ pub fn check(action: Action, params: &ActionParams, target: &Target<'_>) -> Resu
 }
 
 /// The `Command` dictionary for a checked action. `unlock_token` is the device's escrowed
-/// token, needed only by ClearPasscode.
-pub fn command(action: Action, params: &ActionParams, unlock_token: Option<&[u8]>) -> Dictionary {
+/// token, needed only by ClearPasscode; `enrollment_profile` the identifier of the profile that
+/// enrolled it, needed only by Retire.
+pub fn command(
+    action: Action,
+    params: &ActionParams,
+    unlock_token: Option<&[u8]>,
+    enrollment_profile: &str,
+) -> Dictionary {
     let mut d = Dictionary::new();
     d.insert("RequestType".into(), Value::String(action.request_type().into()));
     let mut text = |key: &str, v: &Option<String>| {
@@ -253,6 +264,9 @@ pub fn command(action: Action, params: &ActionParams, unlock_token: Option<&[u8]
             if let Some(token) = unlock_token {
                 d.insert("UnlockToken".into(), Value::Data(token.to_vec()));
             }
+        }
+        Action::Retire => {
+            d.insert("Identifier".into(), Value::String(enrollment_profile.into()));
         }
         Action::Restart | Action::ShutDown | Action::Locate | Action::PlaySound | Action::DisableLostMode => {
         }
@@ -346,7 +360,7 @@ mod tests {
             ..why.clone()
         };
         check(Action::Erase, &confirmed, &corp).unwrap();
-        let erase = command(Action::Erase, &confirmed, None);
+        let erase = command(Action::Erase, &confirmed, None, "p");
         assert_eq!(erase.get("PreserveDataPlan"), Some(&Value::Boolean(true)));
         crate::mdm::schema::validate(&erase).unwrap();
 
@@ -412,7 +426,7 @@ mod tests {
             ..why.clone()
         };
         check(Action::Lock, &with_pin, &mac_t).unwrap();
-        let lock = command(Action::Lock, &with_pin, None);
+        let lock = command(Action::Lock, &with_pin, None, "p");
         assert_eq!(lock.get("PIN"), Some(&Value::String("123456".into())));
         crate::mdm::schema::validate(&lock).unwrap();
         assert!(matches!(
@@ -441,9 +455,16 @@ mod tests {
             "locate",
             "play_sound",
             "disable_lost_mode",
+            "retire",
         ] {
             let action = Action::parse(a).unwrap();
-            crate::mdm::schema::validate(&command(action, &params("x"), Some(b"token"))).unwrap();
+            crate::mdm::schema::validate(&command(
+                action,
+                &params("x"),
+                Some(b"token"),
+                "com.citadel.enroll.x",
+            ))
+            .unwrap();
         }
         assert_eq!(Action::parse("self_destruct"), None);
     }

@@ -37,10 +37,10 @@ fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string().to_uppercase()
 }
 
-/// The unsigned profile, XML.
-pub fn build(p: &ProfileParams<'_>) -> Result<Vec<u8>, plist::Error> {
-    let host_id: String = p
-        .base_url
+/// The enrollment profile's `PayloadIdentifier` for an appliance at `base_url`. Removing the
+/// profile with this identifier (RemoveProfile) takes the device out of management.
+pub fn profile_identifier(base_url: &str) -> String {
+    let host_id: String = base_url
         .trim_start_matches("https://")
         .chars()
         .map(|c| {
@@ -51,7 +51,12 @@ pub fn build(p: &ProfileParams<'_>) -> Result<Vec<u8>, plist::Error> {
             }
         })
         .collect();
-    let prefix = format!("com.citadel.enroll.{host_id}");
+    format!("com.citadel.enroll.{host_id}")
+}
+
+/// The unsigned profile, XML.
+pub fn build(p: &ProfileParams<'_>) -> Result<Vec<u8>, plist::Error> {
+    let prefix = profile_identifier(p.base_url);
 
     let mut root = payload(
         "com.apple.security.root",

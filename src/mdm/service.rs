@@ -32,6 +32,8 @@ pub struct MdmOptions {
     pub inventory: InventorySchedule,
     /// Queue the inventory commands at a device's first TokenUpdate.
     pub inventory_on_enrollment: bool,
+    /// The `PayloadIdentifier` of the enrollment profiles this appliance hands out.
+    pub enrollment_profile: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -602,7 +604,22 @@ impl MdmService {
             ),
             _ => None,
         };
-        let command = actions::command(action, params, unlock_token.as_ref().map(|t| t.as_slice()));
+        // The profile the device reports as ours, else the one this appliance hands out now.
+        let enrollment_profile = inventory::list::<inventory::InstalledProfile>(
+            self.store.as_ref(),
+            id,
+            inventory::List::Profiles,
+        )?
+        .into_iter()
+        .map(|p| p.identifier)
+        .find(|i| i.starts_with("com.citadel.enroll."))
+        .unwrap_or_else(|| self.options.enrollment_profile.clone());
+        let command = actions::command(
+            action,
+            params,
+            unlock_token.as_ref().map(|t| t.as_slice()),
+            &enrollment_profile,
+        );
         let enqueued = self.enqueue(
             std::slice::from_ref(&record.id),
             &command,
@@ -865,6 +882,7 @@ mod tests {
                 retention: time::Duration::days(30),
                 inventory: InventorySchedule { interval: day },
                 inventory_on_enrollment: true,
+                enrollment_profile: "com.citadel.enroll.test".into(),
             },
             None,
             None,

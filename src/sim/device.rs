@@ -171,6 +171,11 @@ pub struct Device {
     pub commands_answered: u32,
     /// The MDM identity certificate (DER), listed by CertificateList.
     identity_certificate: Option<Vec<u8>>,
+    /// The enrollment profile's identifier: RemoveProfile of it takes the device out of
+    /// management (it then checks out).
+    enrollment_profile: Option<String>,
+    /// Set by RemoveProfile of the enrollment profile.
+    pub retired: bool,
 }
 
 /// Apps on every simulated device: (bundle ID, name, installed by the MDM).
@@ -205,7 +210,16 @@ impl Device {
             locations_reported: 0,
             commands_answered: 0,
             identity_certificate: None,
+            enrollment_profile: None,
+            retired: false,
         }
+    }
+
+    /// Sets the identifier of the profile the device enrolled with.
+    #[must_use]
+    pub fn with_enrollment_profile(mut self, identifier: String) -> Self {
+        self.enrollment_profile = Some(identifier);
+        self
     }
 
     /// Sets the identity certificate the device lists in CertificateList.
@@ -376,6 +390,12 @@ impl Device {
                     .get("Identifier")
                     .and_then(Value::as_string)
                     .unwrap_or_default();
+                if self.enrollment_profile.as_deref() == Some(id) {
+                    // Management ends: managed profiles (and apps) go with it.
+                    self.retired = true;
+                    self.profiles.clear();
+                    return ok(body);
+                }
                 let before = self.profiles.len();
                 self.profiles.retain(|(i, _)| i != id);
                 if self.profiles.len() == before {

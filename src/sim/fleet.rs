@@ -230,6 +230,10 @@ struct SimDevice {
     udid: String,
     token_hex: String,
     connect_url: String,
+    checkin_url: String,
+    topic: String,
+    /// Set once the device has told the server it left (CheckOut).
+    checked_out: AtomicBool,
     client: reqwest::Client,
     credentials: Credentials,
     idle: Option<SignedMessage>,
@@ -250,6 +254,8 @@ pub struct DeviceState {
     pub locked: bool,
     pub lost_mode: bool,
     pub erased: bool,
+    /// Its enrollment profile was removed; it checked out.
+    pub retired: bool,
     pub restarts: u32,
     pub locations_reported: u32,
     pub commands_answered: u32,
@@ -418,6 +424,8 @@ fn xml(dict: Dictionary) -> Vec<u8> {
 /// The parts of an enrollment profile a device acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrollmentProfile {
+    /// The profile's `PayloadIdentifier`: removing it unenrolls the device.
+    pub identifier: String,
     pub scep_url: String,
     pub challenge: String,
     pub common_name: String,
@@ -467,6 +475,7 @@ impl EnrollmentProfile {
             .to_owned();
         let server_url = string(mdm, "ServerURL")?;
         Ok(Self {
+            identifier: string(&top, "PayloadIdentifier")?,
             scep_url: string(scep, "URL")?,
             challenge: string(scep, "Challenge")?,
             common_name,
@@ -773,12 +782,16 @@ impl Fleet {
             udid: identity.udid.clone(),
             token_hex: hex::encode(token),
             connect_url: profile.server_url.clone(),
+            checkin_url: profile.checkin_url.clone(),
+            topic: profile.topic.clone(),
+            checked_out: AtomicBool::new(false),
             client,
             credentials,
             idle: None,
             state: Mutex::new(
                 Device::new(identity.clone(), options.seed ^ index, options.not_now_rate)
-                    .with_identity_certificate(certificate.clone()),
+                    .with_identity_certificate(certificate.clone())
+                    .with_enrollment_profile(profile.identifier.clone()),
             ),
             busy: AtomicBool::new(false),
             again: AtomicBool::new(false),
@@ -905,6 +918,20 @@ impl Fleet {
 
     /// Runs sessions for `device` until it has nothing more to do; a wake-up that arrives
     /// while a session runs makes it run another one afterwards.
+    /// What a device does when its enrollment profile is removed (CheckOutWhenRemoved).
+    async fn check_out(&self, device: &SimDevice) {
+        let sent = match device.sign(device.check_out_message()) {
+            Ok(message) => {
+                self.checkin(device, &device.checkin_url, &message, "CheckOut")
+                    .await
+            }
+            Err(kind) => Err(kind),
+        };
+        if let Err(kind) = sent {
+            self.stats.error(kind);
+        }
+    }
+
     async fn session(self: &Arc<Self>, device: &Arc<SimDevice>) {
         if device.busy.swap(true, Ordering::AcqRel) {
             device.again.store(true, Ordering::Release);
@@ -927,6 +954,10 @@ impl Fleet {
                 });
             }
             device.busy.store(false, Ordering::Release);
+            let retired = lock(&device.state).retired;
+            if retired && !device.checked_out.swap(true, Ordering::AcqRel) {
+                self.check_out(device).await;
+            }
             if device.gone.load(Ordering::Acquire)
                 || !device.again.swap(false, Ordering::AcqRel)
                 || device.busy.swap(true, Ordering::AcqRel)
@@ -994,7 +1025,7 @@ impl Fleet {
                     .and_then(Value::as_string)
                     .unwrap_or_default()
                     .to_owned();
-                (result, status, state.erased)
+                (result, status, state.erased || state.retired)
             };
             let status: &'static str = match status.as_str() {
                 "Acknowledged" => "Acknowledged",
@@ -1241,6 +1272,7 @@ impl Fleet {
                     locked: s.locked,
                     lost_mode: s.lost_mode,
                     erased: s.erased,
+                    retired: s.retired,
                     restarts: s.restarts,
                     locations_reported: s.locations_reported,
                     commands_answered: s.commands_answered,
@@ -1296,6 +1328,14 @@ pub struct Counters {
 }
 
 impl SimDevice {
+    fn check_out_message(&self) -> Dictionary {
+        let mut d = Dictionary::new();
+        d.insert("MessageType".into(), Value::String("CheckOut".into()));
+        d.insert("UDID".into(), Value::String(self.udid.clone()));
+        d.insert("Topic".into(), Value::String(self.topic.clone()));
+        d
+    }
+
     fn idle_status(&self) -> Dictionary {
         let mut d = Dictionary::new();
         d.insert("Status".into(), Value::String("Idle".into()));

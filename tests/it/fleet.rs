@@ -913,6 +913,16 @@ fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
     );
     assert_eq!(s, 403, "{v}");
 
+    // A personal device leaves by retirement: its enrollment profile removed, managed data with
+    // it; it checks out and the appliance marks it unenrolled.
+    let (s, retire) = act(&w, other_phone, "retire", json!({"reason": "left the trust"}));
+    assert_eq!(s, 202, "{retire}");
+    acked(&wait_command(&w, retire["command_uuid"].as_str().unwrap()));
+    wait_device(&w, other_phone, "check-out", |d| d["status"] == "unenrolled");
+    assert!(w.states()[other_phone].retired);
+    let (s, v) = act(&w, other_phone, "lock", json!({"reason": "too late"}));
+    assert_eq!(s, 409, "{v}");
+
     // Erase: the serial typed back, then the device acknowledges and leaves.
     let (s, v) = act(
         &w,
