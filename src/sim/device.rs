@@ -176,6 +176,8 @@ pub struct Device {
     enrollment_profile: Option<String>,
     /// Set by RemoveProfile of the enrollment profile.
     pub retired: bool,
+    /// Set by ClearPasscode.
+    pub passcode_cleared: bool,
 }
 
 /// Apps on every simulated device: (bundle ID, name, installed by the MDM).
@@ -212,6 +214,7 @@ impl Device {
             identity_certificate: None,
             enrollment_profile: None,
             retired: false,
+            passcode_cleared: false,
         }
     }
 
@@ -421,6 +424,21 @@ impl Device {
             }
             "DeviceLock" => {
                 self.locked = true;
+                ok(body)
+            }
+            "ClearPasscode" if self.identity.platform != Platform::Mac => {
+                // Only with the UnlockToken the device escrowed at TokenUpdate.
+                if command
+                    .get("UnlockToken")
+                    .and_then(Value::as_data)
+                    .is_none_or(<[u8]>::is_empty)
+                {
+                    return Answer {
+                        status: "Error",
+                        body: error_chain(12023, "The unlock token is missing or invalid."),
+                    };
+                }
+                self.passcode_cleared = true;
                 ok(body)
             }
             "RestartDevice" | "ShutDownDevice" => {

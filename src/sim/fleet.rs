@@ -256,6 +256,7 @@ pub struct DeviceState {
     pub erased: bool,
     /// Its enrollment profile was removed; it checked out.
     pub retired: bool,
+    pub passcode_cleared: bool,
     pub restarts: u32,
     pub locations_reported: u32,
     pub commands_answered: u32,
@@ -1273,6 +1274,7 @@ impl Fleet {
                     lost_mode: s.lost_mode,
                     erased: s.erased,
                     retired: s.retired,
+                    passcode_cleared: s.passcode_cleared,
                     restarts: s.restarts,
                     locations_reported: s.locations_reported,
                     commands_answered: s.commands_answered,

@@ -882,6 +882,14 @@ fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
     );
     assert!(!w.states()[phone].lost_mode);
 
+    // Clear the passcode with the unlock token the phone escrowed at enrolment; Macs have none.
+    let (s, clear) = act(&w, phone, "clear_passcode", json!({"reason": "user forgot it"}));
+    assert_eq!(s, 202, "{clear}");
+    acked(&wait_command(&w, clear["command_uuid"].as_str().unwrap()));
+    assert!(w.states()[phone].passcode_cleared);
+    let (s, v) = act(&w, mac, "clear_passcode", json!({"reason": "user forgot it"}));
+    assert_eq!(s, 409, "{v}");
+
     // Restart a Mac; locking a Mac needs a PIN.
     let (s, v) = act(&w, mac, "lock", json!({"reason": "stolen"}));
     assert_eq!(s, 400, "{v}");
@@ -954,6 +962,7 @@ fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
         taken,
         [
             "erase",
+            "clear_passcode",
             "disable_lost_mode",
             "play_sound",
             "locate",
