@@ -897,6 +897,14 @@ fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
     assert_eq!(s, 202, "{restart}");
     acked(&wait_command(&w, restart["command_uuid"].as_str().unwrap()));
     assert_eq!(w.states()[mac].restarts, 1);
+    let (s, off) = act(&w, mac, "shut_down", json!({"reason": "moving office"}));
+    assert_eq!(s, 202, "{off}");
+    acked(&wait_command(&w, off["command_uuid"].as_str().unwrap()));
+    assert_eq!(
+        w.states()[mac].restarts,
+        2,
+        "the simulator counts shut-downs with restarts"
+    );
 
     // Personal devices are never located or erased.
     let (s, _) = w.api(
