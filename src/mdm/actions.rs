@@ -433,6 +433,35 @@ mod tests {
             check(Action::ClearPasscode, &why, &mac_t),
             Err(Refusal::Precondition(_))
         ));
+        // Erasing an Intel Mac needs a PIN; an Apple silicon Mac does not, and iOS-only
+        // options are refused.
+        let mac_serial = ActionParams {
+            confirm: Some("UDID-1".into()),
+            ..why.clone()
+        };
+        assert!(matches!(
+            check(Action::Erase, &mac_serial, &mac_t),
+            Err(Refusal::Invalid(_))
+        ));
+        let mac_pin = ActionParams {
+            pin: Some("654321".into()),
+            ..mac_serial.clone()
+        };
+        check(Action::Erase, &mac_pin, &mac_t).unwrap();
+        let silicon = DeviceInventory {
+            is_apple_silicon: Some(true),
+            ..Default::default()
+        };
+        let silicon_t = target(Platform::Macos, Ownership::Corporate, &silicon);
+        check(Action::Erase, &mac_serial, &silicon_t).unwrap();
+        let ios_only = ActionParams {
+            preserve_data_plan: Some(true),
+            ..mac_serial.clone()
+        };
+        assert!(matches!(
+            check(Action::Erase, &ios_only, &silicon_t),
+            Err(Refusal::Invalid(_))
+        ));
         assert!(matches!(
             check(Action::EnableLostMode, &lost_params, &mac_t),
             Err(Refusal::Precondition(_))
