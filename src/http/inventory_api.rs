@@ -134,12 +134,7 @@ pub async fn refresh(
     let id2 = id.clone();
     let queued = web::block(move || mdm.refresh_inventory(&id2, now))
         .await
-        .map_err(blocking_err)?
-        .map_err(|e| match e {
-            MdmError::NotFound(_) => ApiError::NotFound,
-            MdmError::BadRequest(m) => ApiError::Conflict(m),
-            other => other.into(),
-        })?;
+        .map_err(blocking_err)??;
     tracing::info!(enrollment = %id, %actor, commands = queued, "inventory refresh requested");
     Ok(HttpResponse::Accepted().json(Refreshed {
         enrollment_id: id,
@@ -176,11 +171,7 @@ pub async fn set_ownership(
     let (mdm, id2) = (state.mdm.clone(), id.clone());
     web::block(move || mdm.set_ownership(&id2, ownership))
         .await
-        .map_err(blocking_err)?
-        .map_err(|e| match e {
-            MdmError::NotFound(_) => ApiError::NotFound,
-            other => other.into(),
-        })?;
+        .map_err(blocking_err)??;
     tracing::info!(enrollment = %id, %actor, ?ownership, %reason, "device ownership set");
     Ok(HttpResponse::Ok().json(OwnershipView {
         enrollment_id: id,
@@ -189,13 +180,6 @@ pub async fn set_ownership(
 }
 
 // ---------------------------------------------------------------- remote actions
-
-fn action_err(e: MdmError) -> ApiError {
-    match e {
-        MdmError::NotFound(_) => ApiError::NotFound,
-        other => other.into(),
-    }
-}
 
 fn parse_action(name: &str) -> Result<Action, ApiError> {
     Action::parse(name).ok_or_else(|| {
@@ -218,8 +202,7 @@ pub async fn perform(
     let (mdm, now, params) = (state.mdm.clone(), state.clock.now(), body.into_inner());
     let taken = web::block(move || mdm.perform_action(&id, action, &params, &actor, None, now))
         .await
-        .map_err(blocking_err)?
-        .map_err(action_err)?;
+        .map_err(blocking_err)??;
     Ok(HttpResponse::Accepted().json(taken))
 }
 

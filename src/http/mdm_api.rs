@@ -419,6 +419,7 @@ struct DeviceSummary {
 
 impl DeviceSummary {
     fn new(record: EnrollmentRecord, inv: Option<DeviceInventory>, ownership: Ownership) -> Self {
+        let platform = inventory::platform(&record, inv.as_ref());
         let compliance = Compliance::of(inv.as_ref());
         let mut device = DeviceView::from(record);
         let inv = inv.unwrap_or_default();
@@ -434,15 +435,7 @@ impl DeviceSummary {
                 field.clone_from(reported);
             }
         }
-        let platform = if inv.platform == Platform::Unknown {
-            Platform::from_model(&[
-                device.product_name.as_deref(),
-                device.model.as_deref(),
-                device.model_name.as_deref(),
-            ])
-        } else {
-            inv.platform
-        };
+
         Self {
             device,
             platform,

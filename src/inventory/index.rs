@@ -117,14 +117,7 @@ impl DeviceRow {
         let serial_number = pick(inv.and_then(|i| i.serial_number.as_ref()), &f.serial_number);
         let model_name = pick(inv.and_then(|i| i.model_name.as_ref()), &f.model_name);
         let os = inv.and_then(|i| i.os_version.as_ref()).or(f.os_version.as_ref());
-        let platform = match inv.map(|i| i.platform) {
-            Some(p) if p != Platform::Unknown => p,
-            _ => Platform::from_model(&[
-                f.product_name.as_deref(),
-                f.model.as_deref(),
-                f.model_name.as_deref(),
-            ]),
-        };
+        let platform = super::platform(record, inv);
         let mut haystack = String::with_capacity(96);
         for part in [
             Some(record.id.as_str()),
@@ -373,6 +366,15 @@ impl DeviceIndex {
             ownership,
             identity_not_after(store, record)?,
         ))
+    }
+
+    /// Rebuilds the row of an enrollment record just written (saves re-reading it).
+    pub fn update(&self, store: &dyn Store, record: &EnrollmentRecord) -> Result<(), StoreError> {
+        let row = Self::row(store, record)?;
+        if let Ok(mut map) = self.rows.write() {
+            map.insert(row.id.clone(), row);
+        }
+        Ok(())
     }
 
     /// Re-reads one enrollment's row from the store (after a write that touched it).

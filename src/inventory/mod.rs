@@ -142,16 +142,28 @@ pub fn history(
     Ok(out)
 }
 
+/// The platform of an enrollment: the reported one, else read from the model it gave at
+/// Authenticate.
+pub fn platform(record: &EnrollmentRecord, inv: Option<&DeviceInventory>) -> Platform {
+    match inv.map(|i| i.platform) {
+        Some(p) if p != Platform::Unknown => p,
+        _ => {
+            let f = &record.facts;
+            Platform::from_model(&[
+                f.product_name.as_deref(),
+                f.model.as_deref(),
+                f.model_name.as_deref(),
+            ])
+        }
+    }
+}
+
 /// A fresh record for an enrollment, seeded with what it said at Authenticate.
 fn seeded(record: &EnrollmentRecord) -> DeviceInventory {
     let f = &record.facts;
     DeviceInventory {
         enrollment_id: record.id.clone(),
-        platform: Platform::from_model(&[
-            f.product_name.as_deref(),
-            f.model.as_deref(),
-            f.model_name.as_deref(),
-        ]),
+        platform: platform(record, None),
         device_name: f.device_name.clone(),
         model: f.model.clone(),
         model_name: f.model_name.clone(),

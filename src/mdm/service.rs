@@ -15,7 +15,7 @@ use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
 use super::schema;
 use super::webhook::{Event, Webhook};
 use crate::inventory::index::DeviceIndex;
-use crate::inventory::{self, Platform, schedule::InventorySchedule};
+use crate::inventory::{self, schedule::InventorySchedule};
 use crate::pki::Pki;
 use crate::push::PushService;
 use crate::scep::ScepService;
@@ -133,7 +133,9 @@ impl MdmService {
     /// Stores an enrollment record and brings its row in the device list up to date.
     fn put_enrollment(&self, record: &EnrollmentRecord) -> Result<(), MdmError> {
         enrollment::put(self.store.as_ref(), record)?;
-        self.reindex(&record.id);
+        if let Err(e) = self.index.update(self.store.as_ref(), record) {
+            tracing::warn!(enrollment = %record.id, error = %e, "device list row not refreshed");
+        }
         Ok(())
     }
 
@@ -553,17 +555,7 @@ impl MdmService {
             )));
         }
         let inv = inventory::get(self.store.as_ref(), id)?;
-        let platform = match inv.as_ref().map(|i| i.platform) {
-            Some(p) if p != Platform::Unknown => p,
-            _ => {
-                let f = &record.facts;
-                Platform::from_model(&[
-                    f.product_name.as_deref(),
-                    f.model.as_deref(),
-                    f.model_name.as_deref(),
-                ])
-            }
-        };
+        let platform = inventory::platform(&record, inv.as_ref());
         let target = actions::Target {
             enrollment_id: id,
             platform,
@@ -687,17 +679,7 @@ impl MdmService {
 
     /// The inventory commands for `record`'s device, by its platform and ownership.
     fn inventory_commands(&self, record: &EnrollmentRecord) -> Result<Vec<Dictionary>, MdmError> {
-        let platform = match inventory::get(self.store.as_ref(), &record.id)? {
-            Some(inv) if inv.platform != Platform::Unknown => inv.platform,
-            _ => {
-                let f = &record.facts;
-                Platform::from_model(&[
-                    f.product_name.as_deref(),
-                    f.model.as_deref(),
-                    f.model_name.as_deref(),
-                ])
-            }
-        };
+        let platform = inventory::platform(record, inventory::get(self.store.as_ref(), &record.id)?.as_ref());
         let ownership = inventory::ownership(self.store.as_ref(), record)?;
         let user_enrollment = record.kind == enrollment::EnrollmentKind::UserEnrollment;
         Ok(inventory::schedule::commands(
@@ -753,7 +735,9 @@ impl MdmService {
             Some(record) if record.status == EnrollmentStatus::Active && !record.kind.is_user_channel() => {
                 self.queue_inventory(&record, now)
             }
-            Some(_) => Err(bad("only an active device channel reports inventory")),
+            Some(_) => Err(MdmError::Precondition(
+                "only an active device channel reports inventory".into(),
+            )),
             None => Err(MdmError::NotFound(id.to_owned())),
         }
     }
