@@ -377,6 +377,16 @@ impl DeviceIndex {
         Ok(())
     }
 
+    /// Rebuilds a row from an inventory just written, without reading anything back: what a
+    /// report cannot change (the identity certificate's expiry) is kept from the current row.
+    pub fn update_inventory(&self, record: &EnrollmentRecord, inv: &DeviceInventory, ownership: Ownership) {
+        if let Ok(mut map) = self.rows.write() {
+            let not_after = map.get(record.id.as_str()).and_then(|r| r.identity_not_after);
+            let row = DeviceRow::build(record, Some(inv), ownership, not_after);
+            map.insert(row.id.clone(), row);
+        }
+    }
+
     /// Re-reads one enrollment's row from the store (after a write that touched it).
     pub fn refresh(&self, store: &dyn Store, id: &str) -> Result<(), StoreError> {
         let row = match crate::mdm::enrollment::get(store, id)? {

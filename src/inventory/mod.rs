@@ -179,10 +179,15 @@ fn seeded(record: &EnrollmentRecord) -> DeviceInventory {
 }
 
 /// What ingesting a result did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Ingested {
-    /// The record (or a list) changed; `changes` entries went into the history.
-    Updated { changes: usize },
+    /// The record (or a list) changed; `changes` entries went into the history. Carries the
+    /// record as written and the ownership it was judged by, so callers need not read them back.
+    Updated {
+        changes: usize,
+        inventory: Box<DeviceInventory>,
+        ownership: Ownership,
+    },
     /// Not an inventory result, or refused by privacy rules.
     Ignored,
 }
@@ -340,11 +345,15 @@ pub fn ingest(
             }
         }
         put_json(txn, Tree::Inventory, key, &inv)?;
-        outcome.set(Ingested::Updated { changes: n });
+        outcome.set(Ingested::Updated {
+            changes: n,
+            inventory: Box::new(inv),
+            ownership,
+        });
         Ok(())
     })?;
     let outcome = outcome.replace(Ingested::Ignored);
-    if matches!(outcome, Ingested::Updated { changes } if changes > 0) {
+    if matches!(outcome, Ingested::Updated { changes, .. } if changes > 0) {
         trim_history(store, id)?;
     }
     Ok(outcome)

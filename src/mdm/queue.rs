@@ -190,6 +190,9 @@ pub struct Enqueued {
     pub coalesced: Vec<(String, String)>,
 }
 
+/// Targets written per store batch by [`enqueue`].
+const ENQUEUE_BATCH_TARGETS: usize = 1_000;
+
 /// Queues `command` (the inner `Command` dictionary, already validated) for `targets`.
 pub fn enqueue(
     store: &dyn Store,
@@ -215,58 +218,67 @@ pub fn enqueue(
     let content_sha256 = content_digest(command)?;
     let coalescible = COALESCED_TYPES.contains(&request_type.as_str());
 
-    let mut batch = WriteBatch::default();
     let mut out = Enqueued {
         command_uuid: uuid.clone(),
         queued: Vec::new(),
         coalesced: Vec::new(),
     };
-    for target in targets {
-        if coalescible && let Some(existing) = pending_duplicate(store, target, &content_sha256)? {
-            out.coalesced.push((target.clone(), existing));
-            continue;
+    // The command is written before any target can fetch it, and its target count corrected
+    // once the coalescing is known. Targets go in bounded batches: one batch for a 100,000-device
+    // fan-out held every entry in memory at once (2 GB). Each target's three entries stay atomic.
+    let mut record = CommandRecord {
+        uuid: uuid.clone(),
+        request_type: request_type.clone(),
+        plist: String::from_utf8_lossy(&xml).into_owned(),
+        priority,
+        created_at: now,
+        created_by: created_by.to_owned(),
+        targets: targets.len(),
+    };
+    store.put(Tree::Commands, uuid.as_bytes(), &encode(&record)?)?;
+    for chunk in targets.chunks(ENQUEUE_BATCH_TARGETS) {
+        let mut batch = WriteBatch::default();
+        for target in chunk {
+            if coalescible && let Some(existing) = pending_duplicate(store, target, &content_sha256)? {
+                out.coalesced.push((target.clone(), existing));
+                continue;
+            }
+            let seq = sequence.next(now);
+            let entry = QueueEntry {
+                uuid: uuid.clone(),
+                request_type: request_type.clone(),
+                content_sha256: content_sha256.clone(),
+                not_now: false,
+            };
+            batch.put(Tree::Queue, queue_key(target, priority, seq), encode(&entry)?);
+            let delivery = Delivery {
+                uuid: uuid.clone(),
+                enrollment_id: target.clone(),
+                request_type: request_type.clone(),
+                status: DeliveryStatus::Queued,
+                priority,
+                sequence: seq,
+                queued_at: now,
+                sent_at: None,
+                answered_at: None,
+                not_now_count: 0,
+                result: None,
+            };
+            batch.put(Tree::Deliveries, delivery_key(&uuid, target), encode(&delivery)?);
+            batch.put(
+                Tree::DeviceCommands,
+                history_key(target, seq),
+                uuid.as_bytes().to_vec(),
+            );
+            out.queued.push(target.clone());
         }
-        let seq = sequence.next(now);
-        let entry = QueueEntry {
-            uuid: uuid.clone(),
-            request_type: request_type.clone(),
-            content_sha256: content_sha256.clone(),
-            not_now: false,
-        };
-        batch.put(Tree::Queue, queue_key(target, priority, seq), encode(&entry)?);
-        let delivery = Delivery {
-            uuid: uuid.clone(),
-            enrollment_id: target.clone(),
-            request_type: request_type.clone(),
-            status: DeliveryStatus::Queued,
-            priority,
-            sequence: seq,
-            queued_at: now,
-            sent_at: None,
-            answered_at: None,
-            not_now_count: 0,
-            result: None,
-        };
-        batch.put(Tree::Deliveries, delivery_key(&uuid, target), encode(&delivery)?);
-        batch.put(
-            Tree::DeviceCommands,
-            history_key(target, seq),
-            uuid.as_bytes().to_vec(),
-        );
-        out.queued.push(target.clone());
-    }
-    if !out.queued.is_empty() {
-        let record = CommandRecord {
-            uuid: uuid.clone(),
-            request_type,
-            plist: String::from_utf8_lossy(&xml).into_owned(),
-            priority,
-            created_at: now,
-            created_by: created_by.to_owned(),
-            targets: out.queued.len(),
-        };
-        batch.put(Tree::Commands, uuid.as_bytes().to_vec(), encode(&record)?);
         store.apply(batch)?;
+    }
+    if out.queued.is_empty() {
+        store.delete(Tree::Commands, uuid.as_bytes())?;
+    } else if out.queued.len() != record.targets {
+        record.targets = out.queued.len();
+        store.put(Tree::Commands, uuid.as_bytes(), &encode(&record)?)?;
     }
     Ok(out)
 }
@@ -660,6 +672,37 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_fan_out_larger_than_one_batch_queues_every_target_once() {
+        let store = MemoryStore::new();
+        let seq = Sequence::default();
+        let n = ENQUEUE_BATCH_TARGETS * 2 + 7;
+        let targets: Vec<String> = (0..n).map(|i| format!("dev-{i:05}")).collect();
+        // One target in the second batch already has the query pending.
+        let early = enqueue(
+            &store,
+            &seq,
+            std::slice::from_ref(&targets[ENQUEUE_BATCH_TARGETS + 3]),
+            &cmd("SecurityInfo"),
+            100,
+            "t",
+            NOW,
+        )
+        .unwrap();
+        let out = enqueue(&store, &seq, &targets, &cmd("SecurityInfo"), 100, "t", NOW).unwrap();
+        assert_eq!((out.queued.len(), out.coalesced.len()), (n - 1, 1));
+        assert_eq!(out.coalesced[0].1, early.command_uuid);
+        let record = command(&store, &out.command_uuid).unwrap().unwrap();
+        assert_eq!(record.targets, n - 1);
+        for t in [&targets[0], &targets[ENQUEUE_BATCH_TARGETS], &targets[n - 1]] {
+            assert_eq!(pending_count(&store, t).unwrap(), 1, "{t}");
+        }
+        // Everything coalesced: no command record is left behind.
+        let again = enqueue(&store, &seq, &targets[..3], &cmd("SecurityInfo"), 100, "t", NOW).unwrap();
+        assert!(again.queued.is_empty());
+        assert!(command(&store, &again.command_uuid).unwrap().is_none());
     }
 
     #[test]

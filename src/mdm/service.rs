@@ -648,29 +648,37 @@ impl MdmService {
         msg: &Dictionary,
         now: OffsetDateTime,
     ) {
-        let command = match queue::command(self.store.as_ref(), uuid) {
-            Ok(Some(c)) => plist::from_bytes::<Dictionary>(c.plist.as_bytes())
-                .ok()
-                .and_then(|mut d| d.remove("Command"))
-                .and_then(Value::into_dictionary),
-            _ => None,
+        // Only an app list's interpretation depends on what was asked (ManagedAppsOnly).
+        let command = if request_type == "InstalledApplicationList" {
+            match queue::command(self.store.as_ref(), uuid) {
+                Ok(Some(c)) => plist::from_bytes::<Dictionary>(c.plist.as_bytes())
+                    .ok()
+                    .and_then(|mut d| d.remove("Command"))
+                    .and_then(Value::into_dictionary),
+                _ => None,
+            }
+        } else {
+            None
         };
-        let ingested = inventory::ingest(
+        match inventory::ingest(
             self.store.as_ref(),
             record,
             request_type,
             command.as_ref(),
             msg,
             now,
-        );
-        if matches!(ingested, Ok(inventory::Ingested::Updated { .. })) {
-            self.reindex(&record.id);
-        }
-        match ingested {
-            Ok(inventory::Ingested::Updated { changes }) if changes > 0 => {
-                tracing::info!(enrollment = %record.id, %request_type, changes, "inventory changed");
+        ) {
+            Ok(inventory::Ingested::Updated {
+                changes,
+                inventory,
+                ownership,
+            }) => {
+                self.index.update_inventory(record, &inventory, ownership);
+                if changes > 0 {
+                    tracing::info!(enrollment = %record.id, %request_type, changes, "inventory changed");
+                }
             }
-            Ok(_) => {}
+            Ok(inventory::Ingested::Ignored) => {}
             Err(e) => {
                 tracing::warn!(enrollment = %record.id, %request_type, error = %e, "inventory not updated")
             }
