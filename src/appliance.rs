@@ -258,6 +258,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         identities: Arc::new(crate::mdm::identity::IdentityVerifier::default()),
         enrollment: Arc::new(EnrollmentSettings::from_config(&config)),
         push: Arc::clone(&push),
+        audit: Arc::new(crate::audit::AuditLog::open(Arc::clone(&store))?),
     });
 
     let listen = config.server.listen;

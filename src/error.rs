@@ -81,3 +81,14 @@ impl ResponseError for ApiError {
         })
     }
 }
+
+impl ApiError {
+    /// How the audit log classes a request that ended in this error: refused (the caller's
+    /// request was not allowed or not valid) or failed (the appliance could not do it).
+    pub fn audit_outcome(&self) -> crate::audit::Outcome {
+        match self {
+            ApiError::Store(_) | ApiError::Internal(_) => crate::audit::Outcome::Failure,
+            _ => crate::audit::Outcome::Denied,
+        }
+    }
+}

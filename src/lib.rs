@@ -3,6 +3,7 @@
 
 pub mod admin_client;
 pub mod appliance;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod datadir;

@@ -10,11 +10,13 @@ use clap::{Args, Parser, Subcommand};
 
 use citadel::admin_client::{Admin, AdminError};
 use citadel::appliance::{self, StartupError};
+use citadel::audit::{Actor, AuditEvent, AuditLog, Outcome, Verification};
 use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::{self, Config, Overrides};
 use citadel::datadir::DataDir;
 use citadel::iam::api_tokens::{self, ApiTokenRecord};
 use citadel::pki::push::{ImportSource, PushCertUpload};
+use citadel::scep::ScepService;
 use citadel::scep::challenges::NewChallenge;
 use citadel::scep::registry::{CertificateRecord, CertificateStatus, RevokeOutcome};
 use citadel::{healthcheck, pki, telemetry};
@@ -69,6 +71,9 @@ enum Command {
     /// Admin API tokens (`Authorization: Bearer <token>`).
     #[command(subcommand, name = "api-token")]
     ApiToken(ApiTokenCommand),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// The APNs push certificate that lets Citadel wake devices.
     #[command(subcommand, name = "push-cert")]
     PushCert(PushCertCommand),
@@ -120,6 +125,17 @@ enum PushCertCommand {
     },
     /// Show the push certificate's topic, subject and expiry.
     Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole chain; exit 1 naming the first record that was edited, removed or
+    /// reordered.
+    Verify {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -207,6 +223,7 @@ fn main() -> ExitCode {
         Command::Ca(_)
         | Command::Scep(_)
         | Command::ApiToken(_)
+        | Command::Audit(_)
         | Command::PushCert(_)
         | Command::Simulate(_) => None,
     };
@@ -225,6 +242,7 @@ fn main() -> ExitCode {
         Command::Ca(CaCommand::Revoke { serial }) => report(run_ca_revoke(&config, &clock, &serial)),
         Command::Scep(ScepCommand::Challenge { ttl }) => report(run_scep_challenge(&config, &clock, ttl)),
         Command::ApiToken(cmd) => report(run_api_token(&config, &clock, cmd)),
+        Command::Audit(AuditCommand::Verify { json }) => run_audit_verify(&config, &clock, json),
         Command::PushCert(cmd) => report(run_push_cert(&config, &clock, cmd)),
         Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
         Command::Simulate(args) => run_simulate(&args, &clock),
@@ -338,6 +356,58 @@ fn run_scep_challenge(config: &Config, clock: &SharedClock, ttl: Option<u64>) ->
     Ok(())
 }
 
+/// Audits a token change made with the server stopped (the server audits its own socket).
+fn audit_cli(
+    scep: &ScepService,
+    action: &str,
+    token: &ApiTokenRecord,
+    clock: &SharedClock,
+) -> Result<(), AdminError> {
+    let event = AuditEvent::new(Actor::Cli, action, Outcome::Success)
+        .target(token.id.as_str())
+        .reason(format!("named {:?}", token.name));
+    AuditLog::open(Arc::clone(scep.store()))?.append(event, clock.now())?;
+    Ok(())
+}
+
+fn run_audit_verify(config: &Config, clock: &SharedClock, json: bool) -> ExitCode {
+    let checked = Admin::connect(config, clock.now()).and_then(|admin| match admin {
+        Admin::Socket(socket) => {
+            Admin::call::<Verification>(&socket, Method::GET, "/audit/verify", None::<&()>)
+        }
+        Admin::Local(scep) => Ok(citadel::audit::verify(scep.store().as_ref())?),
+    });
+    let verification = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("citadel: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&verification).unwrap_or_default()
+        );
+    }
+    match &verification.problem {
+        None => {
+            eprintln!(
+                "citadel: audit log intact: {} records verified",
+                verification.verified
+            );
+            ExitCode::SUCCESS
+        }
+        Some(problem) => {
+            eprintln!(
+                "citadel: AUDIT LOG TAMPERED: {problem} ({} records verified before it)",
+                verification.verified
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> Result<(), AdminError> {
     let admin = Admin::connect(config, clock.now())?;
     match cmd {
@@ -359,6 +429,7 @@ fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> 
                     let ttl = ttl_days.map(|d| time::Duration::days(i64::from(d)));
                     let (token, record) = api_tokens::create(scep.store().as_ref(), &name, ttl, clock.now())
                         .map_err(|e| AdminError::Socket(e.to_string()))?;
+                    audit_cli(&scep, "api_token.create", &record, clock)?;
                     Created { token, record }
                 }
             };
@@ -408,7 +479,10 @@ fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> 
                     None::<&()>,
                 )?,
                 Admin::Local(scep) => match api_tokens::revoke(scep.store().as_ref(), &id, clock.now()) {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        audit_cli(&scep, "api_token.revoke", &r, clock)?;
+                        r
+                    }
                     Err(api_tokens::ApiTokenError::NotFound(_)) => return Err(AdminError::NotFound),
                     Err(e) => return Err(AdminError::Socket(e.to_string())),
                 },

@@ -7,7 +7,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{AppState, inventory_api, mdm_api, push_api};
+use super::{AppState, audit_api, inventory_api, mdm_api, push_api};
+use crate::audit::{Actor, AuditEvent};
 use crate::error::ApiError;
 use crate::iam::{api_tokens, bootstrap};
 use crate::scep::registry::RevokeOutcome;
@@ -58,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
             .route("/push-cert", web::get().to(push_api::api_get))
             .route("/push-cert", web::put().to(push_api::api_put))
             .route("/push", web::post().to(push_api::api_push))
+            .route("/audit", web::get().to(audit_api::list))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) })),
     );
 }
@@ -79,6 +81,7 @@ pub fn configure_admin_socket(cfg: &mut web::ServiceConfig) {
         web::post().to(mdm_api::socket_revoke_token),
     )
     .route("/ca/certificates", web::get().to(list_certificates))
+    .route("/audit/verify", web::get().to(audit_api::socket_verify))
     .route(
         "/ca/certificates/{serial}/revoke",
         web::post().to(revoke_certificate),
@@ -96,9 +99,57 @@ pub struct ChallengeRequest {
     ttl_secs: Option<u64>,
 }
 
+/// Who an admin API request acts as: the audit log's actor and the label used in logs and
+/// records (`api-token:ID (name)`). Dereferences to the label.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub actor: Actor,
+    pub label: String,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.label
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+/// The client's address, for the audit log's "from where".
+pub(super) fn source(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|a| a.ip().to_string())
+}
+
+/// `event` with the request's client address as its source.
+pub(super) fn with_source(mut event: AuditEvent, req: &HttpRequest) -> AuditEvent {
+    event.source = source(req);
+    event
+}
+
+/// Appends to the audit log. The change it records has already happened, so a failure to
+/// record it is logged as an error rather than undoing or failing the request.
+pub(super) async fn audit(state: &web::Data<AppState>, event: AuditEvent) {
+    let (log, now) = (state.audit.clone(), state.clock.now());
+    let action = event.action.clone();
+    let outcome = web::block(move || log.append(event, now)).await;
+    match outcome {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(%action, error = %e, "audit record not written"),
+        Err(e) => tracing::error!(%action, error = %e, "audit record not written"),
+    }
+}
+
 /// Checks the bearer token (an API token, or the bootstrap secret until administrators
 /// exist) and returns who is acting, for logs and records.
-pub(super) async fn authenticate(state: &web::Data<AppState>, req: &HttpRequest) -> Result<String, ApiError> {
+pub(super) async fn authenticate(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+) -> Result<Principal, ApiError> {
     let token = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -108,15 +159,21 @@ pub(super) async fn authenticate(state: &web::Data<AppState>, req: &HttpRequest)
         .ok_or(ApiError::Unauthorized)?;
     let store = state.store.clone();
     let now = state.clock.now();
-    let actor = web::block(move || -> Result<Option<String>, ApiError> {
+    let principal = web::block(move || -> Result<Option<Principal>, ApiError> {
         if let Some(record) = api_tokens::verify(store.as_ref(), &token, now)? {
-            return Ok(Some(format!("api-token:{} ({})", record.id, record.name)));
+            return Ok(Some(Principal {
+                label: format!("api-token:{} ({})", record.id, record.name),
+                actor: Actor::ApiToken(record.id),
+            }));
         }
-        Ok(bootstrap::verify(store.as_ref(), &token)?.then(|| "bootstrap".to_owned()))
+        Ok(bootstrap::verify(store.as_ref(), &token)?.then(|| Principal {
+            actor: Actor::Bootstrap,
+            label: "bootstrap".to_owned(),
+        }))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
-    actor.ok_or(ApiError::Unauthorized)
+    principal.ok_or(ApiError::Unauthorized)
 }
 
 async fn create_challenge(

@@ -8,7 +8,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::api::authenticate;
+use super::api::{audit, authenticate, source, with_source};
+use crate::audit::{AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::inventory::index::DeviceFilter;
 use crate::inventory::{self, InstalledApp, InstalledCertificate, InstalledProfile, List, Ownership};
@@ -173,6 +174,14 @@ pub async fn set_ownership(
         .await
         .map_err(blocking_err)??;
     tracing::info!(enrollment = %id, %actor, ?ownership, %reason, "device ownership set");
+    let event = AuditEvent::new(
+        actor.actor.clone(),
+        format!("device.ownership.{}", ownership.name()),
+        Outcome::Success,
+    )
+    .target(id.as_str())
+    .reason(reason);
+    audit(&state, with_source(event, &req)).await;
     Ok(HttpResponse::Ok().json(OwnershipView {
         enrollment_id: id,
         ownership,
@@ -200,10 +209,32 @@ pub async fn perform(
     let (id, action) = path.into_inner();
     let action = parse_action(&action)?;
     let (mdm, now, params) = (state.mdm.clone(), state.clock.now(), body.into_inner());
-    let taken = web::block(move || mdm.perform_action(&id, action, &params, &actor, None, now))
+    let event = with_source(
+        AuditEvent::new(
+            actor.actor.clone(),
+            format!("device.action.{}", action.name()),
+            Outcome::Success,
+        )
+        .target(id.as_str()),
+        &req,
+    );
+    let reason = params.reason.trim().to_owned();
+    let performed = web::block(move || mdm.perform_action(&id, action, &params, &actor, None, now))
         .await
-        .map_err(blocking_err)??;
-    Ok(HttpResponse::Accepted().json(taken))
+        .map_err(blocking_err)?
+        .map_err(ApiError::from);
+    match performed {
+        Ok(taken) => {
+            audit(&state, event.reason(reason)).await;
+            Ok(HttpResponse::Accepted().json(taken))
+        }
+        Err(e) => {
+            let mut event = event.reason(format!("{e}"));
+            event.outcome = e.audit_outcome();
+            audit(&state, event).await;
+            Err(e)
+        }
+    }
 }
 
 pub async fn action_history(
@@ -319,6 +350,19 @@ pub async fn bulk(
     }
     let bulk_id = uuid::Uuid::new_v4().to_string();
     tracing::warn!(%bulk_id, %actor, ?action, matched = ids.len(), eligible = eligible.len(), reason = %params.reason, "bulk action started");
+    let event = AuditEvent::new(
+        actor.actor.clone(),
+        format!("device.bulk_action.{}", action.name()),
+        Outcome::Success,
+    )
+    .target(format!(
+        "bulk:{bulk_id} ({} of {} matched)",
+        eligible.len(),
+        ids.len()
+    ))
+    .reason(params.reason.trim());
+    audit(&state, with_source(event, &req)).await;
+    let (audit_log, from) = (state.audit.clone(), source(&req));
     let accepted = BulkAccepted {
         bulk_id: bulk_id.clone(),
         action,
@@ -339,6 +383,7 @@ pub async fn bulk(
                 bulk_id.clone(),
                 clock.now(),
             );
+            let (audit_log, from) = (audit_log.clone(), from.clone());
             let outcome = web::block(move || {
                 let mut ok = 0;
                 for id in &step {
@@ -346,11 +391,25 @@ pub async fn bulk(
                         Ok(p) => p,
                         Err(_) => continue,
                     };
-                    if mdm
-                        .perform_action(id, action, &per_device, &actor, Some(&bulk_id), now)
-                        .is_ok()
-                    {
-                        ok += 1;
+                    let performed = mdm.perform_action(id, action, &per_device, &actor, Some(&bulk_id), now);
+                    let mut event = AuditEvent::new(
+                        actor.actor.clone(),
+                        format!("device.action.{}", action.name()),
+                        Outcome::Success,
+                    )
+                    .target(id.as_str())
+                    .reason(format!("{} (bulk {bulk_id})", params.reason.trim()));
+                    event.source = from.clone();
+                    match performed {
+                        Ok(_) => ok += 1,
+                        Err(e) => {
+                            let e = ApiError::from(e);
+                            event.outcome = e.audit_outcome();
+                            event.reason = Some(format!("{e} (bulk {bulk_id})"));
+                        }
+                    }
+                    if let Err(e) = audit_log.append(event, now) {
+                        tracing::error!(enrollment = %id, error = %e, "audit record not written");
                     }
                 }
                 (ok, step.len() - ok)

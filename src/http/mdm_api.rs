@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::AppState;
-use super::api::authenticate;
+use super::api::{audit, authenticate, with_source};
 use super::mdm::{NO_TOPIC_WARNING, signed_profile};
+use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::iam::api_tokens::{self, ApiTokenError};
 use crate::inventory::index::{Compliance, DeviceFilter, QueryError};
@@ -33,7 +34,7 @@ pub async fn enrollment_profile(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let actor = authenticate(&state, &req).await?;
-    signed_profile(&state, actor).await
+    signed_profile(&state, actor.label).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,7 +175,12 @@ pub async fn create_command(
         .and_then(Value::as_string)
         .unwrap_or_default()
         .to_owned();
-    let out = web::block(move || {
+    let principal = actor.actor.clone();
+    let target = match targets.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} devices", many.len()),
+    };
+    let enqueued = web::block(move || {
         mdm.enqueue(
             &targets,
             &command,
@@ -184,7 +190,34 @@ pub async fn create_command(
         )
     })
     .await
-    .map_err(blocking_err)??;
+    .map_err(blocking_err)?
+    .map_err(ApiError::from);
+    let mut event = with_source(
+        AuditEvent::new(
+            principal,
+            format!("command.create.{request_type}"),
+            Outcome::Success,
+        )
+        .target(target),
+        &req,
+    );
+    let out = match enqueued {
+        Ok(out) => {
+            event.reason = Some(format!(
+                "command {} queued for {}",
+                out.command_uuid,
+                out.queued.len()
+            ));
+            audit(&state, event).await;
+            out
+        }
+        Err(e) => {
+            event.outcome = e.audit_outcome();
+            event.reason = Some(e.to_string());
+            audit(&state, event).await;
+            return Err(e);
+        }
+    };
     let mut res = HttpResponse::Created();
     if !state.push.topic().1 {
         res.insert_header((header::WARNING, NO_TOPIC_WARNING));
@@ -769,6 +802,10 @@ pub async fn socket_create_token(
         .map_err(blocking_err)?
         .map_err(token_err)?;
     tracing::info!(id = %record.id, name = %record.name, "API token created");
+    let event = AuditEvent::new(Actor::Cli, "api_token.create", Outcome::Success)
+        .target(record.id.as_str())
+        .reason(format!("named {:?}", record.name));
+    audit(&state, event).await;
     Ok(HttpResponse::Created().json(TokenCreated { token, record }))
 }
 
@@ -792,5 +829,9 @@ pub async fn socket_revoke_token(
         .map_err(blocking_err)?
         .map_err(token_err)?;
     tracing::info!(id = %record.id, name = %record.name, "API token revoked");
+    let event = AuditEvent::new(Actor::Cli, "api_token.revoke", Outcome::Success)
+        .target(record.id.as_str())
+        .reason(format!("named {:?}", record.name));
+    audit(&state, event).await;
     Ok(HttpResponse::Ok().json(record))
 }

@@ -1,6 +1,7 @@
 //! The HTTPS surface: one rustls listener serving the appliance's endpoints and the console.
 
 pub mod api;
+mod audit_api;
 pub mod console;
 mod inventory_api;
 pub mod mdm;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub identities: Arc<IdentityVerifier>,
     pub enrollment: Arc<EnrollmentSettings>,
     pub push: Arc<PushService>,
+    pub audit: Arc<crate::audit::AuditLog>,
 }
 
 /// What enrollment profiles and links need from the configuration.

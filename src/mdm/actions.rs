@@ -37,6 +37,14 @@ impl Action {
         serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
     }
 
+    /// The name [`Action::parse`] takes (`clear_passcode`).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => name,
+            _ => format!("{self:?}"),
+        }
+    }
+
     pub fn request_type(self) -> &'static str {
         match self {
             Self::Lock => "DeviceLock",

@@ -71,10 +71,12 @@ pub enum Tree {
     /// Locations reported in lost mode: `enrollment ID \0 micros` → fix. Cleared when lost
     /// mode ends.
     Locations,
+    /// The audit log: big-endian sequence number → hash-chained record (`audit`). Append-only.
+    Audit,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 22] = [
+    pub const ALL: [Tree; 23] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -97,6 +99,7 @@ impl Tree {
         Tree::Ownership,
         Tree::Actions,
         Tree::Locations,
+        Tree::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,6 +126,7 @@ impl Tree {
             Tree::Ownership => "ownership",
             Tree::Actions => "actions",
             Tree::Locations => "locations",
+            Tree::Audit => "audit",
         }
     }
 }

@@ -57,6 +57,7 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::Ownership => 20,
         Tree::Actions => 21,
         Tree::Locations => 22,
+        Tree::Audit => 23,
     }
 }
 

@@ -987,6 +987,37 @@ fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
             .iter()
             .all(|a| a["reason"].is_string() && a["at"].is_string())
     );
+    // … and in the audit log, beside the refusals (oldest first).
+    let (_, log) = w.api(
+        Method::GET,
+        &format!("/api/v1/audit?target={phone}&action=device.action.&limit=1000"),
+        None,
+    );
+    let audited: Vec<(&str, &str)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "success")
+        .map(|r| (r["action"].as_str().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(audited.len(), taken.len(), "{log}");
+    assert_eq!(audited.last().map(|a| a.0), Some("device.action.erase"));
+    assert_eq!(audited.last().map(|a| a.1), Some("beyond repair"));
+    let (_, refused) = w.api(
+        Method::GET,
+        &format!("/api/v1/audit?target={other_phone}&outcome=denied"),
+        None,
+    );
+    let refused: Vec<&str> = refused["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        refused.contains(&"device.action.erase") && refused.contains(&"device.action.enable_lost_mode"),
+        "{refused:?}"
+    );
 
     // Bulk: restart every iPad, paced; erase needs the count typed back.
     let (s, bulk) = w.api(

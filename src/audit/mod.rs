@@ -1,0 +1,533 @@
+//! The audit log: one append-only, hash-chained record per administrative change, action,
+//! login or security event.
+//!
+//! Each record carries the SHA-256 of the record before it, and its own hash covers its
+//! sequence number, its content and that previous hash; the chain's head (last sequence and
+//! hash) is written in the same store batch as the record. [`verify`] walks the chain and names
+//! the first record that was edited, removed or reordered, and a head that no longer matches
+//! the last record (the tail cut off). Nothing in the product deletes audit records.
+//!
+//! Appends are serialised by one lock per [`AuditLog`]; the appliance holds exactly one.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::store::{Store, StoreError, StoreExt, Tree, WriteBatch, decode, encode};
+
+/// Key of the chain's head in `Tree::Meta`.
+const HEAD_KEY: &[u8] = b"audit_head";
+/// The `prev_hash` of the first record.
+const GENESIS: [u8; 32] = [0; 32];
+/// Records read per page while verifying or listing.
+const PAGE: usize = 1_000;
+
+/// Who did it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Actor {
+    /// An administrator account (by user name).
+    Administrator(String),
+    /// An admin API token (by token ID).
+    ApiToken(String),
+    /// The one-time bootstrap secret, before administrators exist.
+    Bootstrap,
+    /// Someone at the appliance's command line (owner of the data directory).
+    Cli,
+    /// A device (by enrollment ID).
+    Device(String),
+    /// The appliance itself (schedules, start-up).
+    System,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    /// Refused: not permitted, or failed authentication.
+    Denied,
+    /// Attempted and failed.
+    Failure,
+}
+
+/// What happened, as the caller describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub actor: Actor,
+    /// Dotted, stable name: `device.action.lock`, `api_token.create`, `login`, ….
+    pub action: String,
+    /// What it was done to (an enrollment ID, a token ID, a certificate serial…).
+    pub target: Option<String>,
+    /// Where it came from (the client's address), when there is one.
+    pub source: Option<String>,
+    pub outcome: Outcome,
+    /// Why: the reason an administrator gave, or why it was refused.
+    pub reason: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(actor: Actor, action: impl Into<String>, outcome: Outcome) -> Self {
+        Self {
+            actor,
+            action: action.into(),
+            target: None,
+            source: None,
+            outcome,
+            reason: None,
+        }
+    }
+
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// One stored record. Field order is the hashed encoding: do not reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// Hex SHA-256 of the previous record (zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 over this record's other fields.
+    pub hash: String,
+}
+
+/// The part of a record its hash covers.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+    event: &'a AuditEvent,
+    prev_hash: &'a str,
+}
+
+fn digest(seq: u64, at: OffsetDateTime, event: &AuditEvent, prev_hash: &str) -> Result<String, StoreError> {
+    let bytes = encode(&Hashed {
+        seq,
+        at,
+        event,
+        prev_hash,
+    })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn read_head(store: &dyn Store) -> Result<Option<Head>, StoreError> {
+    store.get_record(Tree::Meta, HEAD_KEY)
+}
+
+/// The appliance's audit log.
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    /// The chain's head as last written; the lock serialises appends.
+    head: Mutex<Head>,
+}
+
+impl AuditLog {
+    pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let head = read_head(store.as_ref())?.unwrap_or(Head {
+            seq: 0,
+            hash: hex::encode(GENESIS),
+        });
+        Ok(Self {
+            store,
+            head: Mutex::new(head),
+        })
+    }
+
+    /// Appends `event` at `at`; returns the record written. The event is also logged, so an
+    /// operator tailing the log sees what the audit trail records.
+    pub fn append(&self, event: AuditEvent, at: OffsetDateTime) -> Result<AuditRecord, StoreError> {
+        let mut head = self
+            .head
+            .lock()
+            .map_err(|_| StoreError::Engine("the audit log's lock is poisoned".into()))?;
+        let seq = head.seq + 1;
+        let hash = digest(seq, at, &event, &head.hash)?;
+        let record = AuditRecord {
+            seq,
+            at,
+            event,
+            prev_hash: head.hash.clone(),
+            hash: hash.clone(),
+        };
+        let next = Head { seq, hash };
+        let mut batch = WriteBatch::default();
+        batch.put(Tree::Audit, key(seq), encode(&record)?);
+        batch.put(Tree::Meta, HEAD_KEY, encode(&next)?);
+        self.store.apply(batch)?;
+        *head = next;
+        tracing::info!(
+            target: "citadel::audit",
+            seq,
+            actor = ?record.event.actor,
+            action = %record.event.action,
+            target_id = record.event.target.as_deref().unwrap_or(""),
+            outcome = ?record.event.outcome,
+            "audit"
+        );
+        Ok(record)
+    }
+
+    /// Records after sequence number `after` (oldest first) that `filter` keeps, at most `limit`.
+    pub fn list(
+        &self,
+        filter: &AuditFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = key(after).to_vec();
+        loop {
+            let page = self.store.scan_prefix(Tree::Audit, b"", Some(&cursor), PAGE)?;
+            let full = page.len() == PAGE;
+            for (k, v) in &page {
+                let record: AuditRecord = decode(Tree::Audit, k, v)?;
+                if filter.keeps(&record) {
+                    out.push(record);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            match page.last() {
+                Some((k, _)) if full => cursor = k.clone(),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Which records [`AuditLog::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Action name, or a prefix ending in `.` (`device.action.`).
+    pub action: Option<String>,
+    pub target: Option<String>,
+    /// An actor's ID (user name, token ID, enrollment ID).
+    pub actor: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub since: Option<OffsetDateTime>,
+    /// Exclusive.
+    pub until: Option<OffsetDateTime>,
+}
+
+impl AuditFilter {
+    fn keeps(&self, r: &AuditRecord) -> bool {
+        let e = &r.event;
+        let actor_id = match &e.actor {
+            Actor::Administrator(id) | Actor::ApiToken(id) | Actor::Device(id) => Some(id.as_str()),
+            Actor::Bootstrap | Actor::Cli | Actor::System => None,
+        };
+        self.action.as_deref().is_none_or(|a| {
+            if a.ends_with('.') {
+                e.action.starts_with(a)
+            } else {
+                e.action == a
+            }
+        }) && self
+            .target
+            .as_deref()
+            .is_none_or(|t| e.target.as_deref() == Some(t))
+            && self.actor.as_deref().is_none_or(|a| actor_id == Some(a))
+            && self.outcome.is_none_or(|o| e.outcome == o)
+            && self.since.is_none_or(|s| r.at >= s)
+            && self.until.is_none_or(|u| r.at < u)
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Records that verified, in order, before the first problem.
+    pub verified: u64,
+    /// The first problem, if any.
+    pub problem: Option<ChainProblem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ChainProblem {
+    #[error("record {seq} is missing (the chain jumps from {previous} to {seq_found})")]
+    Missing { seq: u64, previous: u64, seq_found: u64 },
+    #[error("record {seq} was altered: its content does not give its hash")]
+    Altered { seq: u64 },
+    #[error("record {seq} does not follow record {previous}: its previous hash differs")]
+    Unlinked { seq: u64, previous: u64 },
+    #[error("record {seq} cannot be read: {reason}")]
+    Unreadable { seq: u64, reason: String },
+    #[error("the chain ends at record {last} but its head says {head}: records were removed from the end")]
+    Truncated { last: u64, head: u64 },
+    #[error("the chain's head does not match its last record {last}")]
+    HeadMismatch { last: u64 },
+}
+
+/// Walks the whole chain from the first record.
+pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
+    let mut previous: u64 = 0;
+    let mut prev_hash = hex::encode(GENESIS);
+    let mut cursor: Option<Vec<u8>> = None;
+    let fail = |verified: u64, problem: ChainProblem| {
+        Ok(Verification {
+            verified,
+            problem: Some(problem),
+        })
+    };
+    loop {
+        let page = store.scan_prefix(Tree::Audit, b"", cursor.as_deref(), PAGE)?;
+        let full = page.len() == PAGE;
+        for (k, v) in &page {
+            let seq = k
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(previous + 1);
+            let record: AuditRecord = match decode(Tree::Audit, k, v) {
+                Ok(r) => r,
+                Err(e) => {
+                    return fail(
+                        previous,
+                        ChainProblem::Unreadable {
+                            seq,
+                            reason: e.to_string(),
+                        },
+                    );
+                }
+            };
+            if seq != previous + 1 || record.seq != seq {
+                return fail(
+                    previous,
+                    ChainProblem::Missing {
+                        seq: previous + 1,
+                        previous,
+                        seq_found: seq,
+                    },
+                );
+            }
+            if record.prev_hash != prev_hash {
+                return fail(previous, ChainProblem::Unlinked { seq, previous });
+            }
+            if digest(record.seq, record.at, &record.event, &record.prev_hash)? != record.hash {
+                return fail(previous, ChainProblem::Altered { seq });
+            }
+            previous = seq;
+            prev_hash = record.hash;
+        }
+        match page.last() {
+            Some((k, _)) if full => cursor = Some(k.clone()),
+            _ => break,
+        }
+    }
+    let head = read_head(store)?;
+    match head {
+        None if previous == 0 => {}
+        Some(h) if h.seq == previous && h.hash == prev_hash => {}
+        Some(h) if h.seq > previous => {
+            return fail(
+                previous,
+                ChainProblem::Truncated {
+                    last: previous,
+                    head: h.seq,
+                },
+            );
+        }
+        _ => return fail(previous, ChainProblem::HeadMismatch { last: previous }),
+    }
+    Ok(Verification {
+        verified: previous,
+        problem: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-12-05 09:00 UTC);
+
+    fn log_with(n: u64) -> (Arc<dyn Store>, AuditLog) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let log = AuditLog::open(store.clone()).unwrap();
+        for i in 0..n {
+            let event = AuditEvent::new(
+                Actor::Administrator(format!("admin{}", i % 3)),
+                if i % 2 == 0 {
+                    "device.action.lock"
+                } else {
+                    "api_token.create"
+                },
+                Outcome::Success,
+            )
+            .target(format!("T{i}"))
+            .reason("lost on ward 7");
+            log.append(event, T0 + time::Duration::minutes(i as i64)).unwrap();
+        }
+        (store, log)
+    }
+
+    fn record(store: &dyn Store, seq: u64) -> AuditRecord {
+        store.get_record(Tree::Audit, &key(seq)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_and_survives_reopening() {
+        let (store, log) = log_with(2_345);
+        assert_eq!(
+            verify(store.as_ref()).unwrap(),
+            Verification {
+                verified: 2_345,
+                problem: None
+            }
+        );
+        drop(log);
+        // A reopened log continues the same chain.
+        let log = AuditLog::open(store.clone()).unwrap();
+        let next = log
+            .append(AuditEvent::new(Actor::System, "startup", Outcome::Success), T0)
+            .unwrap();
+        assert_eq!(next.seq, 2_346);
+        assert_eq!(next.prev_hash, record(store.as_ref(), 2_345).hash);
+        assert_eq!(verify(store.as_ref()).unwrap().problem, None);
+        // An empty store verifies too.
+        assert_eq!(verify(&MemoryStore::new()).unwrap().verified, 0);
+    }
+
+    #[test]
+    fn every_kind_of_tampering_is_named() {
+        // An edited field.
+        let (store, _log) = log_with(20);
+        let mut r = record(store.as_ref(), 7);
+        r.event.reason = Some("routine".into());
+        store.put_record(Tree::Audit, &key(7), &r).unwrap();
+        let v = verify(store.as_ref()).unwrap();
+        assert_eq!(
+            (v.verified, v.problem),
+            (6, Some(ChainProblem::Altered { seq: 7 }))
+        );
+
+        // An edited record whose hash was recomputed: the next one no longer links to it.
+        let mut r = record(store.as_ref(), 7);
+        r.hash = digest(r.seq, r.at, &r.event, &r.prev_hash).unwrap();
+        store.put_record(Tree::Audit, &key(7), &r).unwrap();
+        assert_eq!(
+            verify(store.as_ref()).unwrap().problem,
+            Some(ChainProblem::Unlinked { seq: 8, previous: 7 })
+        );
+
+        // A deleted record in the middle.
+        let (store, _log) = log_with(20);
+        store.delete(Tree::Audit, &key(12)).unwrap();
+        assert_eq!(
+            verify(store.as_ref()).unwrap().problem,
+            Some(ChainProblem::Missing {
+                seq: 12,
+                previous: 11,
+                seq_found: 13
+            })
+        );
+
+        // The last records cut off.
+        let (store, _log) = log_with(20);
+        store.delete(Tree::Audit, &key(20)).unwrap();
+        store.delete(Tree::Audit, &key(19)).unwrap();
+        assert_eq!(
+            verify(store.as_ref()).unwrap().problem,
+            Some(ChainProblem::Truncated { last: 18, head: 20 })
+        );
+
+        // Garbage in place of a record.
+        let (store, _log) = log_with(5);
+        store.put(Tree::Audit, &key(3), b"{not json").unwrap();
+        assert!(matches!(
+            verify(store.as_ref()).unwrap().problem,
+            Some(ChainProblem::Unreadable { seq: 3, .. })
+        ));
+
+        // Two records swapped (keys and all).
+        let (store, _log) = log_with(5);
+        let (a, b) = (record(store.as_ref(), 2), record(store.as_ref(), 3));
+        store.put_record(Tree::Audit, &key(2), &b).unwrap();
+        store.put_record(Tree::Audit, &key(3), &a).unwrap();
+        assert!(verify(store.as_ref()).unwrap().problem.is_some());
+    }
+
+    #[test]
+    fn filters_select_by_action_prefix_actor_target_outcome_and_time() {
+        let (_store, log) = log_with(30);
+        log.append(
+            AuditEvent::new(
+                Actor::ApiToken("tok1".into()),
+                "device.action.erase",
+                Outcome::Denied,
+            )
+            .target("T99")
+            .source("10.0.0.9"),
+            T0 + time::Duration::hours(2),
+        )
+        .unwrap();
+        let all = log.list(&AuditFilter::default(), 0, usize::MAX).unwrap();
+        assert_eq!(all.len(), 31);
+        let actions = AuditFilter {
+            action: Some("device.action.".into()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(log.list(&actions, 0, usize::MAX).unwrap().len(), 16);
+        let exact = AuditFilter {
+            action: Some("device.action".into()),
+            ..AuditFilter::default()
+        };
+        assert!(log.list(&exact, 0, usize::MAX).unwrap().is_empty());
+        let denied = AuditFilter {
+            outcome: Some(Outcome::Denied),
+            actor: Some("tok1".into()),
+            ..AuditFilter::default()
+        };
+        let got = log.list(&denied, 0, 10).unwrap();
+        assert_eq!((got.len(), got[0].event.target.as_deref()), (1, Some("T99")));
+        let window = AuditFilter {
+            since: Some(T0 + time::Duration::minutes(10)),
+            until: Some(T0 + time::Duration::minutes(20)),
+            actor: Some("admin1".into()),
+            ..AuditFilter::default()
+        };
+        let got = log.list(&window, 0, usize::MAX).unwrap();
+        assert!(
+            got.iter()
+                .all(|r| r.event.actor == Actor::Administrator("admin1".into()))
+        );
+        // Minutes 10 to 19 written by admin1 (i % 3 == 1): 10, 13, 16 and 19.
+        assert_eq!(got.len(), 4);
+        // Paging: after a sequence number, at most `limit`.
+        let page = log.list(&AuditFilter::default(), 25, 3).unwrap();
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![26, 27, 28]);
+    }
+}

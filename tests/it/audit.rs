@@ -1,0 +1,133 @@
+//! The audit log through the real binary: what the API and the CLI record, who can read it,
+//! and `citadel audit verify` catching an edit made to the store behind the appliance's back.
+
+use serde_json::Value;
+
+use crate::harness::{Appliance, run, text};
+use crate::mdm::api_token;
+
+fn audit(a: &Appliance, token: &str, query: &str) -> Value {
+    let res = a
+        .client()
+        .get(a.url(&format!("/api/v1/audit{query}")))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200, "{query}");
+    res.json().unwrap()
+}
+
+#[test]
+fn changes_and_refusals_are_audited_and_tampering_is_detected() {
+    let mut a = Appliance::start();
+    let token = api_token(&a); // through the admin socket: audited as the CLI
+    let client = a.client();
+
+    // A refused action: the device does not exist.
+    let res = client
+        .post(a.url("/api/v1/devices/NO-SUCH-DEVICE/actions/lock"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "reason": "reported lost on ward 7" }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // A command for two devices that are not enrolled: refused.
+    let res = client
+        .post(a.url("/api/v1/commands"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "targets": ["A-1", "A-2"], "command": { "RequestType": "SecurityInfo" } }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400, "{}", res.text().unwrap_or_default());
+
+    let all = audit(&a, &token, "");
+    let items = all["items"].as_array().unwrap();
+    let actions: Vec<&str> = items.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "api_token.create",
+            "device.action.lock",
+            "command.create.SecurityInfo"
+        ]
+    );
+    assert_eq!(items[0]["actor"], serde_json::json!({ "kind": "cli" }));
+    let refused = &items[1];
+    assert_eq!(refused["outcome"], "denied");
+    assert_eq!(refused["target"], "NO-SUCH-DEVICE");
+    assert_eq!(refused["source"], "127.0.0.1");
+    assert_eq!(refused["actor"]["kind"], "api_token");
+    assert_eq!(refused["actor"]["id"], items[0]["target"]);
+    assert_eq!(
+        (items[2]["target"].as_str(), items[2]["outcome"].as_str()),
+        (Some("2 devices"), Some("denied"))
+    );
+    assert!(items[2]["reason"].as_str().unwrap().contains("not enrolled"));
+    // Each record names the hash of the one before it.
+    assert_eq!(items[1]["prev_hash"], items[0]["hash"]);
+    assert_eq!(items[2]["prev_hash"], items[1]["hash"]);
+
+    // Filters and paging.
+    let denied = audit(&a, &token, "?outcome=denied&action=device.action.");
+    assert_eq!(denied["items"].as_array().unwrap().len(), 1);
+    let denied = audit(&a, &token, "?outcome=denied");
+    assert_eq!(denied["items"].as_array().unwrap().len(), 2);
+    let page = audit(&a, &token, "?limit=2");
+    assert_eq!(page["next"], 2);
+    let rest = audit(&a, &token, "?after=2");
+    assert_eq!(rest["items"][0]["seq"], 3);
+    assert!(rest["next"].is_null());
+    // Unauthenticated readers and bad queries are refused.
+    let res = client.get(a.url("/api/v1/audit")).send().unwrap();
+    assert_eq!(res.status(), 401);
+    let res = client
+        .get(a.url("/api/v1/audit?outcome=maybe"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // There is no way to change the log through the API.
+    let res = client
+        .delete(a.url("/api/v1/audit"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert!(res.status() == 404 || res.status() == 405, "{}", res.status());
+
+    // Verified while running (through the admin socket) and after a stop (on the store).
+    let out = run(a.cmd().args(["audit", "verify"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("3 records verified"),
+        "{}",
+        text(&out.stderr)
+    );
+    a.stop();
+    let out = run(a.cmd().args(["api-token", "create", "--name", "offline"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(a.cmd().args(["audit", "verify", "--json"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(verdict["verified"], 4);
+
+    // Someone with the disk rewrites why the lock was refused.
+    {
+        use citadel::store::{SledOptions, SledStore, Store, Tree};
+        let store = SledStore::open(&a.data_dir.join("store"), &SledOptions::default()).unwrap();
+        let key = 2u64.to_be_bytes();
+        let mut record: Value =
+            serde_json::from_slice(&store.get(Tree::Audit, &key).unwrap().unwrap()).unwrap();
+        record["reason"] = Value::String("routine check".into());
+        store
+            .put(Tree::Audit, &key, &serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let out = run(a.cmd().args(["audit", "verify"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("record 2 was altered"),
+        "{}",
+        text(&out.stderr)
+    );
+}
