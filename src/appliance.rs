@@ -187,11 +187,15 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
     let rustls_config = tls::server_config(Arc::clone(&tls_state.resolver), device_ca.as_deref())?;
     let store: Arc<dyn Store> = prepared.store.clone();
     let pki = Arc::new(prepared.pki);
-    let scep = Arc::new(ScepService::new(
-        Arc::clone(&store),
-        Arc::clone(&pki),
-        ScepOptions::from(&config.scep),
-    ));
+    let audit = Arc::new(crate::audit::AuditLog::open(Arc::clone(&store))?);
+    let scep = Arc::new(
+        ScepService::new(
+            Arc::clone(&store),
+            Arc::clone(&pki),
+            ScepOptions::from(&config.scep),
+        )
+        .with_audit(Arc::clone(&audit)),
+    );
     let webhook = match (&config.webhook.url, &config.webhook.secret) {
         (Some(url), Some(secret)) => {
             let client = reqwest::Client::builder()
@@ -227,25 +231,28 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         millis = started.elapsed().as_millis() as u64,
         "device list index built"
     );
-    let mdm = Arc::new(MdmService::new(
-        Arc::clone(&store),
-        Arc::clone(&pki),
-        Arc::clone(&scep),
-        MdmOptions {
-            user_authenticate: config.mdm.user_authenticate,
-            retention: time::Duration::days(i64::from(config.mdm.retention_days)),
-            inventory: crate::inventory::schedule::InventorySchedule {
-                interval: time::Duration::hours(i64::from(config.mdm.inventory_interval_hours)),
+    let mdm = Arc::new(
+        MdmService::new(
+            Arc::clone(&store),
+            Arc::clone(&pki),
+            Arc::clone(&scep),
+            MdmOptions {
+                user_authenticate: config.mdm.user_authenticate,
+                retention: time::Duration::days(i64::from(config.mdm.retention_days)),
+                inventory: crate::inventory::schedule::InventorySchedule {
+                    interval: time::Duration::hours(i64::from(config.mdm.inventory_interval_hours)),
+                },
+                inventory_on_enrollment: config.mdm.inventory_on_enrollment,
+                enrollment_profile: crate::mdm::profile::profile_identifier(
+                    &EnrollmentSettings::from_config(&config).public_url,
+                ),
             },
-            inventory_on_enrollment: config.mdm.inventory_on_enrollment,
-            enrollment_profile: crate::mdm::profile::profile_identifier(
-                &EnrollmentSettings::from_config(&config).public_url,
-            ),
-        },
-        webhook,
-        Some(Arc::clone(&push)),
-        index,
-    ));
+            webhook,
+            Some(Arc::clone(&push)),
+            index,
+        )
+        .with_audit(Arc::clone(&audit)),
+    );
     let state = web::Data::new(AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -258,7 +265,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         identities: Arc::new(crate::mdm::identity::IdentityVerifier::default()),
         enrollment: Arc::new(EnrollmentSettings::from_config(&config)),
         push: Arc::clone(&push),
-        audit: Arc::new(crate::audit::AuditLog::open(Arc::clone(&store))?),
+        audit,
     });
 
     let listen = config.server.listen;

@@ -356,18 +356,17 @@ fn run_scep_challenge(config: &Config, clock: &SharedClock, ttl: Option<u64>) ->
     Ok(())
 }
 
-/// Audits a token change made with the server stopped (the server audits its own socket).
-fn audit_cli(
-    scep: &ScepService,
-    action: &str,
-    token: &ApiTokenRecord,
-    clock: &SharedClock,
-) -> Result<(), AdminError> {
-    let event = AuditEvent::new(Actor::Cli, action, Outcome::Success)
-        .target(token.id.as_str())
-        .reason(format!("named {:?}", token.name));
+/// Audits a change made at the command line with the server stopped (a running server audits
+/// what reaches it through its admin socket).
+fn audit_cli(scep: &ScepService, event: AuditEvent, clock: &SharedClock) -> Result<(), AdminError> {
     AuditLog::open(Arc::clone(scep.store()))?.append(event, clock.now())?;
     Ok(())
+}
+
+fn token_event(action: &str, token: &ApiTokenRecord) -> AuditEvent {
+    AuditEvent::new(Actor::Cli, action, Outcome::Success)
+        .target(token.id.as_str())
+        .reason(format!("named {:?}", token.name))
 }
 
 fn run_audit_verify(config: &Config, clock: &SharedClock, json: bool) -> ExitCode {
@@ -429,7 +428,7 @@ fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> 
                     let ttl = ttl_days.map(|d| time::Duration::days(i64::from(d)));
                     let (token, record) = api_tokens::create(scep.store().as_ref(), &name, ttl, clock.now())
                         .map_err(|e| AdminError::Socket(e.to_string()))?;
-                    audit_cli(&scep, "api_token.create", &record, clock)?;
+                    audit_cli(&scep, token_event("api_token.create", &record), clock)?;
                     Created { token, record }
                 }
             };
@@ -480,7 +479,7 @@ fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> 
                 )?,
                 Admin::Local(scep) => match api_tokens::revoke(scep.store().as_ref(), &id, clock.now()) {
                     Ok(r) => {
-                        audit_cli(&scep, "api_token.revoke", &r, clock)?;
+                        audit_cli(&scep, token_event("api_token.revoke", &r), clock)?;
                         r
                     }
                     Err(api_tokens::ApiTokenError::NotFound(_)) => return Err(AdminError::NotFound),
@@ -685,7 +684,14 @@ fn run_ca_revoke(config: &Config, clock: &SharedClock, serial: &str) -> Result<(
             None::<&()>,
         )?,
         Admin::Local(scep) => match scep.revoke(&serial, clock.now())? {
-            RevokeOutcome::Revoked(r) | RevokeOutcome::AlreadyRevoked(r) => r,
+            RevokeOutcome::Revoked(r) => {
+                let event = AuditEvent::new(Actor::Cli, "certificate.revoke", Outcome::Success)
+                    .target(r.serial.as_str())
+                    .reason(r.subject.clone());
+                audit_cli(&scep, event, clock)?;
+                r
+            }
+            RevokeOutcome::AlreadyRevoked(r) => r,
             RevokeOutcome::Unknown => return Err(AdminError::NotFound),
         },
     };

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::{AppState, audit_api, inventory_api, mdm_api, push_api};
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::iam::{api_tokens, bootstrap};
 use crate::scep::registry::RevokeOutcome;
@@ -234,7 +234,13 @@ async fn revoke_certificate(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     match outcome {
-        RevokeOutcome::Revoked(r) => Ok(HttpResponse::Ok().json(r)),
+        RevokeOutcome::Revoked(r) => {
+            let event = AuditEvent::new(Actor::Cli, "certificate.revoke", Outcome::Success)
+                .target(r.serial.as_str())
+                .reason(r.subject.clone());
+            audit(&state, event).await;
+            Ok(HttpResponse::Ok().json(r))
+        }
         RevokeOutcome::AlreadyRevoked(r) => Ok(HttpResponse::Ok().json(r)),
         RevokeOutcome::Unknown => Err(ApiError::NotFound),
     }

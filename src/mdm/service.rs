@@ -80,6 +80,8 @@ pub struct MdmService {
     push: Option<Arc<PushService>>,
     /// The device list's in-memory index, kept in step with every enrollment write.
     index: Arc<DeviceIndex>,
+    /// Where refused device identities are recorded (absent in tools and benchmarks).
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 fn parse_plist(body: &[u8]) -> Result<Dictionary, MdmError> {
@@ -123,7 +125,14 @@ impl MdmService {
             webhook,
             push,
             index,
+            audit: None,
         }
+    }
+
+    /// Records identity mismatches in `log`.
+    pub fn with_audit(mut self, log: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
     }
 
     pub fn options(&self) -> &MdmOptions {
@@ -216,6 +225,22 @@ impl MdmService {
             enrollment = %target.id, presented_serial = %identity.serial, bound_serial = %record.certificate_serial,
             "device identity mismatch: request refused"
         );
+        if let Some(log) = &self.audit {
+            use crate::audit::{Actor, AuditEvent, Outcome};
+            let event = AuditEvent::new(
+                Actor::Device(target.id.clone()),
+                "device.identity_mismatch",
+                Outcome::Denied,
+            )
+            .target(target.id.as_str())
+            .reason(format!(
+                "presented certificate {}, bound certificate {}",
+                identity.serial, record.certificate_serial
+            ));
+            if let Err(e) = log.append(event, now) {
+                tracing::error!(enrollment = %target.id, error = %e, "audit record not written");
+            }
+        }
         Err(MdmError::Unauthorized(
             "this certificate is not the one bound to the enrollment".into(),
         ))

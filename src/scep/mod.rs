@@ -7,6 +7,7 @@
 pub mod challenges;
 pub mod registry;
 
+use crate::audit::{Actor, AuditEvent, Outcome};
 use std::sync::{Arc, Mutex};
 
 use citadel_certs::scep::{self, DecodeError, DecodeOptions, FailInfo, MessageType, ReplyTo, ScepRequest};
@@ -72,6 +73,8 @@ pub struct ScepService {
     options: ScepOptions,
     // Serialises CRL regeneration so two revocations cannot publish the same number.
     crl_lock: Mutex<()>,
+    /// Where issuances are recorded (absent in the CLI's local mode, which issues nothing).
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// The outcome of the registry transaction that pays for a certificate.
@@ -88,7 +91,14 @@ impl ScepService {
             pki,
             options,
             crl_lock: Mutex::new(()),
+            audit: None,
         }
+    }
+
+    /// Records every certificate issued in `log`.
+    pub fn with_audit(mut self, log: Arc<crate::audit::AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
     }
 
     /// The store this service records into (the CLI's local mode reuses it).
@@ -294,6 +304,18 @@ impl ScepService {
                     transaction_id = %request.transaction_id, serial = %record.serial, subject = %record.subject,
                     via = ?record.issued_via, "SCEP certificate issued"
                 );
+                if let Some(log) = &self.audit {
+                    let event = AuditEvent::new(Actor::System, "certificate.issue", Outcome::Success)
+                        .target(record.serial.as_str())
+                        .reason(format!(
+                            "{} via {:?}, SCEP transaction {}",
+                            record.subject, record.issued_via, request.transaction_id
+                        ));
+                    // Issued and recorded in the registry already: a lost audit record is logged.
+                    if let Err(e) = log.append(event, now) {
+                        tracing::error!(serial = %record.serial, error = %e, "audit record not written");
+                    }
+                }
                 let issuing_der = ca.certificate_der().to_vec();
                 let root_der = self.pki.ca_certificate_der();
                 let ra = self.pki.registration_authority();

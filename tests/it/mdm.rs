@@ -693,6 +693,38 @@ fn identities_are_strict() {
         None,
     );
     assert_eq!(c["targets"][0]["status"], "Queued", "{c}");
+    // Each refusal is in the audit log, naming the enrollment and both certificates.
+    let (_, log) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        &format!(
+            "/api/v1/audit?action=device.identity_mismatch&target={}",
+            alice.udid
+        ),
+        None,
+    );
+    let refused = log["items"].as_array().unwrap();
+    assert!(refused.len() >= 2, "{log}");
+    assert!(
+        refused.iter().all(|r| r["outcome"] == "denied"
+            && r["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("presented certificate ")),
+        "{log}"
+    );
+    // Both identities were issued on the record.
+    let (_, issued) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        "/api/v1/audit?action=certificate.issue",
+        None,
+    );
+    assert_eq!(issued["items"].as_array().unwrap().len(), 2, "{issued}");
     assert_eq!(
         alice.answer(&a, &client, "Idle", None, json!({})).unwrap()["CommandUUID"],
         secret.as_str()
