@@ -180,6 +180,7 @@ async fn create_challenge(
     state: web::Data<AppState>,
     body: Option<web::Json<ChallengeRequest>>,
     actor: &'static str,
+    audited: AuditEvent,
 ) -> Result<HttpResponse, ApiError> {
     let ttl_secs = body.and_then(|b| b.ttl_secs);
     if let Some(ttl) = ttl_secs
@@ -195,6 +196,12 @@ async fn create_challenge(
     let created = web::block(move || scep.create_challenge(ttl, now, actor))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
+    // The challenge is a secret: the record says only that one was made, and until when.
+    audit(
+        &state,
+        audited.reason(format!("valid until {}", created.expires_at)),
+    )
+    .await;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -203,15 +210,20 @@ async fn api_create_challenge(
     req: HttpRequest,
     body: Option<web::Json<ChallengeRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&state, &req).await?;
-    create_challenge(state, body, "api").await
+    let principal = authenticate(&state, &req).await?;
+    let event = with_source(
+        AuditEvent::new(principal.actor, "scep_challenge.create", Outcome::Success),
+        &req,
+    );
+    create_challenge(state, body, "api", event).await
 }
 
 async fn socket_create_challenge(
     state: web::Data<AppState>,
     body: Option<web::Json<ChallengeRequest>>,
 ) -> Result<HttpResponse, ApiError> {
-    create_challenge(state, body, "cli").await
+    let event = AuditEvent::new(Actor::Cli, "scep_challenge.create", Outcome::Success);
+    create_challenge(state, body, "cli", event).await
 }
 
 async fn list_certificates(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

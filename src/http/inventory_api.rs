@@ -137,6 +137,10 @@ pub async fn refresh(
         .await
         .map_err(blocking_err)??;
     tracing::info!(enrollment = %id, %actor, commands = queued, "inventory refresh requested");
+    let event = AuditEvent::new(actor.actor.clone(), "device.inventory.refresh", Outcome::Success)
+        .target(id.as_str())
+        .reason(format!("{queued} commands queued"));
+    audit(&state, with_source(event, &req)).await;
     Ok(HttpResponse::Accepted().json(Refreshed {
         enrollment_id: id,
         commands_queued: queued,

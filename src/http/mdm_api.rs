@@ -76,6 +76,10 @@ pub async fn create_link(
         .await
         .map_err(blocking_err)??;
     tracing::info!(link = %link.id, %actor, expires_at = %link.expires_at, "enrollment link created");
+    let event = AuditEvent::new(actor.actor.clone(), "enrollment_link.create", Outcome::Success)
+        .target(link.id.as_str())
+        .reason(format!("valid until {}", link.expires_at));
+    audit(&state, with_source(event, &req)).await;
     let mut warnings = Vec::new();
     if !state.push.topic().1 {
         warnings.push("no push certificate is imported: enrolled devices cannot be woken until one is");

@@ -5,7 +5,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::authenticate;
+use super::api::{audit, authenticate, source};
+use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::pki::push::{ImportSource, PushCertError, PushCertUpload};
 use crate::push::PushError;
@@ -26,15 +27,38 @@ impl From<PushError> for ApiError {
 async fn import(
     state: web::Data<AppState>,
     upload: PushCertUpload,
-    actor: &str,
+    actor: Actor,
+    label: &str,
+    from: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let source = ImportSource::try_from(upload).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let push = state.push.clone();
-    let info = web::block(move || push.import(source))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
-    tracing::info!(%actor, topic = %info.topic, expires = %info.not_after, "push certificate imported");
-    Ok(HttpResponse::Ok().json(state.push.status(state.clock.now())))
+    let mut event = AuditEvent::new(actor, "push_certificate.import", Outcome::Success);
+    event.source = from;
+    let imported = match ImportSource::try_from(upload) {
+        Ok(source) => {
+            let push = state.push.clone();
+            web::block(move || push.import(source))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(ApiError::from)
+        }
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    };
+    match imported {
+        Ok(info) => {
+            tracing::info!(actor = %label, topic = %info.topic, expires = %info.not_after, "push certificate imported");
+            let event = event
+                .target(info.topic.as_str())
+                .reason(format!("expires {}", info.not_after));
+            audit(&state, event).await;
+            Ok(HttpResponse::Ok().json(state.push.status(state.clock.now())))
+        }
+        Err(e) => {
+            event.outcome = e.audit_outcome();
+            event.reason = Some(e.to_string());
+            audit(&state, event).await;
+            Err(e)
+        }
+    }
 }
 
 pub async fn api_get(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -48,7 +72,8 @@ pub async fn api_put(
     upload: web::Json<PushCertUpload>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = authenticate(&state, &req).await?;
-    import(state, upload.into_inner(), &actor).await
+    let from = source(&req);
+    import(state, upload.into_inner(), actor.actor.clone(), &actor, from).await
 }
 
 pub async fn socket_get(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -59,7 +84,7 @@ pub async fn socket_put(
     state: web::Data<AppState>,
     upload: web::Json<PushCertUpload>,
 ) -> Result<HttpResponse, ApiError> {
-    import(state, upload.into_inner(), "cli").await
+    import(state, upload.into_inner(), Actor::Cli, "cli", None).await
 }
 
 #[derive(Debug, Deserialize)]

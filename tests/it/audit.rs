@@ -40,7 +40,35 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
         .unwrap();
     assert_eq!(res.status(), 400, "{}", res.text().unwrap_or_default());
 
+    // A SCEP challenge and an enrollment link: recorded, their secrets not.
+    let res = client
+        .post(a.url("/api/v1/scep/challenges"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let challenge = res.json::<Value>().unwrap()["challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = client
+        .post(a.url("/api/v1/enrollment/links"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let link = res.json::<Value>().unwrap();
+    let link_secret = link["url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+
     let all = audit(&a, &token, "");
+    let dump = all.to_string();
+    assert!(!dump.contains(&challenge) && !dump.contains(&link_secret) && !dump.contains(&token));
     let items = all["items"].as_array().unwrap();
     let actions: Vec<&str> = items.iter().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(
@@ -48,9 +76,12 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
         [
             "api_token.create",
             "device.action.lock",
-            "command.create.SecurityInfo"
+            "command.create.SecurityInfo",
+            "scep_challenge.create",
+            "enrollment_link.create"
         ]
     );
+    assert_eq!(items[4]["target"], link["id"]);
     assert_eq!(items[0]["actor"], serde_json::json!({ "kind": "cli" }));
     let refused = &items[1];
     assert_eq!(refused["outcome"], "denied");
@@ -76,6 +107,7 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     assert_eq!(page["next"], 2);
     let rest = audit(&a, &token, "?after=2");
     assert_eq!(rest["items"][0]["seq"], 3);
+    assert_eq!(rest["items"].as_array().unwrap().len(), 3);
     assert!(rest["next"].is_null());
     // Unauthenticated readers and bad queries are refused.
     let res = client.get(a.url("/api/v1/audit")).send().unwrap();
@@ -98,7 +130,7 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     let out = run(a.cmd().args(["audit", "verify"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("3 records verified"),
+        text(&out.stderr).contains("5 records verified"),
         "{}",
         text(&out.stderr)
     );
@@ -108,7 +140,7 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     let out = run(a.cmd().args(["audit", "verify", "--json"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(verdict["verified"], 4);
+    assert_eq!(verdict["verified"], 6);
 
     // Someone with the disk rewrites why the lock was refused.
     {
