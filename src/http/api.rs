@@ -60,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
             .route("/push-cert", web::put().to(push_api::api_put))
             .route("/push", web::post().to(push_api::api_push))
             .route("/audit", web::get().to(audit_api::list))
+            .route("/audit/export", web::get().to(audit_api::export))
             .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound) })),
     );
 }

@@ -13,6 +13,8 @@ use crate::error::ApiError;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1_000;
+/// Records per chunk of an export.
+const EXPORT_PAGE: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,20 @@ pub struct AuditQuery {
     /// Records after this sequence number (the previous page's `next`).
     after: Option<u64>,
     limit: Option<usize>,
+}
+
+impl AuditQuery {
+    fn into_parts(self) -> (AuditFilter, Option<u64>, Option<usize>) {
+        let filter = AuditFilter {
+            action: self.action,
+            target: self.target,
+            actor: self.actor,
+            outcome: self.outcome,
+            since: self.since,
+            until: self.until,
+        };
+        (filter, self.after, self.limit)
+    }
 }
 
 #[derive(Serialize)]
@@ -48,24 +64,7 @@ pub async fn list(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&state, &req).await?;
-    let AuditQuery {
-        action,
-        target,
-        actor,
-        outcome,
-        since,
-        until,
-        after,
-        limit,
-    } = query.into_inner();
-    let filter = AuditFilter {
-        action,
-        target,
-        actor,
-        outcome,
-        since,
-        until,
-    };
+    let (filter, after, limit) = query.into_inner().into_parts();
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
@@ -78,6 +77,59 @@ pub async fn list(
         .then(|| items.last().map(|r| r.seq))
         .flatten();
     Ok(HttpResponse::Ok().json(AuditPage { items, next }))
+}
+
+/// `GET /api/v1/audit/export`: every matching record as JSON lines (one record per line, oldest
+/// first, hashes included so a copy can be checked against the chain), streamed in pages.
+pub async fn export(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authenticate(&state, &req).await?;
+    let (filter, after, limit) = query.into_inner().into_parts();
+    if limit.is_some() {
+        return Err(ApiError::BadRequest(
+            "an export has every matching record: no limit (use after to resume)".into(),
+        ));
+    }
+    tracing::info!(%actor, "audit log exported");
+    let log = state.audit.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(4);
+    std::thread::spawn(move || {
+        let mut after = after.unwrap_or(0);
+        loop {
+            let page = match log.list(&filter, after, EXPORT_PAGE) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit export aborted");
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|r| r.seq) else {
+                return;
+            };
+            let mut out = Vec::with_capacity(page.len() * 384);
+            for record in &page {
+                if serde_json::to_writer(&mut out, record).is_ok() {
+                    out.push(b'\n');
+                }
+            }
+            if tx.blocking_send(Ok(web::Bytes::from(out))).is_err() || page.len() < EXPORT_PAGE {
+                return;
+            }
+            after = last;
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            "attachment; filename=\"citadel-audit.jsonl\"",
+        ))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .streaming(super::mdm_api::tokio_stream_from(rx)))
 }
 
 /// `GET /audit/verify` (admin socket): walks the whole chain.

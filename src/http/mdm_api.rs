@@ -678,7 +678,7 @@ pub async fn export_devices(
         .streaming(stream))
 }
 
-fn tokio_stream_from(
+pub(super) fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<web::Bytes, ApiError>>,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, ApiError>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
