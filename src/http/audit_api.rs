@@ -4,8 +4,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::api::authenticate;
+use super::{AppState, blocking_err};
 use time::OffsetDateTime;
 
 use crate::audit::{self, AuditFilter, AuditRecord, Outcome};
@@ -51,10 +51,6 @@ struct AuditPage {
     items: Vec<AuditRecord>,
     /// Pass as `after` for the next page; absent on the last one.
     next: Option<u64>,
-}
-
-fn blocking_err(e: actix_web::error::BlockingError) -> ApiError {
-    ApiError::Internal(e.to_string())
 }
 
 /// `GET /api/v1/audit?action=device.action.&actor=…&target=…&outcome=denied&since=…&until=…`

@@ -7,8 +7,8 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::api::{audit, authenticate, source, with_source};
+use super::{AppState, blocking_err};
 use crate::audit::{AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::inventory::index::DeviceFilter;
@@ -19,10 +19,6 @@ use crate::mdm::enrollment::EnrollmentStatus;
 
 /// Most history entries one request returns.
 const MAX_HISTORY_PAGE: usize = 500;
-
-fn blocking_err(e: actix_web::error::BlockingError) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
 
 /// Runs `f` on the blocking pool after checking that device `id` exists.
 async fn for_device<T, F>(state: &web::Data<AppState>, id: String, f: F) -> Result<T, ApiError>

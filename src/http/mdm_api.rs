@@ -7,9 +7,9 @@ use plist::{Dictionary, Value};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::AppState;
 use super::api::{audit, authenticate, with_source};
 use super::mdm::{NO_TOPIC_WARNING, signed_profile};
+use super::{AppState, blocking_err};
 use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::iam::api_tokens::{self, ApiTokenError};
@@ -22,10 +22,6 @@ use crate::mdm::schema;
 
 const MAX_PAGE: usize = 1000;
 const HISTORY: usize = 100;
-
-fn blocking_err(e: actix_web::error::BlockingError) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
 
 // ---------------------------------------------------------------- enrollment
 

@@ -43,6 +43,11 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
 }
 
+/// A blocking-pool task that could not run or panicked.
+fn blocking_err(e: actix_web::error::BlockingError) -> crate::error::ApiError {
+    crate::error::ApiError::Internal(e.to_string())
+}
+
 /// What enrollment profiles and links need from the configuration.
 #[derive(Debug, Clone)]
 pub struct EnrollmentSettings {

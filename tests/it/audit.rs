@@ -1,18 +1,30 @@
 //! The audit log through the real binary: what the API and the CLI record, who can read it,
 //! and `citadel audit verify` catching an edit made to the store behind the appliance's back.
 
+use reqwest::blocking::Response;
 use serde_json::Value;
 
 use crate::harness::{Appliance, run, text};
 use crate::mdm::api_token;
 
+/// `GET` an admin API path with the token.
+fn get(a: &Appliance, token: &str, path: &str) -> Response {
+    a.client().get(a.url(path)).bearer_auth(token).send().unwrap()
+}
+
+/// `POST` JSON (or nothing) to an admin API path with the token.
+fn post(a: &Appliance, token: &str, path: &str, body: Option<Value>) -> Response {
+    let req = a.client().post(a.url(path)).bearer_auth(token);
+    match body {
+        Some(body) => req.json(&body),
+        None => req,
+    }
+    .send()
+    .unwrap()
+}
+
 fn audit(a: &Appliance, token: &str, query: &str) -> Value {
-    let res = a
-        .client()
-        .get(a.url(&format!("/api/v1/audit{query}")))
-        .bearer_auth(token)
-        .send()
-        .unwrap();
+    let res = get(a, token, &format!("/api/v1/audit{query}"));
     assert_eq!(res.status(), 200, "{query}");
     res.json().unwrap()
 }
@@ -24,38 +36,30 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     let client = a.client();
 
     // A refused action: the device does not exist.
-    let res = client
-        .post(a.url("/api/v1/devices/NO-SUCH-DEVICE/actions/lock"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "reason": "reported lost on ward 7" }))
-        .send()
-        .unwrap();
+    let res = post(
+        &a,
+        &token,
+        "/api/v1/devices/NO-SUCH-DEVICE/actions/lock",
+        Some(serde_json::json!({ "reason": "reported lost on ward 7" })),
+    );
     assert_eq!(res.status(), 404);
     // A command for two devices that are not enrolled: refused.
-    let res = client
-        .post(a.url("/api/v1/commands"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "targets": ["A-1", "A-2"], "command": { "RequestType": "SecurityInfo" } }))
-        .send()
-        .unwrap();
+    let res = post(
+        &a,
+        &token,
+        "/api/v1/commands",
+        Some(serde_json::json!({ "targets": ["A-1", "A-2"], "command": { "RequestType": "SecurityInfo" } })),
+    );
     assert_eq!(res.status(), 400, "{}", res.text().unwrap_or_default());
 
     // A SCEP challenge and an enrollment link: recorded, their secrets not.
-    let res = client
-        .post(a.url("/api/v1/scep/challenges"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let res = post(&a, &token, "/api/v1/scep/challenges", None);
     assert_eq!(res.status(), 201);
     let challenge = res.json::<Value>().unwrap()["challenge"]
         .as_str()
         .unwrap()
         .to_owned();
-    let res = client
-        .post(a.url("/api/v1/enrollment/links"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let res = post(&a, &token, "/api/v1/enrollment/links", None);
     assert_eq!(res.status(), 201);
     let link = res.json::<Value>().unwrap();
     let link_secret = link["url"]
@@ -110,37 +114,21 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     assert_eq!(rest["items"].as_array().unwrap().len(), 3);
     assert!(rest["next"].is_null());
     // The export: JSON lines, the same records, chained.
-    let res = client
-        .get(a.url("/api/v1/audit/export"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let res = get(&a, &token, "/api/v1/audit/export");
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "application/x-ndjson");
     let body = res.text().unwrap();
     let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(&lines, items);
     assert!(lines.windows(2).all(|w| w[1]["prev_hash"] == w[0]["hash"]));
-    let res = client
-        .get(a.url("/api/v1/audit/export?outcome=denied"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let res = get(&a, &token, "/api/v1/audit/export?outcome=denied");
     assert_eq!(res.text().unwrap().lines().count(), 2);
-    let res = client
-        .get(a.url("/api/v1/audit/export?limit=5"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let res = get(&a, &token, "/api/v1/audit/export?limit=5");
     assert_eq!(res.status(), 400);
     // Unauthenticated readers and bad queries are refused.
     let res = client.get(a.url("/api/v1/audit")).send().unwrap();
     assert_eq!(res.status(), 401);
-    let res = client
-        .get(a.url("/api/v1/audit?outcome=maybe"))
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
+    let res = get(&a, &token, "/api/v1/audit?outcome=maybe");
     assert_eq!(res.status(), 400);
     // There is no way to change the log through the API.
     let res = client
