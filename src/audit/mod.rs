@@ -95,7 +95,7 @@ impl AuditEvent {
     }
 }
 
-/// One stored record. Field order is the hashed encoding: do not reorder.
+/// One stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub seq: u64,
@@ -109,7 +109,8 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The part of a record its hash covers.
+/// The part of a record its hash covers. This struct and [`AuditEvent`] (field order, names,
+/// enum tags) are the hashed encoding: changing either breaks every existing chain.
 #[derive(Serialize)]
 struct Hashed<'a> {
     seq: u64,
@@ -151,11 +152,26 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
+    /// Opens the log, refusing a store whose head does not reach its last record: appending
+    /// from a stale head would overwrite records (say, after a partial restore).
     pub fn open(store: Arc<dyn Store>) -> Result<Self, StoreError> {
         let head = read_head(store.as_ref())?.unwrap_or(Head {
             seq: 0,
             hash: hex::encode(GENESIS),
         });
+        if let Some((k, _)) = store
+            .scan_prefix(Tree::Audit, b"", Some(&key(head.seq)), 1)?
+            .first()
+        {
+            return Err(StoreError::Corrupt {
+                tree: Tree::Audit.name(),
+                key: hex::encode(k),
+                reason: format!(
+                    "the audit log has records after its head (record {}); run `citadel audit verify`",
+                    head.seq
+                ),
+            });
+        }
         Ok(Self {
             store,
             head: Mutex::new(head),
@@ -165,10 +181,12 @@ impl AuditLog {
     /// Appends `event` at `at`; returns the record written. The event is also logged, so an
     /// operator tailing the log sees what the audit trail records.
     pub fn append(&self, event: AuditEvent, at: OffsetDateTime) -> Result<AuditRecord, StoreError> {
+        // A panic elsewhere while holding the lock cannot have left the head ahead of the store
+        // (it is updated only after a successful write), so a poisoned lock is safe to reuse.
         let mut head = self
             .head
             .lock()
-            .map_err(|_| StoreError::Engine("the audit log's lock is poisoned".into()))?;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let seq = head.seq + 1;
         let hash = digest(seq, at, &event, &head.hash)?;
         let record = AuditRecord {
@@ -289,8 +307,12 @@ pub enum ChainProblem {
     HeadMismatch { last: u64 },
 }
 
-/// Walks the whole chain from the first record.
+/// Walks the chain from the first record to the head. The head is read first: records appended
+/// while the walk runs lie beyond it and are left for the next check (an append writes its
+/// record and the new head in one batch, so every record up to the head read is there).
 pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
+    let head = read_head(store)?;
+    let end = head.as_ref().map_or(0, |h| h.seq);
     let mut previous: u64 = 0;
     let mut prev_hash = hex::encode(GENESIS);
     let mut cursor: Option<Vec<u8>> = None;
@@ -300,7 +322,7 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
             problem: Some(problem),
         })
     };
-    loop {
+    'walk: loop {
         let page = store.scan_prefix(Tree::Audit, b"", cursor.as_deref(), PAGE)?;
         let full = page.len() == PAGE;
         for (k, v) in &page {
@@ -309,6 +331,13 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
                 .try_into()
                 .map(u64::from_be_bytes)
                 .unwrap_or(previous + 1);
+            if head.is_none() {
+                // Records without a head: the head was deleted or never restored.
+                return fail(0, ChainProblem::HeadMismatch { last: 0 });
+            }
+            if seq > end {
+                break 'walk;
+            }
             let record: AuditRecord = match decode(Tree::Audit, k, v) {
                 Ok(r) => r,
                 Err(e) => {
@@ -345,20 +374,17 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
             _ => break,
         }
     }
-    let head = read_head(store)?;
-    match head {
-        None if previous == 0 => {}
-        Some(h) if h.seq == previous && h.hash == prev_hash => {}
-        Some(h) if h.seq > previous => {
-            return fail(
-                previous,
-                ChainProblem::Truncated {
-                    last: previous,
-                    head: h.seq,
-                },
-            );
-        }
-        _ => return fail(previous, ChainProblem::HeadMismatch { last: previous }),
+    if previous < end {
+        return fail(
+            previous,
+            ChainProblem::Truncated {
+                last: previous,
+                head: end,
+            },
+        );
+    }
+    if head.is_some_and(|h| h.hash != prev_hash) {
+        return fail(previous, ChainProblem::HeadMismatch { last: previous });
     }
     Ok(Verification {
         verified: previous,
@@ -478,6 +504,36 @@ mod tests {
         store.put_record(Tree::Audit, &key(2), &b).unwrap();
         store.put_record(Tree::Audit, &key(3), &a).unwrap();
         assert!(verify(store.as_ref()).unwrap().problem.is_some());
+    }
+
+    #[test]
+    fn records_beyond_the_head_are_left_to_the_next_check_and_stop_a_stale_log_opening() {
+        // What a concurrent append looks like between verify's head read and its walk.
+        let (store, log) = log_with(10);
+        let mut late = record(store.as_ref(), 10);
+        late.seq = 11;
+        store.put_record(Tree::Audit, &key(11), &late).unwrap();
+        assert_eq!(
+            verify(store.as_ref()).unwrap(),
+            Verification {
+                verified: 10,
+                problem: None
+            }
+        );
+        drop(log);
+        // A log whose head is behind its records would overwrite them: it does not open.
+        assert!(matches!(
+            AuditLog::open(store.clone()),
+            Err(StoreError::Corrupt { .. })
+        ));
+        // Records without any head: named.
+        let (store, _log) = log_with(3);
+        store.delete(Tree::Meta, HEAD_KEY).unwrap();
+        assert_eq!(
+            verify(store.as_ref()).unwrap().problem,
+            Some(ChainProblem::HeadMismatch { last: 0 })
+        );
+        assert!(AuditLog::open(store.clone()).is_err());
     }
 
     #[test]

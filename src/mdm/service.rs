@@ -227,8 +227,17 @@ impl MdmService {
         );
         if let Some(log) = &self.audit {
             use crate::audit::{Actor, AuditEvent, Outcome};
+            // The actor is whoever holds the presented certificate: the enrollment it is bound
+            // to, else the certificate itself.
+            let presenter = self
+                .store
+                .get(Tree::CertificateBindings, identity.sha256.as_bytes())
+                .ok()
+                .flatten()
+                .map(|id| String::from_utf8_lossy(&id).into_owned())
+                .unwrap_or_else(|| format!("certificate:{}", identity.serial));
             let event = AuditEvent::new(
-                Actor::Device(target.id.clone()),
+                Actor::Device(presenter),
                 "device.identity_mismatch",
                 Outcome::Denied,
             )

@@ -709,6 +709,7 @@ fn identities_are_strict() {
     assert!(refused.len() >= 2, "{log}");
     assert!(
         refused.iter().all(|r| r["outcome"] == "denied"
+            && r["actor"]["id"] == bob.udid.as_str()
             && r["reason"]
                 .as_str()
                 .unwrap()
