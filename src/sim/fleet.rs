@@ -934,16 +934,20 @@ impl Fleet {
     }
 
     async fn session(self: &Arc<Self>, device: &Arc<SimDevice>) {
-        if device.busy.swap(true, Ordering::AcqRel) {
-            device.again.store(true, Ordering::Release);
+        // Ask first, then try to run: whoever holds `busy` then sees the request. (Setting
+        // `again` only after finding the device busy lost a wake-up that landed between the
+        // running session's last check and its release.)
+        device.again.store(true, Ordering::SeqCst);
+        if device.busy.swap(true, Ordering::SeqCst) {
             return;
         }
         loop {
             let not_now = {
                 let Ok(_permit) = self.limiter.acquire().await else {
+                    device.busy.store(false, Ordering::SeqCst);
                     break;
                 };
-                device.again.store(false, Ordering::Release);
+                device.again.store(false, Ordering::SeqCst);
                 self.one_session(device, &device.connect_url, true).await
             };
             if not_now && !self.stopping.load(Ordering::Relaxed) {
@@ -954,14 +958,14 @@ impl Fleet {
                     let _ = wake.send(device);
                 });
             }
-            device.busy.store(false, Ordering::Release);
+            device.busy.store(false, Ordering::SeqCst);
             let retired = lock(&device.state).retired;
             if retired && !device.checked_out.swap(true, Ordering::AcqRel) {
                 self.check_out(device).await;
             }
             if device.gone.load(Ordering::Acquire)
-                || !device.again.swap(false, Ordering::AcqRel)
-                || device.busy.swap(true, Ordering::AcqRel)
+                || !device.again.load(Ordering::SeqCst)
+                || device.busy.swap(true, Ordering::SeqCst)
             {
                 break;
             }
