@@ -76,7 +76,7 @@ wait_healthy "https://127.0.0.1:$PORT/healthz"
 "$BIN" simulate-ceiling --listen "127.0.0.1:$CEILING_PORT" >"$OUT/ceiling.log" 2>&1 & PIDS+=("$!")
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$CEILING_PORT") 2>/dev/null && break; sleep 0.1; done
 "$BIN" ca export >"$OUT/ca.pem"
-TOKEN=$("$BIN" api-token create --name fleet-bench 2>/dev/null)
+TOKEN=$("$BIN" api-token create --name fleet-bench --role administrator 2>/dev/null)
 "$BIN" push-cert csr --out "$OUT/push.csr" 2>/dev/null
 ( cd "$OUT"
   printf '[e]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n' >ext.cnf

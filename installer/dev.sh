@@ -53,8 +53,9 @@ test_deps() {
   # scep: Debian's scepclient, the SCEP oracle.
   # certmonger + dbus-daemon: certmonger's SCEP client, run on a private session bus.
   # python3: plistlib builds and reads the MDM tests' plists; its http.server and hmac play
-  # the webhook receiver.
-  apt_install openssl chromium chromium-driver libnss3-tools scep certmonger dbus-daemon python3
+  # the webhook receiver, and its hmac computes TOTP codes independently of the server.
+  # slapd + ldap-utils: a real OpenLDAP server for the directory sign-in tests.
+  apt_install openssl chromium chromium-driver libnss3-tools scep certmonger dbus-daemon python3 slapd ldap-utils
 }
 
 cmd="${1:-}"

@@ -44,6 +44,8 @@ pub enum StartupError {
     Webhook(String),
     #[error("push: {0}")]
     Push(String),
+    #[error("admin.directory: {0}")]
+    Directory(#[from] crate::iam::directory::DirectoryError),
     #[error("server error: {0}")]
     Server(std::io::Error),
 }
@@ -72,7 +74,7 @@ impl StartupError {
             StartupError::Bind { .. } => 69,                           // EX_UNAVAILABLE
             StartupError::DataDir(_) | StartupError::Pki(PkiError::DataDir(_)) => 74, // EX_IOERR
             StartupError::Pki(_) | StartupError::Store(_) => 65,
-            StartupError::Tls(_) | StartupError::Webhook(_) => 78,
+            StartupError::Tls(_) | StartupError::Webhook(_) | StartupError::Directory(_) => 78,
             StartupError::Push(_) => 65,
             StartupError::Server(_) => 70, // EX_SOFTWARE
         }
@@ -253,6 +255,14 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         )
         .with_audit(Arc::clone(&audit)),
     );
+    let directory = match config.admin.directory.clone() {
+        Some(settings) => {
+            let directory = crate::iam::directory::Directory::new(settings)?;
+            tracing::info!(url = %directory.url(), "administrators may sign in with the directory");
+            Some(Arc::new(directory))
+        }
+        None => None,
+    };
     let state = web::Data::new(AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -266,6 +276,12 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         enrollment: Arc::new(EnrollmentSettings::from_config(&config)),
         push: Arc::clone(&push),
         audit,
+        iam: Arc::new(crate::iam::service::IamService::new(
+            Arc::clone(&store),
+            Arc::clone(&pki) as Arc<dyn crate::iam::service::Sealer>,
+            crate::iam::service::IamSettings::from_config(&config),
+        )),
+        directory,
     });
 
     let listen = config.server.listen;

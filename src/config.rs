@@ -173,13 +173,108 @@ pub struct StoreSection {
     pub flush_every_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Pre-set one-time secret for the first administrator (for scripted installs). When
     /// unset, Citadel generates one on first start and prints it once.
     pub bootstrap_secret: Option<Secret>,
     pub bootstrap_secret_file: Option<PathBuf>,
+    /// Shortest password accepted (guessable passwords are refused at any length).
+    pub password_min_chars: usize,
+    /// Every administrator must use TOTP. Turn off only where a directory enforces MFA.
+    pub require_mfa: bool,
+    /// A console session ends after this long without a request…
+    pub session_idle_minutes: u32,
+    /// …and this long after sign-in whatever happens.
+    pub session_absolute_hours: u32,
+    /// Destructive actions (erase, clear passcode, retire, settings, administrators) need a
+    /// sign-in at most this old.
+    pub reauthenticate_minutes: u32,
+    /// Failed sign-ins per account name, within `lockout_minutes`, before it is locked for
+    /// `lockout_minutes`.
+    pub lockout_failures: u32,
+    /// Failed sign-ins per source address before that address is locked out.
+    pub lockout_source_failures: u32,
+    pub lockout_minutes: u32,
+    /// Sign-in against the site's LDAP directory or Active Directory.
+    pub directory: Option<DirectorySection>,
+}
+
+/// LDAP / Active Directory sign-in. Passwords are checked by binding as the user over TLS
+/// (`ldaps://`, or `ldap://` with StartTLS) verified against the site's CA; the role comes
+/// from the user's groups, the first matching entry of `groups` winning.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    /// `ldaps://dc1.example.org` or `ldap://dc1.example.org` with `starttls = true`.
+    pub url: String,
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file of the CA(s) that issued the directory server's certificate.
+    pub ca_file: PathBuf,
+    /// The service account that looks users up.
+    pub bind_dn: String,
+    pub bind_password: Option<Secret>,
+    pub bind_password_file: Option<PathBuf>,
+    pub user_base: String,
+    /// `{username}` is replaced by the escaped user name. Active Directory:
+    /// `(&(objectClass=user)(sAMAccountName={username}))`.
+    #[serde(default = "default_user_filter")]
+    pub user_filter: String,
+    pub group_base: String,
+    /// `{dn}` is replaced by the escaped user DN. Active Directory with nested groups:
+    /// `(member:1.2.840.113556.1.4.1941:={dn})`.
+    #[serde(default = "default_group_filter")]
+    pub group_filter: String,
+    /// The attribute holding a person's name (Active Directory: `displayName`).
+    #[serde(default = "default_display_name_attribute")]
+    pub display_name_attribute: String,
+    #[serde(default = "default_directory_timeout")]
+    pub timeout_secs: u64,
+    /// Group DN → role; members of none of them cannot sign in.
+    pub groups: Vec<DirectoryGroup>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryGroup {
+    pub group: String,
+    pub role: String,
+}
+
+fn default_user_filter() -> String {
+    "(&(objectClass=inetOrgPerson)(uid={username}))".into()
+}
+
+fn default_group_filter() -> String {
+    "(&(objectClass=groupOfNames)(member={dn}))".into()
+}
+
+fn default_display_name_attribute() -> String {
+    "cn".into()
+}
+
+fn default_directory_timeout() -> u64 {
+    5
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            bootstrap_secret: None,
+            bootstrap_secret_file: None,
+            password_min_chars: 12,
+            require_mfa: true,
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            reauthenticate_minutes: 5,
+            lockout_failures: 5,
+            lockout_source_failures: 20,
+            lockout_minutes: 15,
+            directory: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -390,6 +485,13 @@ fn resolve_secret(
 
 impl Config {
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(d) = self.admin.directory.as_mut() {
+            resolve_secret(
+                &mut d.bind_password,
+                &mut d.bind_password_file,
+                "admin.directory.bind_password",
+            )?;
+        }
         resolve_secret(
             &mut self.admin.bootstrap_secret,
             &mut self.admin.bootstrap_secret_file,
@@ -449,6 +551,47 @@ impl Config {
             && secret.expose().len() < 16
         {
             return invalid("admin.bootstrap_secret must be at least 16 characters".into());
+        }
+        let a = &self.admin;
+        if !(8..=128).contains(&a.password_min_chars) {
+            return invalid("admin.password_min_chars must be between 8 and 128".into());
+        }
+        if a.session_idle_minutes == 0
+            || a.session_absolute_hours == 0
+            || a.reauthenticate_minutes == 0
+            || a.lockout_failures == 0
+            || a.lockout_source_failures == 0
+            || a.lockout_minutes == 0
+        {
+            return invalid("admin session, re-authentication and lockout settings must be positive".into());
+        }
+        if u64::from(a.session_idle_minutes) > u64::from(a.session_absolute_hours) * 60 {
+            return invalid("admin.session_idle_minutes must not exceed admin.session_absolute_hours".into());
+        }
+        if let Some(d) = &a.directory {
+            let secure = d.url.starts_with("ldaps://") || (d.url.starts_with("ldap://") && d.starttls);
+            if !secure {
+                return invalid(
+                    "admin.directory.url must be ldaps://, or ldap:// with starttls = true: passwords never cross the network in clear".into(),
+                );
+            }
+            if d.url.starts_with("ldaps://") && d.starttls {
+                return invalid("admin.directory: starttls is for ldap:// URLs only".into());
+            }
+            if d.bind_password.is_none() {
+                return invalid("admin.directory needs bind_password or bind_password_file".into());
+            }
+            if !d.user_filter.contains("{username}") || !d.group_filter.contains("{dn}") {
+                return invalid(
+                    "admin.directory.user_filter needs {username} and group_filter needs {dn}".into(),
+                );
+            }
+            if d.groups.is_empty() {
+                return invalid("admin.directory.groups must map at least one group to a role".into());
+            }
+            if !(1..=60).contains(&d.timeout_secs) {
+                return invalid("admin.directory.timeout_secs must be between 1 and 60".into());
+            }
         }
         if let Some(secret) = &self.scep.static_challenge
             && secret.expose().len() < 8

@@ -14,7 +14,11 @@ use citadel::audit::{Actor, AuditEvent, AuditLog, Outcome, Verification};
 use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::{self, Config, Overrides};
 use citadel::datadir::DataDir;
-use citadel::iam::api_tokens::{self, ApiTokenRecord};
+use citadel::http::iam_api::{PasswordReset, generated_password};
+use citadel::iam::accounts;
+use citadel::iam::api_tokens::{self, ApiTokenRecord, TokenScope};
+use citadel::iam::permissions::Permission;
+use citadel::iam::service::{IamError, IamService, IamSettings, Sealer};
 use citadel::pki::push::{ImportSource, PushCertUpload};
 use citadel::scep::ScepService;
 use citadel::scep::challenges::NewChallenge;
@@ -71,6 +75,10 @@ enum Command {
     /// Admin API tokens (`Authorization: Bearer <token>`).
     #[command(subcommand, name = "api-token")]
     ApiToken(ApiTokenCommand),
+    /// Administrator accounts: list them, and recover one that lost its password or second
+    /// factor (for whoever holds the data directory, when no Owner can sign in).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// The hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -151,11 +159,30 @@ enum ApiTokenCommand {
         /// Expire the token after this many days (default: never).
         #[arg(long, value_name = "DAYS")]
         ttl_days: Option<u32>,
+        /// The role the token acts with: owner, administrator, help_desk, auditor or a
+        /// custom role.
+        #[arg(long, required_unless_present = "permission", conflicts_with = "permission")]
+        role: Option<String>,
+        /// A permission the token has (repeatable), e.g. devices.read; see `GET
+        /// /api/v1/permissions`.
+        #[arg(long)]
+        permission: Vec<String>,
     },
     /// List tokens (never their secrets).
     List,
     /// Revoke a token by its id (from `list`).
     Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List administrators (never their secrets).
+    List,
+    /// Remove an administrator's second factor; they enrol a new one at their next sign-in.
+    ResetMfa { username: String },
+    /// Give an administrator a new random password (printed once), to be replaced at their
+    /// next sign-in. Ends their sessions.
+    ResetPassword { username: String },
 }
 
 #[derive(Subcommand)]
@@ -223,6 +250,7 @@ fn main() -> ExitCode {
         Command::Ca(_)
         | Command::Scep(_)
         | Command::ApiToken(_)
+        | Command::Admin(_)
         | Command::Audit(_)
         | Command::PushCert(_)
         | Command::Simulate(_) => None,
@@ -242,6 +270,7 @@ fn main() -> ExitCode {
         Command::Ca(CaCommand::Revoke { serial }) => report(run_ca_revoke(&config, &clock, &serial)),
         Command::Scep(ScepCommand::Challenge { ttl }) => report(run_scep_challenge(&config, &clock, ttl)),
         Command::ApiToken(cmd) => report(run_api_token(&config, &clock, cmd)),
+        Command::Admin(cmd) => report(run_admin(&config, &clock, cmd)),
         Command::Audit(AuditCommand::Verify { json }) => run_audit_verify(&config, &clock, json),
         Command::PushCert(cmd) => report(run_push_cert(&config, &clock, cmd)),
         Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
@@ -366,7 +395,7 @@ fn audit_cli(scep: &ScepService, event: AuditEvent, clock: &SharedClock) -> Resu
 fn token_event(action: &str, token: &ApiTokenRecord) -> AuditEvent {
     AuditEvent::new(Actor::Cli, action, Outcome::Success)
         .target(token.id.as_str())
-        .reason(format!("named {:?}", token.name))
+        .reason(format!("named {:?}; {}", token.name, token.scope_description()))
 }
 
 fn run_audit_verify(config: &Config, clock: &SharedClock, json: bool) -> ExitCode {
@@ -407,10 +436,109 @@ fn run_audit_verify(config: &Config, clock: &SharedClock, json: bool) -> ExitCod
     }
 }
 
+fn run_admin(config: &Config, clock: &SharedClock, cmd: AdminCommand) -> Result<(), AdminError> {
+    let admin = Admin::connect(config, clock.now())?;
+    let local = |scep: &citadel::scep::ScepService| {
+        IamService::new(
+            Arc::clone(scep.store()),
+            Arc::clone(scep.pki()) as Arc<dyn Sealer>,
+            IamSettings::from_config(config),
+        )
+    };
+    let iam_error = |e: IamError| match e {
+        IamError::NotFound => AdminError::NotFound,
+        other => AdminError::Input(other.to_string()),
+    };
+    match cmd {
+        AdminCommand::List => {
+            let list: Vec<serde_json::Value> = match admin {
+                Admin::Socket(socket) => Admin::call(&socket, Method::GET, "/admins", None::<&()>)?,
+                Admin::Local(scep) => accounts::list(scep.store().as_ref())?
+                    .iter()
+                    .map(|a| serde_json::to_value(a.view()).unwrap_or_default())
+                    .collect(),
+            };
+            println!(
+                "{:<24} {:<16} {:<10} {:<5} {:<9} LAST SIGN-IN",
+                "USER", "ROLE", "SOURCE", "MFA", "STATUS"
+            );
+            for a in list {
+                let field = |k: &str| a[k].as_str().unwrap_or("-").to_owned();
+                println!(
+                    "{:<24} {:<16} {:<10} {:<5} {:<9} {}",
+                    field("username"),
+                    field("role"),
+                    field("source"),
+                    if a["mfa_enrolled"] == true { "yes" } else { "no" },
+                    if a["disabled"] == true {
+                        "disabled"
+                    } else {
+                        "active"
+                    },
+                    a["last_login_at"].as_str().unwrap_or("never"),
+                );
+            }
+        }
+        AdminCommand::ResetMfa { username } => {
+            match admin {
+                Admin::Socket(socket) => {
+                    let _: serde_json::Value = Admin::call(
+                        &socket,
+                        Method::POST,
+                        &format!("/admins/{username}/mfa/reset"),
+                        None::<&()>,
+                    )?;
+                }
+                Admin::Local(scep) => {
+                    local(&scep).reset_mfa(&username).map_err(iam_error)?;
+                    let event = AuditEvent::new(Actor::Cli, "administrator.mfa.reset", Outcome::Success)
+                        .target(username.as_str());
+                    audit_cli(&scep, event, clock)?;
+                }
+            }
+            eprintln!(
+                "citadel: {username}'s second factor was removed; they enrol a new one at their next sign-in"
+            );
+        }
+        AdminCommand::ResetPassword { username } => {
+            let reset: PasswordReset = match admin {
+                Admin::Socket(socket) => Admin::call(
+                    &socket,
+                    Method::POST,
+                    &format!("/admins/{username}/password/reset"),
+                    None::<&()>,
+                )?,
+                Admin::Local(scep) => {
+                    let password = generated_password();
+                    local(&scep)
+                        .reset_password(&username, &password, clock.now())
+                        .map_err(iam_error)?;
+                    let event = AuditEvent::new(Actor::Cli, "administrator.password.reset", Outcome::Success)
+                        .target(username.as_str());
+                    audit_cli(&scep, event, clock)?;
+                    PasswordReset { username, password }
+                }
+            };
+            println!("{}", reset.password);
+            eprintln!(
+                "citadel: new password for {} (shown only now; it must be changed at the next sign-in)",
+                reset.username
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> Result<(), AdminError> {
     let admin = Admin::connect(config, clock.now())?;
     match cmd {
-        ApiTokenCommand::Create { name, ttl_days } => {
+        ApiTokenCommand::Create {
+            name,
+            ttl_days,
+            role,
+            permission,
+        } => {
+            let permissions = (!permission.is_empty()).then_some(permission);
             #[derive(serde::Deserialize)]
             struct Created {
                 token: String,
@@ -422,12 +550,31 @@ fn run_api_token(config: &Config, clock: &SharedClock, cmd: ApiTokenCommand) -> 
                     &socket,
                     Method::POST,
                     "/api-tokens",
-                    Some(&serde_json::json!({ "name": name, "ttl_days": ttl_days })),
+                    Some(&serde_json::json!({
+                        "name": name,
+                        "ttl_days": ttl_days,
+                        "role": role,
+                        "permissions": permissions,
+                    })),
                 )?,
                 Admin::Local(scep) => {
                     let ttl = ttl_days.map(|d| time::Duration::days(i64::from(d)));
-                    let (token, record) = api_tokens::create(scep.store().as_ref(), &name, ttl, clock.now())
-                        .map_err(|e| AdminError::Socket(e.to_string()))?;
+                    let scope = match (role, permissions) {
+                        (Some(role), _) => TokenScope::Role(role),
+                        (None, names) => TokenScope::Permissions(
+                            names
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|n| {
+                                    Permission::parse(n)
+                                        .ok_or_else(|| AdminError::Input(format!("unknown permission {n:?}")))
+                                })
+                                .collect::<Result<_, _>>()?,
+                        ),
+                    };
+                    let (token, record) =
+                        api_tokens::create(scep.store().as_ref(), &name, scope, None, ttl, clock.now())
+                            .map_err(|e| AdminError::Input(e.to_string()))?;
                     audit_cli(&scep, token_event("api_token.create", &record), clock)?;
                     Created { token, record }
                 }

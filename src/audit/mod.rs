@@ -249,7 +249,7 @@ pub struct AuditFilter {
     /// Action name, or a prefix ending in `.` (`device.action.`).
     pub action: Option<String>,
     pub target: Option<String>,
-    /// An actor's ID (user name, token ID, enrollment ID).
+    /// An actor's ID (user name, token ID, enrollment ID), or `cli`, `bootstrap`, `system`.
     pub actor: Option<String>,
     pub outcome: Option<Outcome>,
     pub since: Option<OffsetDateTime>,
@@ -261,8 +261,11 @@ impl AuditFilter {
     fn keeps(&self, r: &AuditRecord) -> bool {
         let e = &r.event;
         let actor_id = match &e.actor {
-            Actor::Administrator(id) | Actor::ApiToken(id) | Actor::Device(id) => Some(id.as_str()),
-            Actor::Bootstrap | Actor::Cli | Actor::System => None,
+            Actor::Administrator(id) | Actor::ApiToken(id) | Actor::Device(id) => id.as_str(),
+            // Actors without an ID are asked for by their kind.
+            Actor::Bootstrap => "bootstrap",
+            Actor::Cli => "cli",
+            Actor::System => "system",
         };
         self.action.as_deref().is_none_or(|a| {
             if a.ends_with('.') {
@@ -274,7 +277,7 @@ impl AuditFilter {
             .target
             .as_deref()
             .is_none_or(|t| e.target.as_deref() == Some(t))
-            && self.actor.as_deref().is_none_or(|a| actor_id == Some(a))
+            && self.actor.as_deref().is_none_or(|a| actor_id == a)
             && self.outcome.is_none_or(|o| e.outcome == o)
             && self.since.is_none_or(|s| r.at >= s)
             && self.until.is_none_or(|u| r.at < u)

@@ -10,9 +10,8 @@ use time::OffsetDateTime;
 use super::api::{audit, authenticate, with_source};
 use super::mdm::{NO_TOPIC_WARNING, signed_profile};
 use super::{AppState, blocking_err};
-use crate::audit::{Actor, AuditEvent, Outcome};
+use crate::audit::{AuditEvent, Outcome};
 use crate::error::ApiError;
-use crate::iam::api_tokens::{self, ApiTokenError};
 use crate::inventory::index::{Compliance, DeviceFilter, QueryError};
 use crate::inventory::{self, DeviceInventory, Ownership, Platform};
 use crate::mdm::enrollment::{EnrollmentKind, EnrollmentRecord, EnrollmentStatus};
@@ -175,6 +174,10 @@ pub async fn create_command(
         .and_then(Value::as_string)
         .unwrap_or_default()
         .to_owned();
+    // The command API must not be a way around the remote actions' permissions.
+    if let Some(permission) = crate::iam::permissions::Permission::for_command(&request_type) {
+        super::api::require(&state, &actor, &req, permission).await?;
+    }
     let principal = actor.actor.clone();
     let target = match targets.as_slice() {
         [one] => one.clone(),
@@ -763,75 +766,4 @@ pub async fn get_device(
     found
         .map(|d| HttpResponse::Ok().json(d))
         .ok_or(ApiError::NotFound)
-}
-
-// ---------------------------------------------------------------- API tokens (admin socket)
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenRequest {
-    name: String,
-    ttl_days: Option<u32>,
-}
-
-#[derive(Serialize)]
-struct TokenCreated {
-    token: String,
-    #[serde(flatten)]
-    record: api_tokens::ApiTokenRecord,
-}
-
-fn token_err(e: ApiTokenError) -> ApiError {
-    match e {
-        ApiTokenError::BadName => ApiError::BadRequest(e.to_string()),
-        ApiTokenError::NotFound(_) => ApiError::NotFound,
-        ApiTokenError::Store(s) => ApiError::Store(s),
-    }
-}
-
-pub async fn socket_create_token(
-    state: web::Data<AppState>,
-    body: web::Json<TokenRequest>,
-) -> Result<HttpResponse, ApiError> {
-    let now = state.clock.now();
-    let store = state.store.clone();
-    let TokenRequest { name, ttl_days } = body.into_inner();
-    let ttl = ttl_days.map(|d| time::Duration::days(i64::from(d)));
-    let (token, record) = web::block(move || api_tokens::create(store.as_ref(), &name, ttl, now))
-        .await
-        .map_err(blocking_err)?
-        .map_err(token_err)?;
-    tracing::info!(id = %record.id, name = %record.name, "API token created");
-    let event = AuditEvent::new(Actor::Cli, "api_token.create", Outcome::Success)
-        .target(record.id.as_str())
-        .reason(format!("named {:?}", record.name));
-    audit(&state, event).await;
-    Ok(HttpResponse::Created().json(TokenCreated { token, record }))
-}
-
-pub async fn socket_list_tokens(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let store = state.store.clone();
-    let list = web::block(move || api_tokens::list(store.as_ref()))
-        .await
-        .map_err(blocking_err)??;
-    Ok(HttpResponse::Ok().json(list))
-}
-
-pub async fn socket_revoke_token(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let now = state.clock.now();
-    let store = state.store.clone();
-    let id = id.into_inner();
-    let record = web::block(move || api_tokens::revoke(store.as_ref(), &id, now))
-        .await
-        .map_err(blocking_err)?
-        .map_err(token_err)?;
-    tracing::info!(id = %record.id, name = %record.name, "API token revoked");
-    let event = AuditEvent::new(Actor::Cli, "api_token.revoke", Outcome::Success)
-        .target(record.id.as_str())
-        .reason(format!("named {:?}", record.name));
-    audit(&state, event).await;
-    Ok(HttpResponse::Ok().json(record))
 }

@@ -2,7 +2,9 @@
 
 pub mod api;
 mod audit_api;
+mod auth_api;
 pub mod console;
+pub mod iam_api;
 mod inventory_api;
 pub mod mdm;
 mod mdm_api;
@@ -41,6 +43,9 @@ pub struct AppState {
     pub enrollment: Arc<EnrollmentSettings>,
     pub push: Arc<PushService>,
     pub audit: Arc<crate::audit::AuditLog>,
+    pub iam: Arc<crate::iam::service::IamService>,
+    /// LDAP / Active Directory sign-in, when configured.
+    pub directory: Option<Arc<crate::iam::directory::Directory>>,
 }
 
 /// A blocking-pool task that could not run or panicked.

@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
 use crate::config::Secret;
-use crate::store::{Store, StoreError, StoreExt, Tree};
+use crate::store::{Store, StoreError, StoreExt, Tree, TxResult, Txn, decode, encode};
 
 const KEY: &[u8] = b"bootstrap";
 /// 160 bits of entropy, shown as eight groups of four base32 characters.
@@ -92,6 +92,20 @@ pub fn ensure(
             Ok(BootstrapOutcome::Generated(secret))
         }
     }
+}
+
+/// Marks the secret used, inside the transaction that creates the first administrator; aborts
+/// when it is already used (two set-ups racing).
+pub fn consume(txn: &dyn Txn, now: OffsetDateTime) -> TxResult {
+    let Some(bytes) = txn.get(Tree::Meta, KEY)? else {
+        return Err(StoreError::Aborted("no bootstrap secret".into()));
+    };
+    let mut record: BootstrapRecord = decode(Tree::Meta, KEY, &bytes)?;
+    if record.consumed_at.is_some() {
+        return Err(StoreError::Aborted("the bootstrap secret has been used".into()));
+    }
+    record.consumed_at = Some(now);
+    txn.put(Tree::Meta, KEY, &encode(&record)?)
 }
 
 /// True when `candidate` is the pending bootstrap secret. Whitespace and case around the

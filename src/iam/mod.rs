@@ -1,5 +1,123 @@
-//! Identity and access. For now: the one-time bootstrap secret that lets the first
-//! administrator in, and admin API tokens.
+//! Identity and access: administrators (local or directory, always with a second factor),
+//! roles and permissions, console sessions, API tokens, and the one-time bootstrap secret that
+//! lets the first administrator in.
 
+pub mod accounts;
 pub mod api_tokens;
 pub mod bootstrap;
+pub mod directory;
+pub mod password;
+pub mod permissions;
+pub mod service;
+pub mod sessions;
+pub mod throttle;
+pub mod totp;
+
+use time::OffsetDateTime;
+
+use crate::audit::Actor;
+use permissions::{Permission, PermissionSet};
+use sessions::PendingStep;
+
+/// Who an admin API request acts as, and what it may do.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub actor: Actor,
+    /// For logs and records: `admin:alice`, `api-token:ID (name)`.
+    pub label: String,
+    pub permissions: PermissionSet,
+    pub via: Via,
+}
+
+#[derive(Debug, Clone)]
+pub enum Via {
+    ApiToken {
+        id: String,
+        /// The administrator who made it, if any.
+        created_by: Option<String>,
+    },
+    Session {
+        id: String,
+        username: String,
+        /// Until when destructive actions are allowed without signing in again.
+        fresh_until: OffsetDateTime,
+        pending: Vec<PendingStep>,
+    },
+}
+
+/// Why a principal may not do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessDenied {
+    #[error("this requires the {0} permission")]
+    Missing(Permission),
+    #[error("finish signing in first: {0}")]
+    Pending(String),
+    #[error("this action requires signing in again (POST /api/v1/auth/reauthenticate)")]
+    Reauthenticate,
+}
+
+impl Principal {
+    /// The administrator behind the request: the session's user or the token's maker.
+    pub fn username(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session { username, .. } => Some(username),
+            Via::ApiToken { created_by, .. } => created_by.as_deref(),
+        }
+    }
+
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session { id, .. } => Some(id),
+            Via::ApiToken { .. } => None,
+        }
+    }
+
+    pub fn pending(&self) -> &[PendingStep] {
+        match &self.via {
+            Via::Session { pending, .. } => pending,
+            Via::ApiToken { .. } => &[],
+        }
+    }
+
+    /// May this principal use `permission` at `now`? A console session must also have
+    /// finished signing in, and for destructive permissions have signed in recently. A token
+    /// carries a destructive permission only because a freshly signed-in administrator gave
+    /// it one on purpose.
+    pub fn require(&self, permission: Permission, now: OffsetDateTime) -> Result<(), AccessDenied> {
+        if let Via::Session { pending, .. } = &self.via
+            && !pending.is_empty()
+        {
+            let steps: Vec<&str> = pending
+                .iter()
+                .map(|p| match p {
+                    PendingStep::MfaEnrolment => "set up two-factor authentication",
+                    PendingStep::PasswordChange => "choose a new password",
+                })
+                .collect();
+            return Err(AccessDenied::Pending(steps.join(", ")));
+        }
+        if !self.permissions.contains(permission) {
+            return Err(AccessDenied::Missing(permission));
+        }
+        if let Via::Session { fresh_until, .. } = &self.via
+            && permission.needs_fresh_authentication()
+            && *fresh_until <= now
+        {
+            return Err(AccessDenied::Reauthenticate);
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Principal {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.label
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}

@@ -102,6 +102,10 @@ impl ScepService {
     }
 
     /// The store this service records into (the CLI's local mode reuses it).
+    pub fn pki(&self) -> &Arc<Pki> {
+        &self.pki
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

@@ -73,10 +73,16 @@ pub enum Tree {
     Locations,
     /// The audit log: big-endian sequence number → hash-chained record (`audit`). Append-only.
     Audit,
+    /// Administrator accounts, keyed by user name.
+    Administrators,
+    /// Custom roles, keyed by name (the built-in roles live in code).
+    Roles,
+    /// Console sessions, keyed by the SHA-256 of the session token.
+    Sessions,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 23] = [
+    pub const ALL: [Tree; 26] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -100,6 +106,9 @@ impl Tree {
         Tree::Actions,
         Tree::Locations,
         Tree::Audit,
+        Tree::Administrators,
+        Tree::Roles,
+        Tree::Sessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -127,6 +136,9 @@ impl Tree {
             Tree::Actions => "actions",
             Tree::Locations => "locations",
             Tree::Audit => "audit",
+            Tree::Administrators => "administrators",
+            Tree::Roles => "roles",
+            Tree::Sessions => "sessions",
         }
     }
 }

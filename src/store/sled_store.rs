@@ -58,6 +58,9 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::Actions => 21,
         Tree::Locations => 22,
         Tree::Audit => 23,
+        Tree::Administrators => 24,
+        Tree::Roles => 25,
+        Tree::Sessions => 26,
     }
 }
 

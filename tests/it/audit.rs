@@ -147,7 +147,9 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
         text(&out.stderr)
     );
     a.stop();
-    let out = run(a.cmd().args(["api-token", "create", "--name", "offline"]));
+    let out = run(a
+        .cmd()
+        .args(["api-token", "create", "--name", "offline", "--role", "owner"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(a.cmd().args(["audit", "verify", "--json"]));
     assert!(out.status.success(), "{}", text(&out.stderr));

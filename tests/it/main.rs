@@ -6,8 +6,10 @@
 mod audit;
 mod browser;
 mod certmonger;
+mod directory;
 mod fleet;
 mod harness;
+mod iam;
 mod mdm;
 mod push;
 mod scep;

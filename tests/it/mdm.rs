@@ -75,7 +75,9 @@ pub fn data(bytes: &[u8]) -> Value {
 
 /// An API token made with the CLI, as an administrator would.
 pub fn api_token(a: &Appliance) -> String {
-    let out = run(a.cmd().args(["api-token", "create", "--name", "tests"]));
+    let out = run(a
+        .cmd()
+        .args(["api-token", "create", "--name", "tests", "--role", "owner"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout).trim().to_owned()
 }

@@ -266,7 +266,7 @@ fn malformed_oversized_and_unauthenticated_requests_fail_cleanly() {
     assert_eq!(res.status(), 400);
     let res = client.get(a.url("/scep?operation=Bogus")).send().unwrap();
     assert_eq!(res.status(), 400);
-    // The admin API needs the bootstrap secret.
+    // The admin API needs a credential; the bootstrap secret is not one.
     let res = client.post(a.url("/api/v1/scep/challenges")).send().unwrap();
     assert_eq!(res.status(), 401);
     let res = client
@@ -285,6 +285,14 @@ fn malformed_oversized_and_unauthenticated_requests_fail_cleanly() {
     let res = client
         .post(a.url("/api/v1/scep/challenges"))
         .bearer_auth(&secret)
+        .json(&serde_json::json!({ "ttl_secs": 600 }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let token = crate::mdm::api_token(&a);
+    let res = client
+        .post(a.url("/api/v1/scep/challenges"))
+        .bearer_auth(&token)
         .json(&serde_json::json!({ "ttl_secs": 600 }))
         .send()
         .unwrap();

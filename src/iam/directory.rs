@@ -1,0 +1,205 @@
+//! Sign-in against the site's LDAP directory or Active Directory.
+//!
+//! The service account finds the user's entry; binding as that entry with the typed password
+//! proves the password; the user's groups (searched as the service account) give the role.
+//! Always over TLS verified against the site's CA — never the system trust store, never
+//! without verification. An empty password is refused before any bind: many servers treat
+//! it as an anonymous bind that "succeeds".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
+use rustls::ClientConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::config::DirectorySection;
+
+/// What the directory says about a person who proved their password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub dn: String,
+    pub display_name: String,
+    /// DNs of the groups the user belongs to.
+    pub groups: Vec<String>,
+    /// The role of the first configured group the user is in.
+    pub role: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("no such user in the directory")]
+    UnknownUser,
+    #[error("the directory refused the password")]
+    WrongPassword,
+    #[error("the directory is unavailable: {0}")]
+    Unavailable(String),
+    #[error("directory configuration: {0}")]
+    Config(String),
+}
+
+pub struct Directory {
+    settings: DirectorySection,
+    tls: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("url", &self.settings.url)
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> DirectoryError {
+    DirectoryError::Unavailable(e.to_string())
+}
+
+impl Directory {
+    /// Reads the site CA; fails when it holds no certificate.
+    pub fn new(settings: DirectorySection) -> Result<Self, DirectoryError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(&settings.ca_file)
+            .map_err(|e| DirectoryError::Config(format!("{}: {e}", settings.ca_file.display())))?;
+        for cert in certs {
+            let cert =
+                cert.map_err(|e| DirectoryError::Config(format!("{}: {e}", settings.ca_file.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| DirectoryError::Config(format!("{}: {e}", settings.ca_file.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(DirectoryError::Config(format!(
+                "{} holds no certificate",
+                settings.ca_file.display()
+            )));
+        }
+        let tls =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| DirectoryError::Config(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        Ok(Self {
+            settings,
+            tls: Arc::new(tls),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.settings.url
+    }
+
+    async fn connect(&self) -> Result<ldap3::Ldap, DirectoryError> {
+        let timeout = Duration::from_secs(self.settings.timeout_secs);
+        let conn_settings = LdapConnSettings::new()
+            .set_config(Arc::clone(&self.tls))
+            .set_starttls(self.settings.starttls)
+            .set_conn_timeout(timeout);
+        let (conn, ldap) = LdapConnAsync::with_settings(conn_settings, &self.settings.url)
+            .await
+            .map_err(unavailable)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(error = %e, "directory connection ended");
+            }
+        });
+        Ok(ldap)
+    }
+
+    /// Checks `password` for `username` and reads their groups.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<DirectoryUser, DirectoryError> {
+        if password.is_empty() {
+            return Err(DirectoryError::WrongPassword);
+        }
+        let s = &self.settings;
+        let timeout = Duration::from_secs(s.timeout_secs);
+        let service_password = s
+            .bind_password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
+        let mut ldap = self.connect().await?;
+        ldap.with_timeout(timeout)
+            .simple_bind(&s.bind_dn, &service_password)
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(|e| DirectoryError::Unavailable(format!("service account bind: {e}")))?;
+        let filter = s.user_filter.replace("{username}", &ldap_escape(username));
+        let (entries, _) = ldap
+            .with_timeout(timeout)
+            .search(
+                &s.user_base,
+                Scope::Subtree,
+                &filter,
+                vec![s.display_name_attribute.as_str()],
+            )
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(unavailable)?;
+        let entry = match entries.len() {
+            0 => return Err(DirectoryError::UnknownUser),
+            1 => entries.into_iter().next().map(SearchEntry::construct),
+            // Ambiguous: refuse rather than guess which person this is.
+            n => {
+                tracing::warn!(%username, matches = n, "directory user filter matched several entries");
+                return Err(DirectoryError::UnknownUser);
+            }
+        };
+        let Some(entry) = entry else {
+            return Err(DirectoryError::UnknownUser);
+        };
+        let display_name = entry
+            .attrs
+            .get(&s.display_name_attribute)
+            .and_then(|v| v.first())
+            .cloned()
+            .unwrap_or_else(|| username.to_owned());
+        // Groups are read as the service account, before the user's bind changes who we are.
+        let group_filter = s.group_filter.replace("{dn}", &ldap_escape(&entry.dn));
+        let (groups, _) = ldap
+            .with_timeout(timeout)
+            .search(&s.group_base, Scope::Subtree, &group_filter, vec!["1.1"])
+            .await
+            .map_err(unavailable)?
+            .success()
+            .map_err(unavailable)?;
+        let groups: Vec<String> = groups.into_iter().map(|g| SearchEntry::construct(g).dn).collect();
+        let bound = ldap
+            .with_timeout(timeout)
+            .simple_bind(&entry.dn, password)
+            .await
+            .map_err(unavailable)?;
+        let _ = ldap.unbind().await;
+        match bound.rc {
+            0 => {}
+            // invalidCredentials; unwillingToPerform (e.g. an empty password, a locked
+            // account in some servers).
+            49 | 53 => return Err(DirectoryError::WrongPassword),
+            rc => {
+                return Err(DirectoryError::Unavailable(format!(
+                    "user bind answered {rc}: {}",
+                    bound.text
+                )));
+            }
+        }
+        let role = s
+            .groups
+            .iter()
+            .find(|m| groups.iter().any(|g| g.eq_ignore_ascii_case(&m.group)))
+            .map(|m| m.role.clone());
+        Ok(DirectoryUser {
+            dn: entry.dn,
+            display_name,
+            groups,
+            role,
+        })
+    }
+}

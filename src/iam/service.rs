@@ -1,0 +1,1277 @@
+//! Sign-in, second factor, sessions and the management of administrators and roles.
+//!
+//! Synchronous: callers run it on the blocking pool (Argon2id costs tens of milliseconds on
+//! purpose). Time is passed in.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use super::accounts::{self, Account, AccountSource, CustomRole, TotpState};
+use super::password::{self, PasswordError};
+use super::permissions::{BuiltinRole, PermissionSet};
+use super::sessions::{self, NewSession, PendingStep, SessionPolicy, SessionRecord, SessionStart};
+use super::throttle::{FailureEffect, Key, LoginThrottle, ThrottlePolicy};
+use super::totp::{self, TotpEnrolment, TotpError};
+use super::{api_tokens, bootstrap};
+use crate::store::{Store, StoreError, Tree, decode, encode};
+
+#[derive(Debug, Clone)]
+pub struct IamSettings {
+    pub min_password_chars: usize,
+    pub require_mfa: bool,
+    pub sessions: SessionPolicy,
+    pub throttle: ThrottlePolicy,
+    /// Shown in authenticator apps next to the account name.
+    pub issuer: String,
+}
+
+impl IamSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let a = &config.admin;
+        let minutes = |m: u32| time::Duration::minutes(i64::from(m));
+        Self {
+            min_password_chars: a.password_min_chars,
+            require_mfa: a.require_mfa,
+            sessions: SessionPolicy {
+                idle: minutes(a.session_idle_minutes),
+                absolute: time::Duration::hours(i64::from(a.session_absolute_hours)),
+                fresh: minutes(a.reauthenticate_minutes),
+            },
+            throttle: ThrottlePolicy {
+                account_failures: a.lockout_failures,
+                source_failures: a.lockout_source_failures,
+                window: minutes(a.lockout_minutes),
+                lockout: minutes(a.lockout_minutes),
+            },
+            issuer: format!("Citadel ({})", config.mdm.organization),
+        }
+    }
+}
+
+/// Why a sign-in failed. The client is told only that it failed; the audit log gets this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    UnknownAccount,
+    Disabled,
+    WrongPassword,
+    MissingCode,
+    WrongCode,
+    WrongBootstrapSecret,
+    /// The directory knows the person, but none of their groups maps to a role.
+    NotAnAdministrator,
+}
+
+impl FailureReason {
+    pub fn text(self) -> &'static str {
+        match self {
+            FailureReason::UnknownAccount => "unknown account",
+            FailureReason::Disabled => "account disabled",
+            FailureReason::WrongPassword => "wrong password",
+            FailureReason::MissingCode => "second factor missing",
+            FailureReason::WrongCode => "wrong or reused second-factor code",
+            FailureReason::WrongBootstrapSecret => "wrong bootstrap secret",
+            FailureReason::NotAnAdministrator => "directory groups map to no role",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IamError {
+    #[error("invalid user name, password or code")]
+    InvalidCredentials {
+        reason: FailureReason,
+        /// Set when this failure locked the account or the source address.
+        locked_until: Option<OffsetDateTime>,
+    },
+    #[error("too many failed sign-ins; try again after {until}")]
+    Throttled { until: OffsetDateTime },
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Totp(#[from] TotpError),
+    #[error("the directory is unavailable: {0}")]
+    DirectoryUnavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a sign-in comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ClientContext {
+    pub source: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct SignedIn {
+    pub account: Account,
+    pub session: NewSession,
+    pub used_recovery_code: bool,
+}
+
+/// A new administrator, as an Owner describes them.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    /// Initial password; must be replaced at first sign-in.
+    pub password: String,
+}
+
+/// Changes an Owner makes to an account; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct AccountPatch {
+    pub display_name: Option<String>,
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+/// Seals secrets kept in the store (TOTP secrets) with the appliance's data key, bound to a
+/// context so a sealed value cannot be moved to another account.
+pub trait Sealer: Send + Sync {
+    fn seal(&self, secret: &[u8], context: &str) -> Result<String, String>;
+    fn open(&self, sealed: &str, context: &str) -> Option<zeroize::Zeroizing<Vec<u8>>>;
+}
+
+impl Sealer for crate::pki::Pki {
+    fn seal(&self, secret: &[u8], context: &str) -> Result<String, String> {
+        crate::pki::Pki::seal(self, secret, context).map_err(|e| e.to_string())
+    }
+
+    fn open(&self, sealed: &str, context: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        crate::pki::Pki::open(self, sealed, context)
+    }
+}
+
+fn totp_context(username: &str) -> String {
+    format!("totp:{username}")
+}
+
+pub struct IamService {
+    store: Arc<dyn Store>,
+    sealer: Arc<dyn Sealer>,
+    settings: IamSettings,
+    throttle: LoginThrottle,
+}
+
+impl IamService {
+    pub fn new(store: Arc<dyn Store>, sealer: Arc<dyn Sealer>, settings: IamSettings) -> Self {
+        let throttle = LoginThrottle::new(settings.throttle);
+        Self {
+            store,
+            sealer,
+            settings,
+            throttle,
+        }
+    }
+
+    fn open_totp(&self, username: &str, state: &TotpState) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.sealer.open(&state.sealed_secret, &totp_context(username))
+    }
+
+    pub fn settings(&self) -> &IamSettings {
+        &self.settings
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    fn refuse_if_throttled(
+        &self,
+        username: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<(), IamError> {
+        let source = ctx.source.as_deref().map(Key::Source);
+        let until = [Some(Key::Account(username)), source]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.throttle.locked_until(k, now))
+            .max();
+        match until {
+            Some(until) => Err(IamError::Throttled { until }),
+            None => Ok(()),
+        }
+    }
+
+    fn failure(
+        &self,
+        username: Option<&str>,
+        ctx: &ClientContext,
+        reason: FailureReason,
+        now: OffsetDateTime,
+    ) -> IamError {
+        let source = ctx.source.as_deref().map(Key::Source);
+        let locked_until = [username.map(Key::Account), source]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| match self.throttle.record_failure(k, now) {
+                FailureEffect::Locked(until) => Some(until),
+                FailureEffect::Counted => None,
+            })
+            .max();
+        IamError::InvalidCredentials { reason, locked_until }
+    }
+
+    /// Reads, changes and writes one account atomically; `change` may abort with
+    /// `StoreError::Aborted`.
+    fn update_account(
+        &self,
+        username: &str,
+        change: &dyn Fn(&mut Account) -> Result<(), StoreError>,
+    ) -> Result<Account, IamError> {
+        let out: RefCell<Option<Account>> = RefCell::new(None);
+        self.store().transaction(&|txn| {
+            let Some(bytes) = txn.get(Tree::Administrators, username.as_bytes())? else {
+                *out.borrow_mut() = None;
+                return Ok(());
+            };
+            let mut account: Account = decode(Tree::Administrators, username.as_bytes(), &bytes)?;
+            change(&mut account)?;
+            txn.put(Tree::Administrators, username.as_bytes(), &encode(&account)?)?;
+            *out.borrow_mut() = Some(account);
+            Ok(())
+        })?;
+        out.into_inner().ok_or(IamError::NotFound)
+    }
+
+    /// Password, then second factor. Consumes the TOTP step or recovery code used.
+    fn check_credentials(
+        &self,
+        username: &str,
+        password: &str,
+        code: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(Account, bool), FailureReason> {
+        let account = match accounts::get(self.store(), username) {
+            Ok(Some(a)) => a,
+            Ok(None) | Err(_) => {
+                password::verify_nothing(password);
+                return Err(FailureReason::UnknownAccount);
+            }
+        };
+        let password_ok = match (&account.source, &account.password_hash) {
+            (AccountSource::Local, Some(phc)) => password::verify(password, phc),
+            _ => {
+                password::verify_nothing(password);
+                false
+            }
+        };
+        if account.disabled {
+            return Err(FailureReason::Disabled);
+        }
+        if !password_ok {
+            return Err(FailureReason::WrongPassword);
+        }
+        if !account.mfa_enrolled() {
+            return Ok((account, false));
+        }
+        let code = code
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or(FailureReason::MissingCode)?;
+        self.consume_second_factor(&account, code, now)
+            .ok_or(FailureReason::WrongCode)
+    }
+
+    /// Accepts `code` as a TOTP code (never the same step twice) or a recovery code (used
+    /// up); returns the account as written and whether a recovery code was used.
+    fn consume_second_factor(
+        &self,
+        account: &Account,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Option<(Account, bool)> {
+        let totp_state = account.totp.as_ref()?;
+        let secret = self.open_totp(&account.username, totp_state)?;
+        if let Some(step) = totp::check(&secret, code, now, totp_state.last_step) {
+            let updated = self.update_account(&account.username, &|a| {
+                let Some(t) = a.totp.as_mut() else {
+                    return Err(StoreError::Aborted("second factor removed".into()));
+                };
+                if t.last_step.is_some_and(|last| step <= last) {
+                    return Err(StoreError::Aborted("code already used".into()));
+                }
+                t.last_step = Some(step);
+                Ok(())
+            });
+            return updated.ok().map(|a| (a, false));
+        }
+        totp::match_recovery_code(&account.recovery_codes, code)?;
+        let updated = self.update_account(&account.username, &|a| {
+            let i = totp::match_recovery_code(&a.recovery_codes, code)
+                .ok_or_else(|| StoreError::Aborted("recovery code already used".into()))?;
+            a.recovery_codes.remove(i);
+            Ok(())
+        });
+        updated.ok().map(|a| (a, true))
+    }
+
+    fn pending_steps(&self, account: &Account) -> Vec<PendingStep> {
+        let mut steps = Vec::new();
+        if self.settings.require_mfa && !account.mfa_enrolled() {
+            steps.push(PendingStep::MfaEnrolment);
+        }
+        if account.must_change_password {
+            steps.push(PendingStep::PasswordChange);
+        }
+        steps
+    }
+
+    fn start_session(
+        &self,
+        account: &Account,
+        authenticated_at: OffsetDateTime,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<NewSession, StoreError> {
+        if let Err(e) = sessions::sweep(self.store(), &self.settings.sessions, now) {
+            tracing::warn!(error = %e, "expired sessions not swept");
+        }
+        sessions::create(
+            self.store(),
+            SessionStart {
+                username: &account.username,
+                authenticated_at,
+                source: ctx.source.clone(),
+                user_agent: ctx.user_agent.clone(),
+                pending: self.pending_steps(account),
+            },
+            now,
+        )
+    }
+
+    /// Signs in with user name, password and (when enrolled) a TOTP or recovery code.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        code: Option<&str>,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, IamError> {
+        let username = accounts::normalise_username(username);
+        if username.len() > 64 {
+            return Err(self.failure(None, ctx, FailureReason::UnknownAccount, now));
+        }
+        self.refuse_if_throttled(&username, ctx, now)?;
+        let (account, used_recovery_code) = self
+            .check_credentials(&username, password, code, now)
+            .map_err(|reason| self.failure(Some(&username), ctx, reason, now))?;
+        self.throttle.record_success(&username);
+        let account = self.update_account(&account.username, &|a| {
+            a.last_login_at = Some(now);
+            Ok(())
+        })?;
+        let session = self.start_session(&account, now, ctx, now)?;
+        Ok(SignedIn {
+            account,
+            session,
+            used_recovery_code,
+        })
+    }
+
+    /// Refuses a sign-in while the account name or the source address is locked out.
+    pub fn check_throttle(
+        &self,
+        username: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<(), IamError> {
+        self.refuse_if_throttled(&accounts::normalise_username(username), ctx, now)
+    }
+
+    /// Counts a failed sign-in decided outside this service (the directory refused it).
+    pub fn record_failure(
+        &self,
+        username: &str,
+        ctx: &ClientContext,
+        reason: FailureReason,
+        now: OffsetDateTime,
+    ) -> IamError {
+        self.failure(Some(&accounts::normalise_username(username)), ctx, reason, now)
+    }
+
+    /// Whether `username` signs in with a password kept here (rather than by the directory).
+    pub fn is_local(&self, username: &str) -> Result<bool, StoreError> {
+        Ok(
+            accounts::get(self.store(), &accounts::normalise_username(username))?
+                .is_some_and(|a| a.source == AccountSource::Local),
+        )
+    }
+
+    /// Finishes a sign-in whose password the directory accepted: creates or refreshes the
+    /// account (role from the groups), then asks for the second factor like any other.
+    pub fn login_directory(
+        &self,
+        username: &str,
+        user: &super::directory::DirectoryUser,
+        code: Option<&str>,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, IamError> {
+        let username = accounts::normalise_username(username);
+        let fail = |reason| self.failure(Some(&username), ctx, reason, now);
+        if !accounts::valid_username(&username) {
+            return Err(fail(FailureReason::UnknownAccount));
+        }
+        let Some(role) = user.role.clone() else {
+            return Err(fail(FailureReason::NotAnAdministrator));
+        };
+        if accounts::role_permissions(self.store(), &role)?.is_none() {
+            tracing::error!(%role, "admin.directory.groups maps to a role that does not exist");
+            return Err(fail(FailureReason::NotAnAdministrator));
+        }
+        let display_name: String = user
+            .display_name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
+        let fresh = Account {
+            username: username.clone(),
+            display_name: display_name.clone(),
+            role: role.clone(),
+            source: AccountSource::Directory { dn: user.dn.clone() },
+            password_hash: None,
+            totp: None,
+            pending_totp: None,
+            recovery_codes: Vec::new(),
+            must_change_password: false,
+            disabled: false,
+            created_at: now,
+            password_changed_at: None,
+            last_login_at: Some(now),
+        };
+        let out: RefCell<Option<Account>> = RefCell::new(None);
+        let written = self.store().transaction(&|txn| {
+            let key = username.as_bytes();
+            let account = match txn.get(Tree::Administrators, key)? {
+                Some(bytes) => {
+                    let mut a: Account = decode(Tree::Administrators, key, &bytes)?;
+                    if a.source == AccountSource::Local {
+                        return Err(StoreError::Aborted("a local account has this name".into()));
+                    }
+                    a.source = AccountSource::Directory { dn: user.dn.clone() };
+                    a.display_name.clone_from(&display_name);
+                    a.role.clone_from(&role);
+                    a
+                }
+                None => fresh.clone(),
+            };
+            txn.put(Tree::Administrators, key, &encode(&account)?)?;
+            *out.borrow_mut() = Some(account);
+            Ok(())
+        });
+        match written {
+            Ok(()) => {}
+            Err(StoreError::Aborted(r)) => return Err(IamError::Conflict(r)),
+            Err(e) => return Err(e.into()),
+        }
+        let account = out.into_inner().ok_or(IamError::NotFound)?;
+        if account.disabled {
+            return Err(fail(FailureReason::Disabled));
+        }
+        let (account, used_recovery_code) = if account.mfa_enrolled() {
+            let code = code
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| fail(FailureReason::MissingCode))?;
+            self.consume_second_factor(&account, code, now)
+                .ok_or_else(|| fail(FailureReason::WrongCode))?
+        } else {
+            (account, false)
+        };
+        self.throttle.record_success(&username);
+        let account = self.update_account(&account.username, &|a| {
+            a.last_login_at = Some(now);
+            Ok(())
+        })?;
+        let session = self.start_session(&account, now, ctx, now)?;
+        Ok(SignedIn {
+            account,
+            session,
+            used_recovery_code,
+        })
+    }
+
+    /// Proves the session's holder is still at the keyboard: returns a new session (new
+    /// token, freshly authenticated) and ends the old one.
+    pub fn reauthenticate(
+        &self,
+        current: &SessionRecord,
+        current_token: &str,
+        password: &str,
+        code: Option<&str>,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, IamError> {
+        let username = current.username.clone();
+        self.refuse_if_throttled(&username, ctx, now)?;
+        let (account, used_recovery_code) = self
+            .check_credentials(&username, password, code, now)
+            .map_err(|reason| self.failure(Some(&username), ctx, reason, now))?;
+        self.throttle.record_success(&username);
+        sessions::end(self.store(), current_token)?;
+        let session = self.start_session(&account, now, ctx, now)?;
+        Ok(SignedIn {
+            account,
+            session,
+            used_recovery_code,
+        })
+    }
+
+    /// First start: the bootstrap secret creates the first Owner, once.
+    pub fn setup(
+        &self,
+        secret: &str,
+        username: &str,
+        display_name: &str,
+        new_password: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<SignedIn, IamError> {
+        self.refuse_if_throttled("", ctx, now)?;
+        if !bootstrap::verify(self.store(), secret)? {
+            return Err(self.failure(None, ctx, FailureReason::WrongBootstrapSecret, now));
+        }
+        let username = accounts::normalise_username(username);
+        if !accounts::valid_username(&username) {
+            return Err(IamError::BadRequest(
+                "a user name is 1 to 64 lower-case letters, digits, '.', '_', '-' or '@'".into(),
+            ));
+        }
+        let display_name = clean_display_name(display_name, &username)?;
+        password::check_policy(
+            new_password,
+            self.settings.min_password_chars,
+            &[&username, &display_name],
+        )?;
+        let account = Account {
+            username: username.clone(),
+            display_name,
+            role: BuiltinRole::Owner.name().to_owned(),
+            source: AccountSource::Local,
+            password_hash: Some(password::hash(new_password)?),
+            totp: None,
+            pending_totp: None,
+            recovery_codes: Vec::new(),
+            must_change_password: false,
+            disabled: false,
+            created_at: now,
+            password_changed_at: Some(now),
+            last_login_at: Some(now),
+        };
+        let encoded = encode(&account)?;
+        let created = self.store().transaction(&|txn| {
+            bootstrap::consume(txn, now)?;
+            if txn.get(Tree::Administrators, username.as_bytes())?.is_some() {
+                return Err(StoreError::Aborted("the account exists".into()));
+            }
+            txn.put(Tree::Administrators, username.as_bytes(), &encoded)
+        });
+        match created {
+            Ok(()) => {}
+            Err(StoreError::Aborted(reason)) => {
+                return Err(IamError::Conflict(format!("set-up refused: {reason}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.store().flush()?;
+        let session = self.start_session(&account, now, ctx, now)?;
+        Ok(SignedIn {
+            account,
+            session,
+            used_recovery_code: false,
+        })
+    }
+
+    /// The live session for a cookie, with its account and what it may do. A session whose
+    /// account is gone or disabled is ended.
+    pub fn session(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(SessionRecord, Account, PermissionSet)>, StoreError> {
+        let Some(session) = sessions::lookup(self.store(), &self.settings.sessions, token, now)? else {
+            return Ok(None);
+        };
+        match accounts::get(self.store(), &session.username)? {
+            Some(account) if !account.disabled => {
+                let permissions = accounts::account_permissions(self.store(), &account)?;
+                Ok(Some((session, account, permissions)))
+            }
+            _ => {
+                sessions::end(self.store(), token)?;
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn logout(&self, token: &str) -> Result<Option<SessionRecord>, StoreError> {
+        sessions::end(self.store(), token)
+    }
+
+    /// Starts (or restarts) TOTP enrolment: a new secret that replaces the current one only
+    /// once confirmed with a code.
+    pub fn begin_totp(&self, username: &str, now: OffsetDateTime) -> Result<TotpEnrolment, IamError> {
+        let secret = totp::new_secret();
+        let sealed = self
+            .sealer
+            .seal(&secret, &totp_context(username))
+            .map_err(|e| IamError::Totp(TotpError::new(e)))?;
+        self.update_account(username, &|a| {
+            a.pending_totp = Some(TotpState {
+                sealed_secret: sealed.clone(),
+                confirmed: false,
+                last_step: None,
+                created_at: now,
+            });
+            Ok(())
+        })?;
+        Ok(totp::enrolment(&secret, username, &self.settings.issuer)?)
+    }
+
+    /// Confirms enrolment with a code from the new authenticator; returns fresh recovery
+    /// codes (shown once; earlier ones stop working).
+    pub fn confirm_totp(
+        &self,
+        username: &str,
+        code: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, IamError> {
+        let account = accounts::get(self.store(), username)?.ok_or(IamError::NotFound)?;
+        let pending = account
+            .pending_totp
+            .as_ref()
+            .ok_or_else(|| IamError::Conflict("no TOTP enrolment is in progress".into()))?;
+        let secret = self
+            .open_totp(username, pending)
+            .ok_or_else(|| IamError::Conflict("the pending TOTP secret is unreadable; start again".into()))?;
+        let step = totp::check(&secret, code, now, None).ok_or_else(|| {
+            IamError::BadRequest("the code does not match; check the device's clock".into())
+        })?;
+        let (codes, hashes) = totp::new_recovery_codes();
+        let expected = pending.sealed_secret.clone();
+        self.update_account(username, &|a| {
+            match a.pending_totp.take() {
+                Some(p) if p.sealed_secret == expected => {
+                    a.totp = Some(TotpState {
+                        confirmed: true,
+                        last_step: Some(step),
+                        created_at: now,
+                        ..p
+                    });
+                }
+                _ => return Err(StoreError::Aborted("the enrolment changed meanwhile".into())),
+            }
+            a.recovery_codes = hashes.clone();
+            Ok(())
+        })
+        .map_err(|e| match e {
+            IamError::Store(StoreError::Aborted(r)) => IamError::Conflict(r),
+            e => e,
+        })?;
+        Ok(codes)
+    }
+
+    /// Replaces the session after a step of signing in was finished (enrolment, password
+    /// change): new token, same sign-in time, the remaining pending steps.
+    pub fn rotate_session(
+        &self,
+        current: &SessionRecord,
+        current_token: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<NewSession, IamError> {
+        let account = accounts::get(self.store(), &current.username)?.ok_or(IamError::NotFound)?;
+        sessions::end(self.store(), current_token)?;
+        Ok(self.start_session(&account, current.authenticated_at, ctx, now)?)
+    }
+
+    /// Changes one's own password (local accounts); ends one's other sessions.
+    pub fn change_password(
+        &self,
+        session: &SessionRecord,
+        current_password: &str,
+        new_password: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<Account, IamError> {
+        let username = session.username.clone();
+        self.refuse_if_throttled(&username, ctx, now)?;
+        let account = accounts::get(self.store(), &username)?.ok_or(IamError::NotFound)?;
+        let Some(phc) = account
+            .password_hash
+            .as_ref()
+            .filter(|_| account.source == AccountSource::Local)
+        else {
+            return Err(IamError::Conflict(
+                "this account's password is kept by the directory".into(),
+            ));
+        };
+        if !password::verify(current_password, phc) {
+            return Err(self.failure(Some(&username), ctx, FailureReason::WrongPassword, now));
+        }
+        if current_password == new_password {
+            return Err(IamError::BadRequest(
+                "the new password must differ from the current one".into(),
+            ));
+        }
+        password::check_policy(
+            new_password,
+            self.settings.min_password_chars,
+            &[&username, &account.display_name],
+        )?;
+        let phc = password::hash(new_password)?;
+        let account = self.update_account(&username, &|a| {
+            a.password_hash = Some(phc.clone());
+            a.must_change_password = false;
+            a.password_changed_at = Some(now);
+            Ok(())
+        })?;
+        sessions::revoke_all(self.store(), &username, Some(&session.id))?;
+        Ok(account)
+    }
+
+    // --- administration of accounts and roles (the handlers check permissions) ---
+
+    fn require_role(&self, role: &str) -> Result<(), IamError> {
+        match accounts::role_permissions(self.store(), role)? {
+            Some(_) => Ok(()),
+            None => Err(IamError::BadRequest(format!("unknown role {role:?}"))),
+        }
+    }
+
+    pub fn create_account(&self, new: NewAccount, now: OffsetDateTime) -> Result<Account, IamError> {
+        let username = accounts::normalise_username(&new.username);
+        if !accounts::valid_username(&username) {
+            return Err(IamError::BadRequest(
+                "a user name is 1 to 64 lower-case letters, digits, '.', '_', '-' or '@'".into(),
+            ));
+        }
+        let display_name = clean_display_name(&new.display_name, &username)?;
+        self.require_role(&new.role)?;
+        password::check_policy(
+            &new.password,
+            self.settings.min_password_chars,
+            &[&username, &display_name],
+        )?;
+        let account = Account {
+            username: username.clone(),
+            display_name,
+            role: new.role,
+            source: AccountSource::Local,
+            password_hash: Some(password::hash(&new.password)?),
+            totp: None,
+            pending_totp: None,
+            recovery_codes: Vec::new(),
+            must_change_password: true,
+            disabled: false,
+            created_at: now,
+            password_changed_at: Some(now),
+            last_login_at: None,
+        };
+        let encoded = encode(&account)?;
+        let created = self.store().transaction(&|txn| {
+            if txn.get(Tree::Administrators, username.as_bytes())?.is_some() {
+                return Err(StoreError::Aborted(format!(
+                    "an administrator named {username} exists"
+                )));
+            }
+            txn.put(Tree::Administrators, username.as_bytes(), &encoded)
+        });
+        match created {
+            Ok(()) => Ok(account),
+            Err(StoreError::Aborted(reason)) => Err(IamError::Conflict(reason)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Refuses a change that would leave no enabled Owner.
+    fn keep_an_owner(&self, username: &str, stays_owner: bool) -> Result<(), IamError> {
+        if stays_owner {
+            return Ok(());
+        }
+        let owner = BuiltinRole::Owner.name();
+        let others = accounts::list(self.store())?
+            .into_iter()
+            .any(|a| a.username != username && a.role == owner && !a.disabled);
+        if others {
+            Ok(())
+        } else {
+            Err(IamError::Conflict(
+                "this would leave no enabled Owner; make someone else Owner first".into(),
+            ))
+        }
+    }
+
+    pub fn update_account_by_admin(&self, username: &str, patch: AccountPatch) -> Result<Account, IamError> {
+        let current = accounts::get(self.store(), username)?.ok_or(IamError::NotFound)?;
+        if let Some(role) = &patch.role {
+            self.require_role(role)?;
+        }
+        let display_name = patch
+            .display_name
+            .as_deref()
+            .map(|d| clean_display_name(d, username))
+            .transpose()?;
+        let owner = BuiltinRole::Owner.name();
+        let role_after = patch.role.clone().unwrap_or_else(|| current.role.clone());
+        let disabled_after = patch.disabled.unwrap_or(current.disabled);
+        if current.role == owner && !current.disabled {
+            self.keep_an_owner(username, role_after == owner && !disabled_after)?;
+        }
+        let account = self.update_account(username, &|a| {
+            if let Some(d) = &display_name {
+                a.display_name.clone_from(d);
+            }
+            a.role.clone_from(&role_after);
+            a.disabled = disabled_after;
+            Ok(())
+        })?;
+        if account.disabled || account.role != current.role {
+            // A changed role takes effect at once for API tokens; sessions are re-checked on
+            // every request too, but a demotion or a disablement should also end them.
+            sessions::revoke_all(self.store(), username, None)?;
+        }
+        Ok(account)
+    }
+
+    pub fn reset_password(
+        &self,
+        username: &str,
+        new_password: &str,
+        now: OffsetDateTime,
+    ) -> Result<Account, IamError> {
+        let current = accounts::get(self.store(), username)?.ok_or(IamError::NotFound)?;
+        if current.source != AccountSource::Local {
+            return Err(IamError::Conflict(
+                "this account's password is kept by the directory".into(),
+            ));
+        }
+        password::check_policy(
+            new_password,
+            self.settings.min_password_chars,
+            &[username, &current.display_name],
+        )?;
+        let phc = password::hash(new_password)?;
+        let account = self.update_account(username, &|a| {
+            a.password_hash = Some(phc.clone());
+            a.must_change_password = true;
+            a.password_changed_at = Some(now);
+            Ok(())
+        })?;
+        sessions::revoke_all(self.store(), username, None)?;
+        Ok(account)
+    }
+
+    /// Removes an administrator's second factor (lost phone): they enrol again at next
+    /// sign-in.
+    pub fn reset_mfa(&self, username: &str) -> Result<Account, IamError> {
+        let account = self.update_account(username, &|a| {
+            a.totp = None;
+            a.pending_totp = None;
+            a.recovery_codes.clear();
+            Ok(())
+        })?;
+        sessions::revoke_all(self.store(), username, None)?;
+        Ok(account)
+    }
+
+    pub fn delete_account(&self, username: &str) -> Result<Account, IamError> {
+        let current = accounts::get(self.store(), username)?.ok_or(IamError::NotFound)?;
+        if current.role == BuiltinRole::Owner.name() && !current.disabled {
+            self.keep_an_owner(username, false)?;
+        }
+        self.store().delete(Tree::Administrators, username.as_bytes())?;
+        sessions::revoke_all(self.store(), username, None)?;
+        Ok(current)
+    }
+
+    pub fn save_role(
+        &self,
+        name: &str,
+        description: &str,
+        permissions: PermissionSet,
+        create: bool,
+        now: OffsetDateTime,
+    ) -> Result<CustomRole, IamError> {
+        if !accounts::valid_role_name(name) {
+            return Err(IamError::BadRequest(
+                "a role name is 1 to 64 lower-case letters, digits, '_' or '-'".into(),
+            ));
+        }
+        if BuiltinRole::parse(name).is_some() {
+            return Err(IamError::Conflict(format!("{name} is a built-in role")));
+        }
+        if permissions.is_empty() {
+            return Err(IamError::BadRequest(
+                "a role needs at least one permission".into(),
+            ));
+        }
+        let description: String = description
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let existing = accounts::get_role(self.store(), name)?;
+        let role = match (existing, create) {
+            (Some(_), true) => return Err(IamError::Conflict(format!("a role named {name} exists"))),
+            (None, false) => return Err(IamError::NotFound),
+            (Some(old), false) => CustomRole {
+                description,
+                permissions,
+                updated_at: now,
+                ..old
+            },
+            (None, true) => CustomRole {
+                name: name.to_owned(),
+                description,
+                permissions,
+                created_at: now,
+                updated_at: now,
+            },
+        };
+        self.store().put(Tree::Roles, name.as_bytes(), &encode(&role)?)?;
+        Ok(role)
+    }
+
+    pub fn delete_role(&self, name: &str) -> Result<CustomRole, IamError> {
+        let role = accounts::get_role(self.store(), name)?.ok_or(IamError::NotFound)?;
+        let users: Vec<String> = accounts::list(self.store())?
+            .into_iter()
+            .filter(|a| a.role == name)
+            .map(|a| a.username)
+            .collect();
+        if !users.is_empty() {
+            return Err(IamError::Conflict(format!(
+                "the role is held by {}; give them another role first",
+                users.join(", ")
+            )));
+        }
+        let tokens = api_tokens::list(self.store())?
+            .into_iter()
+            .filter(|t| t.revoked_at.is_none() && t.role.as_deref() == Some(name))
+            .count();
+        if tokens > 0 {
+            return Err(IamError::Conflict(format!(
+                "{tokens} API token(s) act with this role; revoke them first"
+            )));
+        }
+        self.store().delete(Tree::Roles, name.as_bytes())?;
+        Ok(role)
+    }
+}
+
+fn clean_display_name(name: &str, username: &str) -> Result<String, IamError> {
+    let name = name.trim();
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(IamError::BadRequest(
+            "a display name is at most 100 printable characters".into(),
+        ));
+    }
+    Ok(if name.is_empty() {
+        username.to_owned()
+    } else {
+        name.to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-06 09:00 UTC);
+    const PASSWORD: &str = "violet tram orbits the quay";
+
+    fn settings() -> IamSettings {
+        IamSettings {
+            min_password_chars: 12,
+            require_mfa: true,
+            sessions: SessionPolicy {
+                idle: time::Duration::minutes(30),
+                absolute: time::Duration::hours(12),
+                fresh: time::Duration::minutes(5),
+            },
+            throttle: ThrottlePolicy {
+                account_failures: 3,
+                source_failures: 10,
+                window: time::Duration::minutes(15),
+                lockout: time::Duration::minutes(15),
+            },
+            issuer: "Citadel (Test)".into(),
+        }
+    }
+
+    fn ctx() -> ClientContext {
+        ClientContext {
+            source: Some("192.0.2.9".into()),
+            user_agent: None,
+        }
+    }
+
+    struct TestSealer(citadel_certs::seal::DataKey);
+
+    impl Sealer for TestSealer {
+        fn seal(&self, secret: &[u8], context: &str) -> Result<String, String> {
+            self.0.seal(secret, context.as_bytes()).map_err(|e| e.to_string())
+        }
+        fn open(&self, sealed: &str, context: &str) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+            self.0.open(sealed, context.as_bytes())
+        }
+    }
+
+    fn set_up() -> (IamService, String) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let sealer = Arc::new(TestSealer(citadel_certs::seal::DataKey::generate().unwrap().0));
+        let secret = match bootstrap::ensure(store.as_ref(), None, NOW).unwrap() {
+            bootstrap::BootstrapOutcome::Generated(s) => s,
+            other => panic!("{other:?}"),
+        };
+        (IamService::new(store, sealer, settings()), secret)
+    }
+
+    fn enrol(iam: &IamService, user: &str, at: OffsetDateTime) -> (Vec<u8>, Vec<String>) {
+        let e = iam.begin_totp(user, at).unwrap();
+        assert!(e.otpauth_uri.contains(&e.secret));
+        let secret = data_encoding::BASE32_NOPAD.decode(e.secret.as_bytes()).unwrap();
+        let codes = iam
+            .confirm_totp(user, &totp::code_at(&secret, at).unwrap(), at)
+            .unwrap();
+        (secret, codes)
+    }
+
+    #[test]
+    fn bootstrap_creates_one_owner_who_must_enrol_mfa() {
+        let (iam, secret) = set_up();
+        assert!(matches!(
+            iam.setup("wrong", "alice", "Alice", PASSWORD, &ctx(), NOW),
+            Err(IamError::InvalidCredentials {
+                reason: FailureReason::WrongBootstrapSecret,
+                ..
+            })
+        ));
+        assert!(matches!(
+            iam.setup(&secret, "alice", "Alice", "password1234", &ctx(), NOW),
+            Err(IamError::Password(_))
+        ));
+        let first = iam
+            .setup(&secret, "Alice", "Alice", PASSWORD, &ctx(), NOW)
+            .unwrap();
+        assert_eq!(first.account.username, "alice");
+        assert_eq!(first.account.role, "owner");
+        assert_eq!(first.session.record.pending, vec![PendingStep::MfaEnrolment]);
+        // The secret is void now.
+        assert!(iam.setup(&secret, "mallory", "M", PASSWORD, &ctx(), NOW).is_err());
+        assert_eq!(accounts::list(iam.store()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn login_requires_the_second_factor_once_enrolled_and_never_accepts_a_code_twice() {
+        let (iam, secret) = set_up();
+        iam.setup(&secret, "alice", "", PASSWORD, &ctx(), NOW).unwrap();
+        let (totp_secret, recovery) = enrol(&iam, "alice", NOW);
+        assert_eq!(recovery.len(), totp::RECOVERY_CODES);
+        let later = NOW + time::Duration::minutes(1);
+        let code = totp::code_at(&totp_secret, later).unwrap();
+        assert!(matches!(
+            iam.login("alice", PASSWORD, None, &ctx(), later),
+            Err(IamError::InvalidCredentials {
+                reason: FailureReason::MissingCode,
+                ..
+            })
+        ));
+        let ok = iam.login("alice", PASSWORD, Some(&code), &ctx(), later).unwrap();
+        assert!(ok.session.record.pending.is_empty());
+        assert!(matches!(
+            iam.login("alice", PASSWORD, Some(&code), &ctx(), later),
+            Err(IamError::InvalidCredentials {
+                reason: FailureReason::WrongCode,
+                ..
+            })
+        ));
+        // A recovery code works once.
+        let r = iam
+            .login("alice", PASSWORD, Some(&recovery[0]), &ctx(), later)
+            .unwrap();
+        assert!(r.used_recovery_code);
+        assert_eq!(r.account.recovery_codes.len(), totp::RECOVERY_CODES - 1);
+        assert!(
+            iam.login("alice", PASSWORD, Some(&recovery[0]), &ctx(), later)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn totp_secrets_are_sealed_to_their_account() {
+        let (iam, secret) = set_up();
+        iam.setup(&secret, "alice", "", PASSWORD, &ctx(), NOW).unwrap();
+        let (totp_secret, _) = enrol(&iam, "alice", NOW);
+        let stored = iam.store().get(Tree::Administrators, b"alice").unwrap().unwrap();
+        let text = String::from_utf8_lossy(&stored);
+        assert!(
+            !text.contains(&data_encoding::BASE32_NOPAD.encode(&totp_secret)),
+            "{text}"
+        );
+        // Moved to another account, the sealed secret no longer opens: no code is accepted.
+        let mut alice = accounts::get(iam.store(), "alice").unwrap().unwrap();
+        alice.username = "mallory".into();
+        accounts::put(iam.store(), &alice).unwrap();
+        let later = NOW + time::Duration::minutes(2);
+        let code = totp::code_at(&totp_secret, later).unwrap();
+        assert!(
+            iam.login("mallory", PASSWORD, Some(&code), &ctx(), later)
+                .is_err()
+        );
+        assert!(iam.login("alice", PASSWORD, Some(&code), &ctx(), later).is_ok());
+    }
+
+    #[test]
+    fn lockout_after_repeated_failures_even_with_the_right_password() {
+        let (iam, secret) = set_up();
+        iam.setup(&secret, "alice", "", PASSWORD, &ctx(), NOW).unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                iam.login("alice", "wrong password!", None, &ctx(), NOW),
+                Err(IamError::InvalidCredentials {
+                    locked_until: None,
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            iam.login("alice", "wrong password!", None, &ctx(), NOW),
+            Err(IamError::InvalidCredentials {
+                locked_until: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            iam.login("alice", PASSWORD, None, &ctx(), NOW),
+            Err(IamError::Throttled { .. })
+        ));
+        // Unknown names lock the same way, so lockouts reveal nothing.
+        for _ in 0..3 {
+            let _ = iam.login("nobody", "x", None, &ClientContext::default(), NOW);
+        }
+        assert!(matches!(
+            iam.login("nobody", "x", None, &ClientContext::default(), NOW),
+            Err(IamError::Throttled { .. })
+        ));
+        let after = NOW + time::Duration::minutes(16);
+        assert!(iam.login("alice", PASSWORD, None, &ctx(), after).is_ok());
+    }
+
+    #[test]
+    fn new_accounts_change_their_password_and_an_owner_always_remains() {
+        let (iam, secret) = set_up();
+        iam.setup(&secret, "alice", "", PASSWORD, &ctx(), NOW).unwrap();
+        let bob = iam
+            .create_account(
+                NewAccount {
+                    username: "bob".into(),
+                    display_name: "Bob".into(),
+                    role: "help_desk".into(),
+                    password: "initial secret for bob 42".into(),
+                },
+                NOW,
+            )
+            .unwrap();
+        assert!(bob.must_change_password);
+        let s = iam
+            .login("bob", "initial secret for bob 42", None, &ctx(), NOW)
+            .unwrap();
+        assert_eq!(
+            s.session.record.pending,
+            vec![PendingStep::MfaEnrolment, PendingStep::PasswordChange]
+        );
+        iam.change_password(
+            &s.session.record,
+            "initial secret for bob 42",
+            "bob's own quiet harbour",
+            &ctx(),
+            NOW,
+        )
+        .unwrap();
+        assert!(
+            !accounts::get(iam.store(), "bob")
+                .unwrap()
+                .unwrap()
+                .must_change_password
+        );
+        assert!(matches!(
+            iam.update_account_by_admin(
+                "alice",
+                AccountPatch {
+                    role: Some("auditor".into()),
+                    ..Default::default()
+                }
+            ),
+            Err(IamError::Conflict(_))
+        ));
+        assert!(matches!(iam.delete_account("alice"), Err(IamError::Conflict(_))));
+        iam.update_account_by_admin(
+            "bob",
+            AccountPatch {
+                role: Some("owner".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        iam.delete_account("alice").unwrap();
+        assert!(matches!(
+            iam.update_account_by_admin(
+                "bob",
+                AccountPatch {
+                    role: Some("nonexistent".into()),
+                    ..Default::default()
+                }
+            ),
+            Err(IamError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn custom_roles_cannot_shadow_builtins_or_vanish_under_their_holders() {
+        use crate::iam::permissions::Permission;
+        let (iam, _) = set_up();
+        let perms: PermissionSet = [Permission::DevicesRead, Permission::DevicesLock]
+            .into_iter()
+            .collect();
+        assert!(matches!(
+            iam.save_role("owner", "", perms.clone(), true, NOW),
+            Err(IamError::Conflict(_))
+        ));
+        iam.save_role("night-shift", "Nights", perms.clone(), true, NOW)
+            .unwrap();
+        iam.create_account(
+            NewAccount {
+                username: "carol".into(),
+                display_name: String::new(),
+                role: "night-shift".into(),
+                password: "carol keeps the night watch".into(),
+            },
+            NOW,
+        )
+        .unwrap();
+        assert!(matches!(
+            iam.delete_role("night-shift"),
+            Err(IamError::Conflict(_))
+        ));
+        let carol = accounts::get(iam.store(), "carol").unwrap().unwrap();
+        assert_eq!(accounts::account_permissions(iam.store(), &carol).unwrap(), perms);
+    }
+}
