@@ -298,6 +298,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         server = server.workers(config.server.workers);
     }
     let server = server.run();
+    let checkpoint_state = state.clone();
     let admin = admin_socket(&prepared.data, state)?;
     let admin_handle = admin.handle();
     actix_web::rt::spawn(admin);
@@ -311,6 +312,10 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         actix_web::rt::spawn(Arc::clone(&push).sweep(after, Duration::from_secs(24 * 3600)));
     }
     actix_web::rt::spawn(watch_push_certificate(Arc::clone(&push), Arc::clone(&clock)));
+    if config.audit.checkpoint_minutes > 0 {
+        let every = Duration::from_secs(u64::from(config.audit.checkpoint_minutes) * 60);
+        actix_web::rt::spawn(sign_audit_checkpoints(checkpoint_state, every));
+    }
     actix_web::rt::spawn(keep_certificate_fresh(config.clone(), pki, tls_state, clock));
     tracing::info!(
         %listen,
@@ -347,6 +352,20 @@ fn admin_socket(data: &DataDir, state: web::Data<AppState>) -> Result<actix_web:
         }
     })?;
     Ok(server.run())
+}
+
+/// Signs the audit chain's head on a schedule (when it moved), so a copy of the checkpoints
+/// kept elsewhere can expose a rewritten chain.
+async fn sign_audit_checkpoints(state: web::Data<AppState>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    // The first tick fires at once; a fresh start has nothing new to sign.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(e) = http::audit_api::make_checkpoint(&state).await {
+            tracing::error!(error = %e, "audit checkpoint not signed");
+        }
+    }
 }
 
 /// Deletes expired one-time SCEP challenges every hour, so abandoned ones do not pile up.

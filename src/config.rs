@@ -31,6 +31,7 @@ pub struct Config {
     pub apple: AppleSection,
     pub apns: ApnsSection,
     pub webhook: WebhookSection,
+    pub audit: AuditSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +136,21 @@ impl Default for ApnsSection {
             expiration_secs: 3 * 24 * 3600,
             concurrency: 500,
             sweep_after_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// How often the chain's head is signed (when it moved). 0 turns periodic checkpoints off.
+    pub checkpoint_minutes: u32,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_minutes: 60,
         }
     }
 }
@@ -320,6 +336,7 @@ impl Default for Config {
             apple: AppleSection::default(),
             apns: ApnsSection::default(),
             webhook: WebhookSection::default(),
+            audit: AuditSection::default(),
         }
     }
 }

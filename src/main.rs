@@ -10,10 +10,12 @@ use clap::{Args, Parser, Subcommand};
 
 use citadel::admin_client::{Admin, AdminError};
 use citadel::appliance::{self, StartupError};
+use citadel::audit::checkpoint::Checkpoint;
 use citadel::audit::{Actor, AuditEvent, AuditLog, Outcome, Verification};
 use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::{self, Config, Overrides};
 use citadel::datadir::DataDir;
+use citadel::http::audit_api::parse_expectations;
 use citadel::http::iam_api::{PasswordReset, generated_password};
 use citadel::iam::accounts;
 use citadel::iam::api_tokens::{self, ApiTokenRecord, TokenScope};
@@ -146,7 +148,14 @@ enum AuditCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// A record's hash kept outside the appliance (from an exported checkpoint or a SIEM),
+        /// as SEQ:HASH; the chain must still hold it. Repeatable.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect: Vec<String>,
     },
+    /// Sign the chain's head now (the server also does so every `audit.checkpoint_minutes`);
+    /// prints the checkpoint. Needs the running server.
+    Checkpoint,
 }
 
 #[derive(Subcommand)]
@@ -271,7 +280,10 @@ fn main() -> ExitCode {
         Command::Scep(ScepCommand::Challenge { ttl }) => report(run_scep_challenge(&config, &clock, ttl)),
         Command::ApiToken(cmd) => report(run_api_token(&config, &clock, cmd)),
         Command::Admin(cmd) => report(run_admin(&config, &clock, cmd)),
-        Command::Audit(AuditCommand::Verify { json }) => run_audit_verify(&config, &clock, json),
+        Command::Audit(AuditCommand::Verify { json, expect }) => {
+            run_audit_verify(&config, &clock, json, &expect.join(","))
+        }
+        Command::Audit(AuditCommand::Checkpoint) => report(run_audit_checkpoint(&config, &clock)),
         Command::PushCert(cmd) => report(run_push_cert(&config, &clock, cmd)),
         Command::Config(ConfigCommand::Check(_)) => run_config_check(&config),
         Command::Simulate(args) => run_simulate(&args, &clock),
@@ -398,12 +410,39 @@ fn token_event(action: &str, token: &ApiTokenRecord) -> AuditEvent {
         .reason(format!("named {:?}; {}", token.name, token.scope_description()))
 }
 
-fn run_audit_verify(config: &Config, clock: &SharedClock, json: bool) -> ExitCode {
-    let checked = Admin::connect(config, clock.now()).and_then(|admin| match admin {
-        Admin::Socket(socket) => {
-            Admin::call::<Verification>(&socket, Method::GET, "/audit/verify", None::<&()>)
+fn run_audit_checkpoint(config: &Config, clock: &SharedClock) -> Result<(), AdminError> {
+    let Admin::Socket(socket) = Admin::connect(config, clock.now())? else {
+        return Err(AdminError::Input(
+            "checkpoints are signed by the running server; start it first".into(),
+        ));
+    };
+    let made: Option<Checkpoint> = Admin::call(&socket, Method::POST, "/audit/checkpoint", None::<&()>)?;
+    match made {
+        Some(c) => {
+            println!("{}", serde_json::to_string_pretty(&c).unwrap_or_default());
+            eprintln!("citadel: checkpoint signed for record {} ({})", c.seq, c.hash);
         }
-        Admin::Local(scep) => Ok(citadel::audit::verify(scep.store().as_ref())?),
+        None => eprintln!("citadel: the newest checkpoint already covers the chain's head"),
+    }
+    Ok(())
+}
+
+fn run_audit_verify(config: &Config, clock: &SharedClock, json: bool, expect: &str) -> ExitCode {
+    let expected = match parse_expectations(expect) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("citadel: --expect: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let checked = Admin::connect(config, clock.now()).and_then(|admin| match admin {
+        Admin::Socket(socket) => Admin::call::<Verification>(
+            &socket,
+            Method::GET,
+            &format!("/audit/verify?expect={expect}"),
+            None::<&()>,
+        ),
+        Admin::Local(scep) => Ok(citadel::audit::verify_all(scep.store().as_ref(), &expected)?),
     });
     let verification = match checked {
         Ok(v) => v,

@@ -9,6 +9,8 @@
 //!
 //! Appends are serialised by one lock per [`AuditLog`]; the appliance holds exactly one.
 
+pub mod checkpoint;
+
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -131,7 +133,7 @@ fn digest(seq: u64, at: OffsetDateTime, event: &AuditEvent, prev_hash: &str) -> 
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Head {
+pub(crate) struct Head {
     seq: u64,
     hash: String,
 }
@@ -308,6 +310,45 @@ pub enum ChainProblem {
     Truncated { last: u64, head: u64 },
     #[error("the chain's head does not match its last record {last}")]
     HeadMismatch { last: u64 },
+    #[error("the checkpoint signed for record {seq} does not hold: {reason}")]
+    Checkpoint { seq: u64, reason: String },
+    #[error("record {seq} is not the one expected: {reason}")]
+    Unexpected { seq: u64, reason: String },
+}
+
+/// [`verify`], then every signed checkpoint, then the records whose hashes were kept elsewhere
+/// (`expected`: sequence number and hex hash, e.g. from an exported checkpoint).
+pub fn verify_all(store: &dyn Store, expected: &[(u64, String)]) -> Result<Verification, StoreError> {
+    let chain = verify(store)?;
+    if chain.problem.is_some() {
+        return Ok(chain);
+    }
+    let fail = |problem| {
+        Ok(Verification {
+            verified: chain.verified,
+            problem: Some(problem),
+        })
+    };
+    for c in checkpoint::list(store)? {
+        if c.seq > chain.verified {
+            return fail(ChainProblem::Checkpoint {
+                seq: c.seq,
+                reason: format!("the chain ends at record {} before it", chain.verified),
+            });
+        }
+        if let Some(reason) = checkpoint::check(store, &c)? {
+            return fail(ChainProblem::Checkpoint { seq: c.seq, reason });
+        }
+    }
+    for (seq, hash) in expected {
+        let reason = match store.get_record::<AuditRecord>(Tree::Audit, &key(*seq))? {
+            Some(r) if r.hash.eq_ignore_ascii_case(hash) => continue,
+            Some(_) => "its hash differs from the one kept (the chain was rewritten)".to_owned(),
+            None => "it does not exist".to_owned(),
+        };
+        return fail(ChainProblem::Unexpected { seq: *seq, reason });
+    }
+    Ok(chain)
 }
 
 /// Walks the chain from the first record to the head. The head is read first: records appended
@@ -588,5 +629,51 @@ mod tests {
         // Paging: after a sequence number, at most `limit`.
         let page = log.list(&AuditFilter::default(), 25, 3).unwrap();
         assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![26, 27, 28]);
+    }
+
+    struct BrokenSigner;
+
+    impl checkpoint::CheckpointSigner for BrokenSigner {
+        fn sign(&self, content: &[u8]) -> Result<Vec<u8>, String> {
+            Ok(content.to_vec())
+        }
+    }
+
+    #[test]
+    fn checkpoints_cover_new_heads_only_and_bad_ones_are_named() {
+        let (store, log) = log_with(3);
+        let made = log.checkpoint(&BrokenSigner, T0).unwrap().unwrap();
+        assert_eq!(made.seq, 3);
+        assert!(
+            log.checkpoint(&BrokenSigner, T0).unwrap().is_none(),
+            "head unchanged"
+        );
+        let v = verify_all(store.as_ref(), &[]).unwrap();
+        assert!(
+            matches!(&v.problem, Some(ChainProblem::Checkpoint { seq: 3, reason }) if reason.contains("does not verify")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn expected_hashes_must_still_be_in_the_chain() {
+        let (store, log) = log_with(3);
+        let second = log.list(&AuditFilter::default(), 1, 1).unwrap()[0].clone();
+        assert_eq!(
+            verify_all(store.as_ref(), &[(2, second.hash.clone())])
+                .unwrap()
+                .problem,
+            None
+        );
+        let v = verify_all(store.as_ref(), &[(2, "0".repeat(64))]).unwrap();
+        assert!(
+            matches!(v.problem, Some(ChainProblem::Unexpected { seq: 2, .. })),
+            "{v:?}"
+        );
+        let v = verify_all(store.as_ref(), &[(9, second.hash)]).unwrap();
+        assert!(
+            matches!(v.problem, Some(ChainProblem::Unexpected { seq: 9, .. })),
+            "{v:?}"
+        );
     }
 }

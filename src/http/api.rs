@@ -511,6 +511,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
                     cfg,
                     ApiResource::new("/audit/export").get(perm(P::AuditRead), audit_api::export),
                 );
+                r.add(
+                    cfg,
+                    ApiResource::new("/audit/checkpoints").get(perm(P::AuditRead), audit_api::checkpoints),
+                );
                 *table.borrow_mut() = std::mem::take(&mut r.table);
             })
             .app_data(web::Data::new(RouteTable(table.take())))
@@ -548,6 +552,7 @@ pub fn configure_admin_socket(cfg: &mut web::ServiceConfig) {
     )
     .route("/ca/certificates", web::get().to(list_certificates))
     .route("/audit/verify", web::get().to(audit_api::socket_verify))
+    .route("/audit/checkpoint", web::post().to(audit_api::socket_checkpoint))
     .route(
         "/ca/certificates/{serial}/revoke",
         web::post().to(revoke_certificate),

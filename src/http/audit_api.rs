@@ -1,5 +1,6 @@
-//! The audit log over HTTP: `GET /api/v1/audit` (filtered, paged) and, on the admin socket,
-//! `GET /audit/verify` for `citadel audit verify`. There is no route that changes the log.
+//! The audit log over HTTP: `GET /api/v1/audit` (filtered, paged), the export, the signed
+//! checkpoints and, on the admin socket, `GET /audit/verify` and `POST /audit/checkpoint` for
+//! the CLI. There is no route that changes or removes records.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,7 @@ use super::api::authenticate;
 use super::{AppState, blocking_err};
 use time::OffsetDateTime;
 
+use crate::audit::checkpoint::{Checkpoint, CheckpointError};
 use crate::audit::{self, AuditFilter, AuditRecord, Outcome};
 use crate::error::ApiError;
 
@@ -128,11 +130,99 @@ pub async fn export(
         .streaming(super::mdm_api::tokio_stream_from(rx)))
 }
 
-/// `GET /audit/verify` (admin socket): walks the whole chain.
-pub async fn socket_verify(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// `SEQ:HASH[,SEQ:HASH…]`: hashes kept outside the appliance the chain must still have.
+    expect: Option<String>,
+}
+
+/// Parses `12:ab…,40:cd…`.
+pub fn parse_expectations(text: &str) -> Result<Vec<(u64, String)>, String> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (seq, hash) = pair
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("{pair:?} is not SEQ:HASH"))?;
+            let seq = seq
+                .parse::<u64>()
+                .map_err(|_| format!("{seq:?} is not a sequence number"))?;
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{hash:?} is not a hex SHA-256"));
+            }
+            Ok((seq, hash.to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+/// `GET /audit/verify[?expect=SEQ:HASH,…]` (admin socket): walks the whole chain, checks every
+/// signed checkpoint and the hashes kept elsewhere.
+pub async fn socket_verify(
+    state: web::Data<AppState>,
+    query: web::Query<VerifyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let expected = parse_expectations(query.into_inner().expect.as_deref().unwrap_or_default())
+        .map_err(ApiError::BadRequest)?;
     let store = state.store.clone();
-    let verification = web::block(move || audit::verify(store.as_ref()))
+    let verification = web::block(move || audit::verify_all(store.as_ref(), &expected))
         .await
         .map_err(blocking_err)??;
     Ok(HttpResponse::Ok().json(verification))
+}
+
+/// Signs the chain's head now (and from the periodic task); `None` when nothing changed since
+/// the last checkpoint.
+pub async fn make_checkpoint(state: &AppState) -> Result<Option<Checkpoint>, ApiError> {
+    let signer = state
+        .tls
+        .snapshot()
+        .ok_or_else(|| ApiError::Internal("no TLS identity to sign with".into()))?
+        .profile_signer;
+    let (log, now) = (state.audit.clone(), state.clock.now());
+    web::block(move || log.checkpoint(signer.as_ref(), now))
+        .await
+        .map_err(blocking_err)?
+        .map_err(|e| match e {
+            CheckpointError::Store(s) => ApiError::Store(s),
+            CheckpointError::Signing(m) => ApiError::Internal(m),
+        })
+}
+
+/// `POST /audit/checkpoint` (admin socket): `citadel audit checkpoint`.
+pub async fn socket_checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let made = make_checkpoint(&state).await?;
+    Ok(HttpResponse::Ok().json(made))
+}
+
+#[derive(Serialize)]
+struct Checkpoints {
+    /// The chain's current head, to keep elsewhere.
+    head: Option<HeadView>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+#[derive(Serialize)]
+struct HeadView {
+    seq: u64,
+    hash: String,
+}
+
+/// `GET /api/v1/audit/checkpoints`: the signed checkpoints (oldest first) and the current head.
+pub async fn checkpoints(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    let store = state.store.clone();
+    let (head, checkpoints) = web::block(move || -> Result<_, ApiError> {
+        Ok((
+            audit::checkpoint::head(store.as_ref())?,
+            audit::checkpoint::list(store.as_ref())?,
+        ))
+    })
+    .await
+    .map_err(blocking_err)??;
+    Ok(HttpResponse::Ok().json(Checkpoints {
+        head: head.map(|(seq, hash)| HeadView { seq, hash }),
+        checkpoints,
+    }))
 }

@@ -1,7 +1,7 @@
 //! The HTTPS surface: one rustls listener serving the appliance's endpoints and the console.
 
 pub mod api;
-mod audit_api;
+pub mod audit_api;
 mod auth_api;
 pub mod console;
 pub mod iam_api;

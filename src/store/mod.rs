@@ -79,10 +79,12 @@ pub enum Tree {
     Roles,
     /// Console sessions, keyed by the SHA-256 of the session token.
     Sessions,
+    /// Signed statements of the audit chain's head: big-endian sequence number → checkpoint.
+    AuditCheckpoints,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 26] = [
+    pub const ALL: [Tree; 27] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -109,6 +111,7 @@ impl Tree {
         Tree::Administrators,
         Tree::Roles,
         Tree::Sessions,
+        Tree::AuditCheckpoints,
     ];
 
     pub fn name(self) -> &'static str {
@@ -139,6 +142,7 @@ impl Tree {
             Tree::Administrators => "administrators",
             Tree::Roles => "roles",
             Tree::Sessions => "sessions",
+            Tree::AuditCheckpoints => "audit_checkpoints",
         }
     }
 }

@@ -61,6 +61,7 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::Administrators => 24,
         Tree::Roles => 25,
         Tree::Sessions => 26,
+        Tree::AuditCheckpoints => 27,
     }
 }
 

@@ -177,3 +177,115 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn signed_checkpoints_expose_a_chain_rewritten_whole() {
+    let mut a = Appliance::start();
+    let token = api_token(&a);
+    for _ in 0..3 {
+        assert_eq!(post(&a, &token, "/api/v1/scep/challenges", None).status(), 201);
+    }
+    let out = run(a.cmd().args(["audit", "checkpoint"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (seq, hash) = (
+        made["seq"].as_u64().unwrap(),
+        made["hash"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(seq, 4, "token creation and three challenges");
+    let again = run(a.cmd().args(["audit", "checkpoint"]));
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("already covers"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // The API lists it with the head; the signature checks out with openssl against the
+    // appliance's root, and what it signs is the record's hash.
+    let listed: Value = get(&a, &token, "/api/v1/audit/checkpoints").json().unwrap();
+    assert_eq!(listed["checkpoints"][0]["hash"], hash.as_str());
+    assert!(listed["head"]["seq"].as_u64().unwrap() >= seq);
+    let der = data_encoding::BASE64
+        .decode(listed["checkpoints"][0]["signed"].as_str().unwrap().as_bytes())
+        .unwrap();
+    let signed = a.tmp.path().join("checkpoint.p7m");
+    std::fs::write(&signed, der).unwrap();
+    let ca = a.export_ca();
+    let out = run(std::process::Command::new("openssl").args([
+        "cms",
+        "-verify",
+        "-inform",
+        "DER",
+        "-in",
+        signed.to_str().unwrap(),
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-purpose",
+        "any",
+    ]));
+    assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+    let statement: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(statement["format"], "citadel-audit-checkpoint/1");
+    assert_eq!(statement["seq"], seq);
+    assert_eq!(statement["hash"], hash.as_str());
+    let record = &audit(&a, &token, &format!("?after={}&limit=1", seq - 1))["items"][0];
+    assert_eq!(record["hash"], hash.as_str());
+    let expect = format!("{seq}:{hash}");
+    let out = run(a.cmd().args(["audit", "verify", "--expect", &expect]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Someone with the disk replaces the whole chain with a consistent forgery.
+    a.stop();
+    {
+        use citadel::audit::{Actor, AuditEvent, AuditLog, Outcome};
+        use citadel::store::{SledOptions, SledStore, Store, Tree};
+        use std::sync::Arc;
+        let store = SledStore::open(&a.data_dir.join("store"), &SledOptions::default()).unwrap();
+        let keys: Vec<Vec<u8>> = store
+            .scan_prefix(Tree::Audit, b"", None, 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            store.delete(Tree::Audit, &k).unwrap();
+        }
+        store.delete(Tree::Meta, b"audit_head").unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let log = AuditLog::open(Arc::clone(&store)).unwrap();
+        for _ in 0..6 {
+            log.append(
+                AuditEvent::new(Actor::System, "nothing.happened", Outcome::Success),
+                time::OffsetDateTime::now_utc(),
+            )
+            .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let out = run(a.cmd().args(["audit", "verify"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("checkpoint signed for record 4")
+            && text(&out.stderr).contains("rewritten"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Removing the checkpoints too hides the forgery from the store alone — which is why the
+    // checkpoints also leave the appliance — but not from a hash kept elsewhere.
+    {
+        use citadel::store::{SledOptions, SledStore, Store, Tree};
+        let store = SledStore::open(&a.data_dir.join("store"), &SledOptions::default()).unwrap();
+        store.delete(Tree::AuditCheckpoints, &seq.to_be_bytes()).unwrap();
+        store.flush().unwrap();
+    }
+    let out = run(a.cmd().args(["audit", "verify"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(a.cmd().args(["audit", "verify", "--expect", &expect]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("record 4 is not the one expected"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -485,6 +485,7 @@ const SPEC: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/push", "push.send"),
     ("GET", "/api/v1/audit", "audit.read"),
     ("GET", "/api/v1/audit/export", "audit.read"),
+    ("GET", "/api/v1/audit/checkpoints", "audit.read"),
 ];
 
 /// The path of a route with sample values for its parameters.
