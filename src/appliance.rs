@@ -312,6 +312,9 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         actix_web::rt::spawn(Arc::clone(&push).sweep(after, Duration::from_secs(24 * 3600)));
     }
     actix_web::rt::spawn(watch_push_certificate(Arc::clone(&push), Arc::clone(&clock)));
+    if checkpoint_state.directory.is_some() {
+        actix_web::rt::spawn(recheck_directory_accounts(checkpoint_state.clone()));
+    }
     if config.audit.checkpoint_minutes > 0 {
         let every = Duration::from_secs(u64::from(config.audit.checkpoint_minutes) * 60);
         actix_web::rt::spawn(sign_audit_checkpoints(checkpoint_state, every));
@@ -352,6 +355,19 @@ fn admin_socket(data: &DataDir, state: web::Data<AppState>) -> Result<actix_web:
         }
     })?;
     Ok(server.run())
+}
+
+/// Hourly: re-checks every directory account that holds a role (`iam_api::sync_directory`),
+/// so someone removed from the directory or its groups loses their role here without having
+/// to sign in again.
+async fn recheck_directory_accounts(state: web::Data<AppState>) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticks.tick().await;
+        if let Err(e) = http::iam_api::sync_directory(&state).await {
+            tracing::warn!(error = %e, "directory re-check stopped");
+        }
+    }
 }
 
 /// Signs the audit chain's head on a schedule (when it moved), so a copy of the checkpoints

@@ -16,7 +16,7 @@ use citadel::clock::{SharedClock, SystemClock};
 use citadel::config::{self, Config, Overrides};
 use citadel::datadir::DataDir;
 use citadel::http::audit_api::parse_expectations;
-use citadel::http::iam_api::{PasswordReset, generated_password};
+use citadel::http::iam_api::{DirectoryChange, PasswordReset, generated_password};
 use citadel::iam::accounts;
 use citadel::iam::api_tokens::{self, ApiTokenRecord, TokenScope};
 use citadel::iam::permissions::Permission;
@@ -166,7 +166,7 @@ enum ApiTokenCommand {
         #[arg(long)]
         name: String,
         /// Expire the token after this many days (default: never).
-        #[arg(long, value_name = "DAYS")]
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
         ttl_days: Option<u32>,
         /// The role the token acts with: owner, administrator, help_desk, auditor or a
         /// custom role.
@@ -192,6 +192,9 @@ enum AdminCommand {
     /// Give an administrator a new random password (printed once), to be replaced at their
     /// next sign-in. Ends their sessions.
     ResetPassword { username: String },
+    /// Ask the directory now about every directory administrator (the server does so hourly):
+    /// whoever left it or its groups loses their role. Needs the running server.
+    SyncDirectory,
 }
 
 #[derive(Subcommand)]
@@ -537,6 +540,22 @@ fn run_admin(config: &Config, clock: &SharedClock, cmd: AdminCommand) -> Result<
             }
             eprintln!(
                 "citadel: {username}'s second factor was removed; they enrol a new one at their next sign-in"
+            );
+        }
+        AdminCommand::SyncDirectory => {
+            let Admin::Socket(socket) = admin else {
+                return Err(AdminError::Input(
+                    "the directory is asked by the running server; start it first".into(),
+                ));
+            };
+            let changes: Vec<DirectoryChange> =
+                Admin::call(&socket, Method::POST, "/admins/directory-sync", None::<&()>)?;
+            for c in &changes {
+                println!("{}: {}", c.username, c.change);
+            }
+            eprintln!(
+                "citadel: directory re-checked; {} account(s) changed",
+                changes.len()
             );
         }
         AdminCommand::ResetPassword { username } => {

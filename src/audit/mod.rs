@@ -40,6 +40,8 @@ pub enum Actor {
     Cli,
     /// A device (by enrollment ID).
     Device(String),
+    /// Someone not (yet) authenticated: a failed sign-in. What they typed is the target.
+    Anonymous,
     /// The appliance itself (schedules, start-up).
     System,
 }
@@ -266,6 +268,7 @@ impl AuditFilter {
             Actor::Administrator(id) | Actor::ApiToken(id) | Actor::Device(id) => id.as_str(),
             // Actors without an ID are asked for by their kind.
             Actor::Bootstrap => "bootstrap",
+            Actor::Anonymous => "anonymous",
             Actor::Cli => "cli",
             Actor::System => "system",
         };

@@ -234,6 +234,13 @@ async fn identify(state: &web::Data<AppState>, req: &HttpRequest) -> Result<Prin
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let cookie = req.cookie(sessions::COOKIE).map(|c| c.value().to_owned());
+    if bearer.is_some() && cookie.is_some() {
+        // One caller, one credential: a token must not lend its lack of CSRF checking to a
+        // cookie's session.
+        return Err(ApiError::BadRequest(
+            "send either a bearer token or a session cookie, not both".into(),
+        ));
+    }
     let now = state.clock.now();
     let (store, iam) = (state.store.clone(), state.iam.clone());
     let fresh = iam.settings().sessions;
@@ -287,7 +294,7 @@ async fn identify(state: &web::Data<AppState>, req: &HttpRequest) -> Result<Prin
             .map(|v| v.as_bytes().to_vec())
             .unwrap_or_default();
         if !bool::from(given.ct_eq(expected.as_bytes())) {
-            let denied = AccessDenied::Pending("the request lacks this session's CSRF token".into());
+            let denied = AccessDenied::Csrf;
             refuse(state, &principal, req, &denied).await;
             return Err(ApiError::Forbidden(
                 "missing or wrong CSRF token (send the session's token in X-CSRF-Token)".into(),
@@ -542,6 +549,10 @@ pub fn configure_admin_socket(cfg: &mut web::ServiceConfig) {
         web::post().to(iam_api::socket_revoke_token),
     )
     .route("/admins", web::get().to(iam_api::socket_list_admins))
+    .route(
+        "/admins/directory-sync",
+        web::post().to(iam_api::socket_sync_directory),
+    )
     .route(
         "/admins/{username}/mfa/reset",
         web::post().to(iam_api::socket_reset_mfa),

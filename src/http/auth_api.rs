@@ -18,7 +18,7 @@ use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::iam::directory::DirectoryError;
 use crate::iam::permissions::PermissionSet;
-use crate::iam::service::{ClientContext, FailureReason, IamError, SignedIn};
+use crate::iam::service::{ClientContext, FailureReason, IamError, SignedIn, typed_name};
 use crate::iam::sessions::{self, NewSession, PendingStep, SessionRecord};
 use crate::iam::{Principal, accounts};
 
@@ -178,6 +178,9 @@ pub async fn setup(
     body: web::Json<SetupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let Some(_permit) = state.iam.verification_permit().await else {
+        return Err(busy());
+    };
     let (iam, now, ctx) = (state.iam.clone(), state.clock.now(), context(&req));
     let result = web::block(move || {
         iam.setup(
@@ -231,7 +234,7 @@ pub async fn login(
         password,
         code,
     } = body.into_inner();
-    let typed: String = accounts::normalise_username(&username).chars().take(64).collect();
+    let typed = typed_name(&username).0;
     let now = state.clock.now();
     let result = sign_in(&state, &req, username, password, code).await?;
     match result {
@@ -259,7 +262,7 @@ pub async fn login(
         }
         Err(e) => {
             tracing::warn!(username = %typed, error = %e, "sign-in refused");
-            if let Some(event) = failure_event(Actor::Administrator(typed.clone()), "auth.login", &e) {
+            if let Some(event) = failure_event(Actor::Anonymous, "auth.login", &e) {
                 audit(&state, with_source(event.target(typed.as_str()), &req)).await;
             }
             Err(iam_err(e, now))
@@ -268,7 +271,7 @@ pub async fn login(
 }
 
 /// Checks credentials — locally, or against the directory for anyone without a local
-/// account when one is configured — and starts a session.
+/// account when one is configured — and starts a session. At most a few checks run at once.
 async fn sign_in(
     state: &web::Data<AppState>,
     req: &HttpRequest,
@@ -276,6 +279,9 @@ async fn sign_in(
     password: String,
     code: Option<String>,
 ) -> Result<Result<SignedIn, IamError>, ApiError> {
+    let Some(_permit) = state.iam.verification_permit().await else {
+        return Err(busy());
+    };
     let (iam, now, ctx) = (state.iam.clone(), state.clock.now(), context(req));
     let directory = match &state.directory {
         Some(d) => {
@@ -292,27 +298,69 @@ async fn sign_in(
             .await
             .map_err(super::blocking_err);
     };
-    if let Err(e) = iam.check_throttle(&username, &ctx, now) {
-        return Ok(Err(e));
-    }
-    let checked = directory
-        .authenticate(&accounts::normalise_username(&username), &password)
-        .await;
-    web::block(move || match checked {
-        Ok(user) => iam.login_directory(&username, &user, code.as_deref(), &ctx, now),
-        Err(DirectoryError::UnknownUser) => {
-            Err(iam.record_failure(&username, &ctx, FailureReason::UnknownAccount, now))
-        }
-        Err(DirectoryError::WrongPassword) => {
-            Err(iam.record_failure(&username, &ctx, FailureReason::WrongPassword, now))
-        }
-        Err(e @ (DirectoryError::Unavailable(_) | DirectoryError::Config(_))) => {
-            tracing::error!(error = %e, "directory sign-in failed");
-            Err(IamError::DirectoryUnavailable(e.to_string()))
-        }
+    let (name, too_long) = typed_name(&username);
+    let attempt = match iam.begin_attempt(&name, &ctx, now) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(e)),
+    };
+    let checked = if too_long {
+        Err(DirectoryError::UnknownUser)
+    } else {
+        directory.authenticate(&name, &password).await
+    };
+    let i2 = iam.clone();
+    let (result, role_ended) = web::block(move || {
+        let ended = |reason| -> Result<(Result<SignedIn, IamError>, Option<String>), IamError> {
+            // The directory no longer makes this person an administrator: whatever role their
+            // account had here goes too.
+            let before = i2.directory_access_ended(&name)?;
+            Ok((Err(i2.fail(&attempt, reason)), before))
+        };
+        let outcome = match checked {
+            Ok(user) => match i2.login_directory(&attempt, &name, &user, code.as_deref(), &ctx, now) {
+                Err(IamError::InvalidCredentials {
+                    reason: FailureReason::NotAnAdministrator,
+                    ..
+                }) => ended(FailureReason::NotAnAdministrator),
+                other => Ok((other, None)),
+            },
+            Err(DirectoryError::UnknownUser) => ended(FailureReason::UnknownAccount),
+            Err(DirectoryError::WrongPassword) => {
+                Ok((Err(i2.fail(&attempt, FailureReason::WrongPassword)), None))
+            }
+            Err(e @ (DirectoryError::Unavailable(_) | DirectoryError::Config(_))) => {
+                tracing::error!(error = %e, "directory sign-in failed");
+                i2.attempt_undecided(&attempt);
+                Ok((Err(IamError::DirectoryUnavailable(e.to_string())), None))
+            }
+        };
+        outcome.unwrap_or_else(|e| (Err(e), None))
     })
     .await
-    .map_err(super::blocking_err)
+    .map_err(super::blocking_err)?;
+    if let Some(role) = role_ended {
+        let event = AuditEvent::new(Actor::System, "administrator.directory.revoke", Outcome::Success)
+            .target(typed_name(&username).0)
+            .reason(format!("the directory no longer grants a role; {role:?} removed"));
+        audit(state, with_source(event, req)).await;
+    }
+    if let Ok(signed) = &result {
+        for change in &signed.changes {
+            let event = AuditEvent::new(Actor::System, "administrator.directory.sync", Outcome::Success)
+                .target(signed.account.username.as_str())
+                .reason(change.clone());
+            audit(state, with_source(event, req)).await;
+        }
+    }
+    Ok(result)
+}
+
+/// Answer when every password check slot stayed busy.
+pub(super) fn busy() -> ApiError {
+    ApiError::TooManyRequests {
+        message: "too many sign-ins at once; try again in a moment".into(),
+        retry_after_secs: 2,
+    }
 }
 
 /// `POST /api/v1/auth/logout`: ends this session.
@@ -339,7 +387,9 @@ pub async fn current(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
         .await
         .map_err(super::blocking_err)??;
     let (record, account, permissions) = found.ok_or(ApiError::Unauthorized)?;
-    debug_assert_eq!(principal.username(), Some(account.username.as_str()));
+    if principal.username() != Some(account.username.as_str()) {
+        return Err(ApiError::Unauthorized);
+    }
     Ok(HttpResponse::Ok().json(session_info(&state, &account, &record, permissions)))
 }
 
@@ -367,6 +417,9 @@ pub async fn reauthenticate(
         .await
         .map_err(super::blocking_err)??;
     let result = if local || state.directory.is_none() {
+        let Some(_permit) = state.iam.verification_permit().await else {
+            return Err(busy());
+        };
         web::block(move || iam.reauthenticate(&record, &token, &password, code.as_deref(), &ctx, now))
             .await
             .map_err(super::blocking_err)?
@@ -430,6 +483,9 @@ pub async fn change_password(
         current_password,
         new_password,
     } = body.into_inner();
+    let Some(_permit) = state.iam.verification_permit().await else {
+        return Err(busy());
+    };
     let (iam, now, ctx, r2) = (
         state.iam.clone(),
         state.clock.now(),
@@ -483,6 +539,11 @@ pub async fn begin_totp(state: web::Data<AppState>, req: HttpRequest) -> Result<
         .await
         .map_err(super::blocking_err)??
         .is_some_and(|a| a.mfa_enrolled());
+    if enrolled && record.pending.contains(&PendingStep::MfaEnrolment) {
+        return Err(ApiError::Forbidden(
+            "this session was opened before the second factor was set up; sign in again".into(),
+        ));
+    }
     if enrolled && state.iam.settings().sessions.fresh_until(&record) <= now {
         return Err(ApiError::Reauthenticate);
     }

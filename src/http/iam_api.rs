@@ -62,21 +62,71 @@ async fn iam_call<T: Send + 'static>(
         .map_err(|e| iam_err(e, now))
 }
 
-/// Audits an administrative change, successful or refused.
+/// Audits an administrative change, successful (with `why`) or refused.
 async fn audited<T>(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     principal: &Principal,
     action: &str,
     target: &str,
-    result: Result<T, ApiError>,
+    result: Result<(T, String), ApiError>,
 ) -> Result<T, ApiError> {
     let event = match &result {
-        Ok(_) => AuditEvent::new(principal.actor.clone(), action, Outcome::Success),
+        Ok((_, why)) => {
+            AuditEvent::new(principal.actor.clone(), action, Outcome::Success).reason(why.clone())
+        }
         Err(e) => AuditEvent::new(principal.actor.clone(), action, e.audit_outcome()).reason(e.to_string()),
     };
     audit(state, with_source(event.target(target), req)).await;
-    result
+    result.map(|(value, _)| value)
+}
+
+/// The permissions of `role` (built-in or custom); unknown roles are a bad request.
+async fn permissions_of(state: &web::Data<AppState>, role: &str) -> Result<PermissionSet, ApiError> {
+    let (store, r) = (state.store.clone(), role.to_owned());
+    web::block(move || accounts::role_permissions(store.as_ref(), &r))
+        .await
+        .map_err(blocking_err)??
+        .ok_or_else(|| ApiError::BadRequest(format!("unknown role {role:?}")))
+}
+
+/// Nobody hands out, or acts on someone holding, more than they can do themselves: holding
+/// `users.manage` does not make one an Owner.
+fn within_reach(principal: &Principal, wanted: &PermissionSet, what: &str) -> Result<(), ApiError> {
+    let missing = wanted.missing_from(&principal.permissions);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|p| p.name()).collect();
+    Err(ApiError::Forbidden(format!(
+        "{what} needs permissions you do not have: {}",
+        names.join(", ")
+    )))
+}
+
+/// `principal` may hand out `role`.
+async fn grantable(state: &web::Data<AppState>, principal: &Principal, role: &str) -> Result<(), ApiError> {
+    let set = permissions_of(state, role).await?;
+    within_reach(principal, &set, &format!("the role {role}"))
+}
+
+/// `principal` may change the account `username` (none more powerful than themselves).
+async fn reachable(
+    state: &web::Data<AppState>,
+    principal: &Principal,
+    username: &str,
+) -> Result<(), ApiError> {
+    let (store, u) = (state.store.clone(), username.to_owned());
+    let account = web::block(move || accounts::get(store.as_ref(), &u))
+        .await
+        .map_err(blocking_err)??
+        .ok_or(ApiError::NotFound)?;
+    if account.role.is_empty() {
+        return Ok(());
+    }
+    // A role deleted since grants nothing, so it is within anyone's reach.
+    let held = permissions_of(state, &account.role).await.unwrap_or_default();
+    within_reach(principal, &held, &format!("changing {username}"))
 }
 
 pub async fn list_users(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -125,13 +175,26 @@ pub async fn create_user(
     let b = body.into_inner();
     let target = accounts::normalise_username(&b.username);
     let now = state.clock.now();
-    let new = NewAccount {
-        username: b.username,
-        display_name: b.display_name,
-        role: b.role,
-        password: b.password,
+    let result = match grantable(&state, &principal, &b.role).await {
+        Ok(()) => {
+            let Some(_permit) = state.iam.verification_permit().await else {
+                return Err(super::auth_api::busy());
+            };
+            let new = NewAccount {
+                username: b.username,
+                display_name: b.display_name,
+                role: b.role,
+                password: b.password,
+            };
+            iam_call(&state, move |iam| iam.create_account(new, now))
+                .await
+                .map(|a| {
+                    let why = format!("role {}", a.role);
+                    (a, why)
+                })
+        }
+        Err(e) => Err(e),
     };
-    let result = iam_call(&state, move |iam| iam.create_account(new, now)).await;
     let account = audited(&state, &req, &principal, "administrator.create", &target, result).await?;
     tracing::info!(username = %account.username, role = %account.role, by = %principal, "administrator created");
     Ok(HttpResponse::Created().json(account.view()))
@@ -163,21 +226,37 @@ pub async fn update_user(
                 "enabled".to_owned()
             }
         }),
-        b.display_name.as_ref().map(|_| "display name".to_owned()),
+        b.display_name.as_ref().map(|d| format!("display name {d:?}")),
     ]
     .into_iter()
     .flatten()
     .collect::<Vec<_>>()
     .join(", ");
-    let patch = AccountPatch {
-        display_name: b.display_name,
-        role: b.role,
-        disabled: b.disabled,
+    let mut allowed = reachable(&state, &principal, &username).await;
+    if allowed.is_ok()
+        && let Some(role) = &b.role
+    {
+        allowed = if principal.username() == Some(username.as_str()) {
+            Err(ApiError::Forbidden("nobody changes their own role".into()))
+        } else {
+            grantable(&state, &principal, role).await
+        };
+    }
+    let result = match allowed {
+        Ok(()) => {
+            let patch = AccountPatch {
+                display_name: b.display_name,
+                role: b.role,
+                disabled: b.disabled,
+            };
+            let u2 = username.clone();
+            iam_call(&state, move |iam| iam.update_account_by_admin(&u2, patch))
+                .await
+                .map(|a| (a, what.clone()))
+        }
+        Err(e) => Err(e),
     };
-    let u2 = username.clone();
-    let result = iam_call(&state, move |iam| iam.update_account_by_admin(&u2, patch)).await;
-    let result = result.map(|a| (a, what));
-    let (account, what) = audited(
+    let account = audited(
         &state,
         &req,
         &principal,
@@ -197,8 +276,18 @@ pub async fn delete_user(
 ) -> Result<HttpResponse, ApiError> {
     let principal = authenticate(&state, &req).await?;
     let username = username.into_inner();
-    let u2 = username.clone();
-    let result = iam_call(&state, move |iam| iam.delete_account(&u2)).await;
+    let (u2, now) = (username.clone(), state.clock.now());
+    let result = match reachable(&state, &principal, &username).await {
+        Ok(()) => iam_call(&state, move |iam| iam.delete_account(&u2, now))
+            .await
+            .map(|a| {
+                (
+                    (),
+                    format!("was {}; their sessions ended and API tokens revoked", a.role),
+                )
+            }),
+        Err(e) => Err(e),
+    };
     audited(
         &state,
         &req,
@@ -227,7 +316,17 @@ pub async fn reset_password(
     let principal = authenticate(&state, &req).await?;
     let username = username.into_inner();
     let (u2, password, now) = (username.clone(), body.into_inner().password, state.clock.now());
-    let result = iam_call(&state, move |iam| iam.reset_password(&u2, &password, now)).await;
+    let result = match reachable(&state, &principal, &username).await {
+        Ok(()) => {
+            let Some(_permit) = state.iam.verification_permit().await else {
+                return Err(super::auth_api::busy());
+            };
+            iam_call(&state, move |iam| iam.reset_password(&u2, &password, now))
+                .await
+                .map(|a| (a, "to be changed at next sign-in; sessions ended".to_owned()))
+        }
+        Err(e) => Err(e),
+    };
     let account = audited(
         &state,
         &req,
@@ -248,7 +347,12 @@ pub async fn reset_mfa(
     let principal = authenticate(&state, &req).await?;
     let username = username.into_inner();
     let u2 = username.clone();
-    let result = iam_call(&state, move |iam| iam.reset_mfa(&u2)).await;
+    let result = match reachable(&state, &principal, &username).await {
+        Ok(()) => iam_call(&state, move |iam| iam.reset_mfa(&u2))
+            .await
+            .map(|a| (a, "second factor removed; sessions ended".to_owned())),
+        Err(e) => Err(e),
+    };
     let account = audited(
         &state,
         &req,
@@ -313,6 +417,19 @@ fn parse_permissions(names: &[String]) -> Result<PermissionSet, ApiError> {
         .collect()
 }
 
+/// The role `principal`'s own account holds, if any.
+async fn own_role(state: &web::Data<AppState>, principal: &Principal) -> Result<Option<String>, ApiError> {
+    let (store, me) = (state.store.clone(), principal.username().map(str::to_owned));
+    web::block(move || -> Result<Option<String>, ApiError> {
+        Ok(match me {
+            Some(me) => accounts::get(store.as_ref(), &me)?.map(|a| a.role),
+            None => None,
+        })
+    })
+    .await
+    .map_err(blocking_err)?
+}
+
 async fn save_role(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -323,13 +440,30 @@ async fn save_role(
     let principal = authenticate(&state, &req).await?;
     let now = state.clock.now();
     let action = if create { "role.create" } else { "role.update" };
-    let result = match parse_permissions(&body.permissions) {
+    let held = own_role(&state, &principal).await?;
+    let checked = parse_permissions(&body.permissions).and_then(|permissions| {
+        if held.as_deref() == Some(name.as_str()) {
+            return Err(ApiError::Forbidden("nobody changes the role they hold".into()));
+        }
+        within_reach(&principal, &permissions, "this role")?;
+        Ok(permissions)
+    });
+    let result = match checked {
         Ok(permissions) => {
             let (n, description) = (name.clone(), body.description);
             iam_call(&state, move |iam| {
                 iam.save_role(&n, &description, permissions, create, now)
             })
             .await
+            .map(|r| {
+                let why = r
+                    .permissions
+                    .iter()
+                    .map(Permission::name)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (r, why)
+            })
         }
         Err(e) => Err(e),
     };
@@ -382,12 +516,17 @@ pub async fn delete_role(
     let principal = authenticate(&state, &req).await?;
     let name = name.into_inner();
     let n = name.clone();
-    let result = iam_call(&state, move |iam| iam.delete_role(&n)).await;
+    let result = iam_call(&state, move |iam| iam.delete_role(&n))
+        .await
+        .map(|r| ((), format!("had {} permissions", r.permissions.iter().count())));
     audited(&state, &req, &principal, "role.delete", &name, result).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 // ---------------------------------------------------------------- API tokens
+
+/// Longest token lifetime that can be asked for (ten years).
+const MAX_TOKEN_TTL_DAYS: u32 = 3650;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -427,6 +566,15 @@ fn token_scope(role: Option<String>, permissions: Option<Vec<String>>) -> Result
     }
 }
 
+fn token_ttl(days: Option<u32>) -> Result<Option<time::Duration>, ApiError> {
+    match days {
+        Some(d) if d == 0 || d > MAX_TOKEN_TTL_DAYS => Err(ApiError::BadRequest(format!(
+            "ttl_days must be between 1 and {MAX_TOKEN_TTL_DAYS}"
+        ))),
+        d => Ok(d.map(|d| time::Duration::days(i64::from(d)))),
+    }
+}
+
 fn token_event(actor: Actor, action: &str, record: &ApiTokenRecord) -> AuditEvent {
     AuditEvent::new(actor, action, Outcome::Success)
         .target(record.id.as_str())
@@ -440,14 +588,27 @@ fn may_manage(principal: &Principal, record: &ApiTokenRecord) -> bool {
         || (principal.username().is_some() && record.created_by.as_deref() == principal.username())
 }
 
-/// `POST /api/v1/api-tokens`: a token never wider than its maker, made by someone who has
-/// just signed in if it carries a destructive permission.
+/// `POST /api/v1/api-tokens`: made by a signed-in administrator (not by another token, so a
+/// leaked token cannot outlive its revocation through a child), never wider than its maker,
+/// who must have signed in recently to give it a destructive permission.
 pub async fn create_token(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = authenticate(&state, &req).await?;
+    let refuse = |e: ApiError| async {
+        let event = AuditEvent::new(principal.actor.clone(), "api_token.create", Outcome::Denied)
+            .reason(e.to_string());
+        audit(&state, with_source(event, &req)).await;
+        Err(e)
+    };
+    if principal.session_id().is_none() {
+        return refuse(ApiError::Forbidden(
+            "API tokens are made by a signed-in administrator or at the appliance's command line, not by other tokens".into(),
+        ))
+        .await;
+    }
     let TokenRequest {
         name,
         ttl_days,
@@ -455,34 +616,18 @@ pub async fn create_token(
         permissions,
     } = body.into_inner();
     let scope = token_scope(role, permissions)?;
-    let store = state.store.clone();
-    let scope2 = scope.clone();
-    let wanted = web::block(move || -> Result<PermissionSet, ApiError> {
-        match scope2 {
-            TokenScope::Role(role) => accounts::role_permissions(store.as_ref(), &role)?
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown role {role:?}"))),
-            TokenScope::Permissions(set) => Ok(set),
-        }
-    })
-    .await
-    .map_err(blocking_err)??;
-    let missing = wanted.missing_from(&principal.permissions);
-    if !missing.is_empty() {
-        let names: Vec<&str> = missing.iter().map(|p| p.name()).collect();
-        let e = ApiError::Forbidden(format!(
-            "a token cannot do more than its maker; you lack {}",
-            names.join(", ")
-        ));
-        let event = AuditEvent::new(principal.actor.clone(), "api_token.create", Outcome::Denied)
-            .reason(e.to_string());
-        audit(&state, with_source(event, &req)).await;
-        return Err(e);
+    let ttl = token_ttl(ttl_days)?;
+    let wanted = match &scope {
+        TokenScope::Role(role) => permissions_of(&state, role).await?,
+        TokenScope::Permissions(set) => set.clone(),
+    };
+    if let Err(e) = within_reach(&principal, &wanted, "a token") {
+        return refuse(e).await;
     }
     for p in wanted.iter().filter(|p| p.needs_fresh_authentication()) {
         require(&state, &principal, &req, p).await?;
     }
     let (store, now) = (state.store.clone(), state.clock.now());
-    let ttl = ttl_days.map(|d| time::Duration::days(i64::from(d)));
     let created_by = principal.username().map(str::to_owned);
     let (token, record) =
         web::block(move || api_tokens::create(store.as_ref(), &name, scope, created_by.as_deref(), ttl, now))
@@ -532,6 +677,10 @@ pub async fn revoke_token(
             .is_some_and(|t| may_manage(&principal, &t))
     };
     if !visible {
+        let event = AuditEvent::new(principal.actor.clone(), "api_token.revoke", Outcome::Denied)
+            .target(id.as_str())
+            .reason("no such token among the caller's");
+        audit(&state, with_source(event, &req)).await;
         return Err(ApiError::NotFound);
     }
     let record = web::block(move || api_tokens::revoke(store.as_ref(), &id, now))
@@ -565,7 +714,7 @@ pub async fn socket_create_token(
         permissions,
     } = body.into_inner();
     let scope = token_scope(role, permissions)?;
-    let ttl = ttl_days.map(|d| time::Duration::days(i64::from(d)));
+    let ttl = token_ttl(ttl_days)?;
     let (token, record) =
         web::block(move || api_tokens::create(store.as_ref(), &name, scope, None, ttl, now))
             .await
@@ -638,6 +787,7 @@ pub async fn socket_reset_mfa(
     let username = username.into_inner();
     let u2 = username.clone();
     let account = iam_call(&state, move |iam| iam.reset_mfa(&u2)).await?;
+    state.iam.unlock(&username);
     tracing::warn!(%username, "second factor removed at the command line");
     let event =
         AuditEvent::new(Actor::Cli, "administrator.mfa.reset", Outcome::Success).target(username.as_str());
@@ -658,4 +808,56 @@ pub async fn socket_reset_password(
         .target(username.as_str());
     audit(&state, event).await;
     Ok(HttpResponse::Ok().json(PasswordReset { username, password }))
+}
+
+/// A change the directory re-check made.
+#[derive(Serialize, Deserialize)]
+pub struct DirectoryChange {
+    pub username: String,
+    pub change: String,
+}
+
+/// Asks the directory about every directory account that holds a role and applies what it
+/// says (a new role, or none); each change is audited. Stops at the first sign that the
+/// directory is unavailable, changing nothing for the rest.
+pub async fn sync_directory(state: &web::Data<AppState>) -> Result<Vec<DirectoryChange>, ApiError> {
+    let Some(directory) = state.directory.clone() else {
+        return Err(ApiError::Conflict(
+            "no directory is configured (admin.directory)".into(),
+        ));
+    };
+    let iam = state.iam.clone();
+    let names = web::block(move || iam.directory_accounts())
+        .await
+        .map_err(blocking_err)??;
+    let mut changes = Vec::new();
+    for name in names {
+        let found = match directory.lookup(&name).await {
+            Ok(user) => Some(user),
+            Err(crate::iam::directory::DirectoryError::UnknownUser) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "directory unavailable; re-check stopped");
+                return Err(ApiError::Unavailable("the directory is unavailable".into()));
+            }
+        };
+        let n = name.clone();
+        let change = iam_call(state, move |iam| iam.sync_directory_account(&n, found.as_ref())).await?;
+        if let Some(change) = change {
+            tracing::info!(username = %name, %change, "directory account re-checked");
+            let event = AuditEvent::new(Actor::System, "administrator.directory.sync", Outcome::Success)
+                .target(name.as_str())
+                .reason(change.clone());
+            audit(state, event).await;
+            changes.push(DirectoryChange {
+                username: name,
+                change,
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// `POST /admins/directory-sync` (admin socket): `citadel admin sync-directory`.
+pub async fn socket_sync_directory(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(sync_directory(&state).await?))
 }

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::accounts;
 use super::permissions::PermissionSet;
-use crate::store::{Store, StoreError, StoreExt, Tree, scan_all};
+use crate::store::{Store, StoreError, StoreExt, Tree, decode, encode, scan_all};
 
 /// Tokens start with this so that secret scanners and humans recognise them.
 const PREFIX: &str = "citadel_";
@@ -164,8 +164,17 @@ pub fn verify(
         .last_used_at
         .is_none_or(|used| now - used >= LAST_USED_GRANULARITY);
     if stale {
+        // Re-read inside the transaction and touch only `last_used_at`, so a revocation that
+        // lands meanwhile is never written over.
+        store.transaction(&|txn| {
+            let Some(bytes) = txn.get(Tree::ApiTokens, &hash)? else {
+                return Ok(());
+            };
+            let mut current: ApiTokenRecord = decode(Tree::ApiTokens, &hash, &bytes)?;
+            current.last_used_at = Some(now);
+            txn.put(Tree::ApiTokens, &hash, &encode(&current)?)
+        })?;
         record.last_used_at = Some(now);
-        store.put_record(Tree::ApiTokens, &hash, &record)?;
     }
     Ok(Some(record))
 }

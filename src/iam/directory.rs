@@ -108,15 +108,17 @@ impl Directory {
         Ok(ldap)
     }
 
-    /// Checks `password` for `username` and reads their groups.
-    pub async fn authenticate(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<DirectoryUser, DirectoryError> {
-        if password.is_empty() {
-            return Err(DirectoryError::WrongPassword);
-        }
+    /// Looks `username` up as the service account (no password): who they are now and their
+    /// groups. `UnknownUser` when the directory no longer has them.
+    pub async fn lookup(&self, username: &str) -> Result<DirectoryUser, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let found = self.find(&mut ldap, username).await;
+        let _ = ldap.unbind().await;
+        found
+    }
+
+    /// Binds as the service account and finds the user's entry and groups.
+    async fn find(&self, ldap: &mut ldap3::Ldap, username: &str) -> Result<DirectoryUser, DirectoryError> {
         let s = &self.settings;
         let timeout = Duration::from_secs(s.timeout_secs);
         let service_password = s
@@ -124,7 +126,6 @@ impl Directory {
             .as_ref()
             .map(|p| p.expose().to_owned())
             .unwrap_or_default();
-        let mut ldap = self.connect().await?;
         ldap.with_timeout(timeout)
             .simple_bind(&s.bind_dn, &service_password)
             .await
@@ -144,16 +145,12 @@ impl Directory {
             .map_err(unavailable)?
             .success()
             .map_err(unavailable)?;
-        let entry = match entries.len() {
-            0 => return Err(DirectoryError::UnknownUser),
-            1 => entries.into_iter().next().map(SearchEntry::construct),
+        if entries.len() > 1 {
             // Ambiguous: refuse rather than guess which person this is.
-            n => {
-                tracing::warn!(%username, matches = n, "directory user filter matched several entries");
-                return Err(DirectoryError::UnknownUser);
-            }
-        };
-        let Some(entry) = entry else {
+            tracing::warn!(%username, matches = entries.len(), "directory user filter matched several entries");
+            return Err(DirectoryError::UnknownUser);
+        }
+        let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else {
             return Err(DirectoryError::UnknownUser);
         };
         let display_name = entry
@@ -162,7 +159,6 @@ impl Directory {
             .and_then(|v| v.first())
             .cloned()
             .unwrap_or_else(|| username.to_owned());
-        // Groups are read as the service account, before the user's bind changes who we are.
         let group_filter = s.group_filter.replace("{dn}", &ldap_escape(&entry.dn));
         let (groups, _) = ldap
             .with_timeout(timeout)
@@ -172,24 +168,6 @@ impl Directory {
             .success()
             .map_err(unavailable)?;
         let groups: Vec<String> = groups.into_iter().map(|g| SearchEntry::construct(g).dn).collect();
-        let bound = ldap
-            .with_timeout(timeout)
-            .simple_bind(&entry.dn, password)
-            .await
-            .map_err(unavailable)?;
-        let _ = ldap.unbind().await;
-        match bound.rc {
-            0 => {}
-            // invalidCredentials; unwillingToPerform (e.g. an empty password, a locked
-            // account in some servers).
-            49 | 53 => return Err(DirectoryError::WrongPassword),
-            rc => {
-                return Err(DirectoryError::Unavailable(format!(
-                    "user bind answered {rc}: {}",
-                    bound.text
-                )));
-            }
-        }
         let role = s
             .groups
             .iter()
@@ -201,5 +179,36 @@ impl Directory {
             groups,
             role,
         })
+    }
+
+    /// Checks `password` for `username` and reads their groups.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<DirectoryUser, DirectoryError> {
+        if password.is_empty() {
+            return Err(DirectoryError::WrongPassword);
+        }
+        let timeout = Duration::from_secs(self.settings.timeout_secs);
+        let mut ldap = self.connect().await?;
+        // Groups are read as the service account, before the user's bind changes who we are.
+        let user = self.find(&mut ldap, username).await?;
+        let bound = ldap
+            .with_timeout(timeout)
+            .simple_bind(&user.dn, password)
+            .await
+            .map_err(unavailable)?;
+        let _ = ldap.unbind().await;
+        match bound.rc {
+            0 => Ok(user),
+            // invalidCredentials; unwillingToPerform (e.g. an empty password, a locked
+            // account in some servers).
+            49 | 53 => Err(DirectoryError::WrongPassword),
+            rc => Err(DirectoryError::Unavailable(format!(
+                "user bind answered {rc}: {}",
+                bound.text
+            ))),
+        }
     }
 }

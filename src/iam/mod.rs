@@ -54,6 +54,8 @@ pub enum AccessDenied {
     Pending(String),
     #[error("this action requires signing in again (POST /api/v1/auth/reauthenticate)")]
     Reauthenticate,
+    #[error("the request lacks this session's CSRF token")]
+    Csrf,
 }
 
 impl Principal {

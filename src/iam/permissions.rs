@@ -37,9 +37,14 @@ pub enum Permission {
     DevicesRetire,
     #[serde(rename = "commands.read")]
     CommandsRead,
-    /// Send any MDM command (destructive ones also need their own permission).
+    /// Send the ordinary MDM commands (queries, profiles, apps, settings); those a remote
+    /// action also sends need that action's permission.
     #[serde(rename = "commands.send")]
     CommandsSend,
+    /// Also send command types outside the reviewed list (OS updates, user deletion, firmware
+    /// and recovery locks, …).
+    #[serde(rename = "commands.any")]
+    CommandsAny,
     /// Enrollment profiles, links and SCEP challenges.
     #[serde(rename = "enrollment.manage")]
     EnrollmentManage,
@@ -65,7 +70,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 18] = [
+    pub const ALL: [Permission; 19] = [
         Permission::DevicesRead,
         Permission::DevicesManage,
         Permission::DevicesLock,
@@ -76,6 +81,7 @@ impl Permission {
         Permission::DevicesRetire,
         Permission::CommandsRead,
         Permission::CommandsSend,
+        Permission::CommandsAny,
         Permission::EnrollmentManage,
         Permission::PushSend,
         Permission::SettingsRead,
@@ -98,6 +104,7 @@ impl Permission {
             Permission::DevicesRetire => "devices.retire",
             Permission::CommandsRead => "commands.read",
             Permission::CommandsSend => "commands.send",
+            Permission::CommandsAny => "commands.any",
             Permission::EnrollmentManage => "enrollment.manage",
             Permission::PushSend => "push.send",
             Permission::SettingsRead => "settings.read",
@@ -124,12 +131,13 @@ impl Permission {
             Permission::DevicesClearPasscode => "Clear a device's passcode",
             Permission::DevicesRetire => "Remove devices from management",
             Permission::CommandsRead => "See commands and their results",
-            Permission::CommandsSend => "Send MDM commands",
+            Permission::CommandsSend => "Send ordinary MDM commands (queries, profiles, apps, settings)",
+            Permission::CommandsAny => "Send any MDM command type, including unreviewed ones",
             Permission::EnrollmentManage => "Enrollment profiles, links and SCEP challenges",
             Permission::PushSend => "Wake devices with a push",
             Permission::SettingsRead => "See appliance settings",
             Permission::SettingsManage => "Change appliance settings (push certificate)",
-            Permission::UsersRead => "See administrators, roles and API tokens",
+            Permission::UsersRead => "See administrators and roles",
             Permission::UsersManage => "Manage administrators, roles and all API tokens",
             Permission::ApiTokensManage => "Create and revoke one's own API tokens",
             Permission::AuditRead => "Read and export the audit log",
@@ -164,7 +172,9 @@ impl Permission {
     }
 
     /// The extra permission a raw MDM command of this type needs beyond `commands.send`, so that
-    /// the command API is not a way around the remote actions' permissions.
+    /// the command API is not a way around the remote actions' permissions: the action's own
+    /// for the types actions send, none for the reviewed ordinary types, `commands.any` for
+    /// everything else.
     pub fn for_command(request_type: &str) -> Option<Self> {
         Some(match request_type {
             "EraseDevice" => Permission::DevicesErase,
@@ -175,10 +185,42 @@ impl Permission {
             "EnableLostMode" | "DisableLostMode" | "DeviceLocation" | "PlayLostModeSound" => {
                 Permission::DevicesLocate
             }
-            _ => return None,
+            t if ORDINARY_COMMANDS.contains(&t) => return None,
+            _ => Permission::CommandsAny,
         })
     }
 }
+
+/// Command types `commands.send` alone may send: queries and the everyday installation of
+/// profiles, apps and settings. Reviewed one by one; a type not here needs `commands.any`.
+const ORDINARY_COMMANDS: &[&str] = &[
+    "ActiveNSExtensions",
+    "AvailableOSUpdates",
+    "CertificateList",
+    "DeclarativeManagement",
+    "DeviceConfigured",
+    "DeviceInformation",
+    "InstallApplication",
+    "InstallEnterpriseApplication",
+    "InstallMedia",
+    "InstallProfile",
+    "InstallProvisioningProfile",
+    "InstalledApplicationList",
+    "ManagedApplicationAttributes",
+    "ManagedApplicationConfiguration",
+    "ManagedApplicationFeedback",
+    "ManagedApplicationList",
+    "ManagedMediaList",
+    "NSExtensionMappings",
+    "OSUpdateStatus",
+    "ProfileList",
+    "ProvisioningProfileList",
+    "Restrictions",
+    "SecurityInfo",
+    "Settings",
+    "UserList",
+    "ValidateApplications",
+];
 
 impl fmt::Display for Permission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -291,6 +333,7 @@ impl BuiltinRole {
                 DevicesRetire,
                 CommandsRead,
                 CommandsSend,
+                CommandsAny,
                 EnrollmentManage,
                 PushSend,
                 SettingsRead,
@@ -377,5 +420,18 @@ mod tests {
         assert!(Permission::for_action(Action::Erase).needs_fresh_authentication());
         assert!(!Permission::for_action(Action::Lock).needs_fresh_authentication());
         assert_eq!(Permission::for_command("DeviceInformation"), None);
+        assert_eq!(Permission::for_command("InstallProfile"), None);
+        for unreviewed in [
+            "ScheduleOSUpdate",
+            "DeleteUser",
+            "SetFirmwarePassword",
+            "NoSuchCommand",
+        ] {
+            assert_eq!(
+                Permission::for_command(unreviewed),
+                Some(Permission::CommandsAny),
+                "{unreviewed}"
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use super::accounts::{self, Account, AccountSource, CustomRole, TotpState};
 use super::password::{self, PasswordError};
 use super::permissions::{BuiltinRole, PermissionSet};
 use super::sessions::{self, NewSession, PendingStep, SessionPolicy, SessionRecord, SessionStart};
-use super::throttle::{FailureEffect, Key, LoginThrottle, ThrottlePolicy};
+use super::throttle::{Attempt, LoginThrottle, ThrottlePolicy};
 use super::totp::{self, TotpEnrolment, TotpError};
 use super::{api_tokens, bootstrap};
 use crate::store::{Store, StoreError, Tree, decode, encode};
@@ -61,6 +61,8 @@ pub enum FailureReason {
     WrongBootstrapSecret,
     /// The directory knows the person, but none of their groups maps to a role.
     NotAnAdministrator,
+    /// The directory entry already belongs to an account of another name.
+    DirectoryAlias,
 }
 
 impl FailureReason {
@@ -73,6 +75,7 @@ impl FailureReason {
             FailureReason::WrongCode => "wrong or reused second-factor code",
             FailureReason::WrongBootstrapSecret => "wrong bootstrap secret",
             FailureReason::NotAnAdministrator => "directory groups map to no role",
+            FailureReason::DirectoryAlias => "directory entry already belongs to another account",
         }
     }
 }
@@ -115,6 +118,8 @@ pub struct SignedIn {
     pub account: Account,
     pub session: NewSession,
     pub used_recovery_code: bool,
+    /// Changes the sign-in made to the account (directory provisioning, role from groups).
+    pub changes: Vec<String>,
 }
 
 /// A new administrator, as an Owner describes them.
@@ -161,16 +166,23 @@ pub struct IamService {
     sealer: Arc<dyn Sealer>,
     settings: IamSettings,
     throttle: LoginThrottle,
+    verifications: tokio::sync::Semaphore,
+    /// Serialises changes to administrators and roles, so checks such as "an enabled Owner
+    /// remains" hold when the change is written.
+    administration: std::sync::Mutex<()>,
 }
 
 impl IamService {
     pub fn new(store: Arc<dyn Store>, sealer: Arc<dyn Sealer>, settings: IamSettings) -> Self {
         let throttle = LoginThrottle::new(settings.throttle);
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Self {
             store,
             sealer,
             settings,
             throttle,
+            verifications: tokio::sync::Semaphore::new((2 * cores).clamp(2, 16)),
+            administration: std::sync::Mutex::new(()),
         }
     }
 
@@ -186,41 +198,50 @@ impl IamService {
         self.store.as_ref()
     }
 
-    fn refuse_if_throttled(
+    /// Counts a sign-in attempt before its credentials are checked (see `throttle`), or
+    /// refuses it while the name, the name from this address, or the address is locked.
+    pub fn begin_attempt(
         &self,
         username: &str,
         ctx: &ClientContext,
         now: OffsetDateTime,
-    ) -> Result<(), IamError> {
-        let source = ctx.source.as_deref().map(Key::Source);
-        let until = [Some(Key::Account(username)), source]
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.throttle.locked_until(k, now))
-            .max();
-        match until {
-            Some(until) => Err(IamError::Throttled { until }),
-            None => Ok(()),
+    ) -> Result<Attempt, IamError> {
+        self.throttle
+            .begin(username, ctx.source.as_deref(), now)
+            .map_err(|until| IamError::Throttled { until })
+    }
+
+    /// The error for a failed attempt (already counted), naming any lock it caused.
+    pub fn fail(&self, attempt: &Attempt, reason: FailureReason) -> IamError {
+        IamError::InvalidCredentials {
+            reason,
+            locked_until: attempt.locks_until,
         }
     }
 
-    fn failure(
-        &self,
-        username: Option<&str>,
-        ctx: &ClientContext,
-        reason: FailureReason,
-        now: OffsetDateTime,
-    ) -> IamError {
-        let source = ctx.source.as_deref().map(Key::Source);
-        let locked_until = [username.map(Key::Account), source]
-            .into_iter()
-            .flatten()
-            .filter_map(|k| match self.throttle.record_failure(k, now) {
-                FailureEffect::Locked(until) => Some(until),
-                FailureEffect::Counted => None,
-            })
-            .max();
-        IamError::InvalidCredentials { reason, locked_until }
+    /// Takes back an attempt that succeeded.
+    pub fn attempt_succeeded(&self, attempt: &Attempt) {
+        self.throttle.succeeded(attempt);
+    }
+
+    /// Takes back an attempt that decided nothing (the directory was unreachable).
+    pub fn attempt_undecided(&self, attempt: &Attempt) {
+        self.throttle.cancel(attempt);
+    }
+
+    /// Clears the lockouts of `username` (an operator's unlock).
+    pub fn unlock(&self, username: &str) {
+        self.throttle.unlock(&accounts::normalise_username(username));
+    }
+
+    /// A permit to run one password check (Argon2id or a directory bind). Checks are costly on
+    /// purpose; bounding how many run at once keeps a flood of sign-ins from exhausting memory
+    /// and the blocking pool. `None` when none freed up within a few seconds.
+    pub async fn verification_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.verifications.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
     }
 
     /// Reads, changes and writes one account atomically; `change` may abort with
@@ -335,6 +356,17 @@ impl IamService {
         ctx: &ClientContext,
         now: OffsetDateTime,
     ) -> Result<NewSession, StoreError> {
+        self.session_from(account, authenticated_at, None, ctx, now)
+    }
+
+    fn session_from(
+        &self,
+        account: &Account,
+        authenticated_at: OffsetDateTime,
+        continues_from: Option<OffsetDateTime>,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<NewSession, StoreError> {
         if let Err(e) = sessions::sweep(self.store(), &self.settings.sessions, now) {
             tracing::warn!(error = %e, "expired sessions not swept");
         }
@@ -342,6 +374,7 @@ impl IamService {
             self.store(),
             SessionStart {
                 username: &account.username,
+                continues_from,
                 authenticated_at,
                 source: ctx.source.clone(),
                 user_agent: ctx.user_agent.clone(),
@@ -360,15 +393,16 @@ impl IamService {
         ctx: &ClientContext,
         now: OffsetDateTime,
     ) -> Result<SignedIn, IamError> {
-        let username = accounts::normalise_username(username);
-        if username.len() > 64 {
-            return Err(self.failure(None, ctx, FailureReason::UnknownAccount, now));
+        let (username, too_long) = typed_name(username);
+        let attempt = self.begin_attempt(&username, ctx, now)?;
+        if too_long {
+            password::verify_nothing(password);
+            return Err(self.fail(&attempt, FailureReason::UnknownAccount));
         }
-        self.refuse_if_throttled(&username, ctx, now)?;
         let (account, used_recovery_code) = self
             .check_credentials(&username, password, code, now)
-            .map_err(|reason| self.failure(Some(&username), ctx, reason, now))?;
-        self.throttle.record_success(&username);
+            .map_err(|reason| self.fail(&attempt, reason))?;
+        self.attempt_succeeded(&attempt);
         let account = self.update_account(&account.username, &|a| {
             a.last_login_at = Some(now);
             Ok(())
@@ -378,28 +412,8 @@ impl IamService {
             account,
             session,
             used_recovery_code,
+            changes: Vec::new(),
         })
-    }
-
-    /// Refuses a sign-in while the account name or the source address is locked out.
-    pub fn check_throttle(
-        &self,
-        username: &str,
-        ctx: &ClientContext,
-        now: OffsetDateTime,
-    ) -> Result<(), IamError> {
-        self.refuse_if_throttled(&accounts::normalise_username(username), ctx, now)
-    }
-
-    /// Counts a failed sign-in decided outside this service (the directory refused it).
-    pub fn record_failure(
-        &self,
-        username: &str,
-        ctx: &ClientContext,
-        reason: FailureReason,
-        now: OffsetDateTime,
-    ) -> IamError {
-        self.failure(Some(&accounts::normalise_username(username)), ctx, reason, now)
     }
 
     /// Whether `username` signs in with a password kept here (rather than by the directory).
@@ -412,25 +426,39 @@ impl IamService {
 
     /// Finishes a sign-in whose password the directory accepted: creates or refreshes the
     /// account (role from the groups), then asks for the second factor like any other.
+    /// A person whose groups no longer map to a role loses the role they had here.
     pub fn login_directory(
         &self,
+        attempt: &Attempt,
         username: &str,
         user: &super::directory::DirectoryUser,
         code: Option<&str>,
         ctx: &ClientContext,
         now: OffsetDateTime,
     ) -> Result<SignedIn, IamError> {
-        let username = accounts::normalise_username(username);
-        let fail = |reason| self.failure(Some(&username), ctx, reason, now);
-        if !accounts::valid_username(&username) {
-            return Err(fail(FailureReason::UnknownAccount));
+        let (username, too_long) = typed_name(username);
+        if too_long || !accounts::valid_username(&username) {
+            return Err(self.fail(attempt, FailureReason::UnknownAccount));
         }
-        let Some(role) = user.role.clone() else {
-            return Err(fail(FailureReason::NotAnAdministrator));
+        let Some(role) = user
+            .role
+            .clone()
+            .filter(|r| matches!(accounts::role_permissions(self.store(), r), Ok(Some(_))))
+        else {
+            if let Some(r) = &user.role {
+                tracing::error!(role = %r, "admin.directory.groups maps to a role that does not exist");
+            }
+            return Err(self.fail(attempt, FailureReason::NotAnAdministrator));
         };
-        if accounts::role_permissions(self.store(), &role)?.is_none() {
-            tracing::error!(%role, "admin.directory.groups maps to a role that does not exist");
-            return Err(fail(FailureReason::NotAnAdministrator));
+        // One directory entry, one account: a second name for the same person (an alias the
+        // user filter also matches) would be a second account with its own second factor.
+        let alias = accounts::list(self.store())?.into_iter().find(|a| {
+            a.username != username
+                && matches!(&a.source, AccountSource::Directory { dn } if dn.eq_ignore_ascii_case(&user.dn))
+        });
+        if let Some(other) = alias {
+            tracing::warn!(%username, holder = %other.username, "directory entry already belongs to another account");
+            return Err(self.fail(attempt, FailureReason::DirectoryAlias));
         }
         let display_name: String = user
             .display_name
@@ -453,24 +481,25 @@ impl IamService {
             password_changed_at: None,
             last_login_at: Some(now),
         };
-        let out: RefCell<Option<Account>> = RefCell::new(None);
+        let out: RefCell<Option<(Account, Option<String>)>> = RefCell::new(None);
         let written = self.store().transaction(&|txn| {
             let key = username.as_bytes();
-            let account = match txn.get(Tree::Administrators, key)? {
+            let (account, before) = match txn.get(Tree::Administrators, key)? {
                 Some(bytes) => {
                     let mut a: Account = decode(Tree::Administrators, key, &bytes)?;
                     if a.source == AccountSource::Local {
                         return Err(StoreError::Aborted("a local account has this name".into()));
                     }
+                    let before = a.role.clone();
                     a.source = AccountSource::Directory { dn: user.dn.clone() };
                     a.display_name.clone_from(&display_name);
                     a.role.clone_from(&role);
-                    a
+                    (a, Some(before))
                 }
-                None => fresh.clone(),
+                None => (fresh.clone(), None),
             };
             txn.put(Tree::Administrators, key, &encode(&account)?)?;
-            *out.borrow_mut() = Some(account);
+            *out.borrow_mut() = Some((account, before));
             Ok(())
         });
         match written {
@@ -478,21 +507,32 @@ impl IamService {
             Err(StoreError::Aborted(r)) => return Err(IamError::Conflict(r)),
             Err(e) => return Err(e.into()),
         }
-        let account = out.into_inner().ok_or(IamError::NotFound)?;
+        let (account, before) = out.into_inner().ok_or(IamError::NotFound)?;
+        let mut changes = Vec::new();
+        match before {
+            None => changes.push(format!("provisioned from the directory as {role}")),
+            Some(old) if old != role => {
+                changes.push(format!(
+                    "role {old:?} changed to {role} by the directory's groups"
+                ));
+                sessions::revoke_all(self.store(), &username, None)?;
+            }
+            Some(_) => {}
+        }
         if account.disabled {
-            return Err(fail(FailureReason::Disabled));
+            return Err(self.fail(attempt, FailureReason::Disabled));
         }
         let (account, used_recovery_code) = if account.mfa_enrolled() {
             let code = code
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
-                .ok_or_else(|| fail(FailureReason::MissingCode))?;
+                .ok_or_else(|| self.fail(attempt, FailureReason::MissingCode))?;
             self.consume_second_factor(&account, code, now)
-                .ok_or_else(|| fail(FailureReason::WrongCode))?
+                .ok_or_else(|| self.fail(attempt, FailureReason::WrongCode))?
         } else {
             (account, false)
         };
-        self.throttle.record_success(&username);
+        self.attempt_succeeded(attempt);
         let account = self.update_account(&account.username, &|a| {
             a.last_login_at = Some(now);
             Ok(())
@@ -502,7 +542,70 @@ impl IamService {
             account,
             session,
             used_recovery_code,
+            changes,
         })
+    }
+
+    /// Directory accounts that currently hold a role: what the periodic re-check looks at.
+    pub fn directory_accounts(&self) -> Result<Vec<String>, StoreError> {
+        Ok(accounts::list(self.store())?
+            .into_iter()
+            .filter(|a| matches!(a.source, AccountSource::Directory { .. }) && !a.role.is_empty())
+            .map(|a| a.username)
+            .collect())
+    }
+
+    /// Brings a directory account in line with what the directory says now (`user`, or
+    /// `None` when it no longer has them): a new role from the groups, or none. Returns what
+    /// changed, for the audit log.
+    pub fn sync_directory_account(
+        &self,
+        username: &str,
+        user: Option<&super::directory::DirectoryUser>,
+    ) -> Result<Option<String>, IamError> {
+        let role = user
+            .and_then(|u| u.role.clone())
+            .filter(|r| matches!(accounts::role_permissions(self.store(), r), Ok(Some(_))));
+        let Some(role) = role else {
+            return Ok(self
+                .directory_access_ended(username)?
+                .map(|before| format!("the directory no longer grants a role; {before:?} removed")));
+        };
+        let Some(account) = accounts::get(self.store(), username)? else {
+            return Ok(None);
+        };
+        if account.role == role || account.source == AccountSource::Local {
+            return Ok(None);
+        }
+        self.update_account(username, &|a| {
+            a.role.clone_from(&role);
+            Ok(())
+        })?;
+        sessions::revoke_all(self.store(), username, None)?;
+        Ok(Some(format!(
+            "role {:?} changed to {role} by the directory's groups",
+            account.role
+        )))
+    }
+
+    /// The directory no longer makes `username` an administrator (unknown there, or in no
+    /// mapped group): a directory account keeps its record but loses its role — its sessions
+    /// end and its API tokens grant nothing. Returns the role it had.
+    pub fn directory_access_ended(&self, username: &str) -> Result<Option<String>, IamError> {
+        let Some(account) = accounts::get(self.store(), username)? else {
+            return Ok(None);
+        };
+        if account.source == AccountSource::Local || account.role.is_empty() {
+            return Ok(None);
+        }
+        let before = account.role.clone();
+        self.update_account(username, &|a| {
+            a.role.clear();
+            Ok(())
+        })?;
+        sessions::revoke_all(self.store(), username, None)?;
+        tracing::warn!(%username, role = %before, "the directory no longer grants this administrator a role");
+        Ok(Some(before))
     }
 
     /// Proves the session's holder is still at the keyboard: returns a new session (new
@@ -517,17 +620,18 @@ impl IamService {
         now: OffsetDateTime,
     ) -> Result<SignedIn, IamError> {
         let username = current.username.clone();
-        self.refuse_if_throttled(&username, ctx, now)?;
+        let attempt = self.begin_attempt(&username, ctx, now)?;
         let (account, used_recovery_code) = self
             .check_credentials(&username, password, code, now)
-            .map_err(|reason| self.failure(Some(&username), ctx, reason, now))?;
-        self.throttle.record_success(&username);
+            .map_err(|reason| self.fail(&attempt, reason))?;
+        self.attempt_succeeded(&attempt);
         sessions::end(self.store(), current_token)?;
         let session = self.start_session(&account, now, ctx, now)?;
         Ok(SignedIn {
             account,
             session,
             used_recovery_code,
+            changes: Vec::new(),
         })
     }
 
@@ -541,10 +645,11 @@ impl IamService {
         ctx: &ClientContext,
         now: OffsetDateTime,
     ) -> Result<SignedIn, IamError> {
-        self.refuse_if_throttled("", ctx, now)?;
+        let attempt = self.begin_attempt("", ctx, now)?;
         if !bootstrap::verify(self.store(), secret)? {
-            return Err(self.failure(None, ctx, FailureReason::WrongBootstrapSecret, now));
+            return Err(self.fail(&attempt, FailureReason::WrongBootstrapSecret));
         }
+        self.attempt_undecided(&attempt);
         let username = accounts::normalise_username(username);
         if !accounts::valid_username(&username) {
             return Err(IamError::BadRequest(
@@ -593,6 +698,7 @@ impl IamService {
             account,
             session,
             used_recovery_code: false,
+            changes: Vec::new(),
         })
     }
 
@@ -682,6 +788,9 @@ impl IamService {
             IamError::Store(StoreError::Aborted(r)) => IamError::Conflict(r),
             e => e,
         })?;
+        // Sessions opened before (with the password alone) end: from now on every session has
+        // shown this second factor.
+        sessions::revoke_all(self.store(), username, None)?;
         Ok(codes)
     }
 
@@ -696,7 +805,13 @@ impl IamService {
     ) -> Result<NewSession, IamError> {
         let account = accounts::get(self.store(), &current.username)?.ok_or(IamError::NotFound)?;
         sessions::end(self.store(), current_token)?;
-        Ok(self.start_session(&account, current.authenticated_at, ctx, now)?)
+        Ok(self.session_from(
+            &account,
+            current.authenticated_at,
+            Some(current.created_at),
+            ctx,
+            now,
+        )?)
     }
 
     /// Changes one's own password (local accounts); ends one's other sessions.
@@ -709,7 +824,7 @@ impl IamService {
         now: OffsetDateTime,
     ) -> Result<Account, IamError> {
         let username = session.username.clone();
-        self.refuse_if_throttled(&username, ctx, now)?;
+        let attempt = self.begin_attempt(&username, ctx, now)?;
         let account = accounts::get(self.store(), &username)?.ok_or(IamError::NotFound)?;
         let Some(phc) = account
             .password_hash
@@ -721,8 +836,9 @@ impl IamService {
             ));
         };
         if !password::verify(current_password, phc) {
-            return Err(self.failure(Some(&username), ctx, FailureReason::WrongPassword, now));
+            return Err(self.fail(&attempt, FailureReason::WrongPassword));
         }
+        self.attempt_succeeded(&attempt);
         if current_password == new_password {
             return Err(IamError::BadRequest(
                 "the new password must differ from the current one".into(),
@@ -754,6 +870,7 @@ impl IamService {
     }
 
     pub fn create_account(&self, new: NewAccount, now: OffsetDateTime) -> Result<Account, IamError> {
+        let _serial = self.serialise_administration();
         let username = accounts::normalise_username(&new.username);
         if !accounts::valid_username(&username) {
             return Err(IamError::BadRequest(
@@ -817,6 +934,7 @@ impl IamService {
     }
 
     pub fn update_account_by_admin(&self, username: &str, patch: AccountPatch) -> Result<Account, IamError> {
+        let _serial = self.serialise_administration();
         let current = accounts::get(self.store(), username)?.ok_or(IamError::NotFound)?;
         if let Some(role) = &patch.role {
             self.require_role(role)?;
@@ -832,12 +950,17 @@ impl IamService {
         if current.role == owner && !current.disabled {
             self.keep_an_owner(username, role_after == owner && !disabled_after)?;
         }
+        // Only the fields the patch names are written, onto the record as it is now.
         let account = self.update_account(username, &|a| {
             if let Some(d) = &display_name {
                 a.display_name.clone_from(d);
             }
-            a.role.clone_from(&role_after);
-            a.disabled = disabled_after;
+            if let Some(r) = &patch.role {
+                a.role.clone_from(r);
+            }
+            if let Some(d) = patch.disabled {
+                a.disabled = d;
+            }
             Ok(())
         })?;
         if account.disabled || account.role != current.role {
@@ -848,18 +971,27 @@ impl IamService {
         Ok(account)
     }
 
+    /// Holds the lock that serialises changes to administrators and roles.
+    fn serialise_administration(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.administration
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn reset_password(
         &self,
         username: &str,
         new_password: &str,
         now: OffsetDateTime,
     ) -> Result<Account, IamError> {
+        let _serial = self.serialise_administration();
         let current = accounts::get(self.store(), username)?.ok_or(IamError::NotFound)?;
         if current.source != AccountSource::Local {
             return Err(IamError::Conflict(
                 "this account's password is kept by the directory".into(),
             ));
         }
+        self.unlock(username);
         password::check_policy(
             new_password,
             self.settings.min_password_chars,
@@ -879,6 +1011,7 @@ impl IamService {
     /// Removes an administrator's second factor (lost phone): they enrol again at next
     /// sign-in.
     pub fn reset_mfa(&self, username: &str) -> Result<Account, IamError> {
+        let _serial = self.serialise_administration();
         let account = self.update_account(username, &|a| {
             a.totp = None;
             a.pending_totp = None;
@@ -889,13 +1022,24 @@ impl IamService {
         Ok(account)
     }
 
-    pub fn delete_account(&self, username: &str) -> Result<Account, IamError> {
+    /// Removes an administrator; their sessions end and the API tokens they made are revoked
+    /// (so a later account of the same name does not inherit them).
+    pub fn delete_account(&self, username: &str, now: OffsetDateTime) -> Result<Account, IamError> {
+        let _serial = self.serialise_administration();
         let current = accounts::get(self.store(), username)?.ok_or(IamError::NotFound)?;
         if current.role == BuiltinRole::Owner.name() && !current.disabled {
             self.keep_an_owner(username, false)?;
         }
         self.store().delete(Tree::Administrators, username.as_bytes())?;
         sessions::revoke_all(self.store(), username, None)?;
+        for token in api_tokens::list(self.store())? {
+            if token.revoked_at.is_none() && token.created_by.as_deref() == Some(username) {
+                api_tokens::revoke(self.store(), &token.id, now).map_err(|e| match e {
+                    api_tokens::ApiTokenError::Store(s) => IamError::Store(s),
+                    other => IamError::Conflict(other.to_string()),
+                })?;
+            }
+        }
         Ok(current)
     }
 
@@ -907,6 +1051,7 @@ impl IamService {
         create: bool,
         now: OffsetDateTime,
     ) -> Result<CustomRole, IamError> {
+        let _serial = self.serialise_administration();
         if !accounts::valid_role_name(name) {
             return Err(IamError::BadRequest(
                 "a role name is 1 to 64 lower-case letters, digits, '_' or '-'".into(),
@@ -948,6 +1093,7 @@ impl IamService {
     }
 
     pub fn delete_role(&self, name: &str) -> Result<CustomRole, IamError> {
+        let _serial = self.serialise_administration();
         let role = accounts::get_role(self.store(), name)?.ok_or(IamError::NotFound)?;
         let users: Vec<String> = accounts::list(self.store())?
             .into_iter()
@@ -972,6 +1118,17 @@ impl IamService {
         self.store().delete(Tree::Roles, name.as_bytes())?;
         Ok(role)
     }
+}
+
+/// The account name a sign-in names: trimmed, lower-case, without control characters, at
+/// most 64 characters (and whether it was longer, which no account can be).
+pub fn typed_name(typed: &str) -> (String, bool) {
+    let clean: String = accounts::normalise_username(typed)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let too_long = clean.chars().count() > 64;
+    (clean.chars().take(64).collect(), too_long)
 }
 
 fn clean_display_name(name: &str, username: &str) -> Result<String, IamError> {
@@ -1165,10 +1322,10 @@ mod tests {
         ));
         // Unknown names lock the same way, so lockouts reveal nothing.
         for _ in 0..3 {
-            let _ = iam.login("nobody", "x", None, &ClientContext::default(), NOW);
+            let _ = iam.login("nobody", "x", None, &ctx(), NOW);
         }
         assert!(matches!(
-            iam.login("nobody", "x", None, &ClientContext::default(), NOW),
+            iam.login("nobody", "x", None, &ctx(), NOW),
             Err(IamError::Throttled { .. })
         ));
         let after = NOW + time::Duration::minutes(16);
@@ -1222,7 +1379,10 @@ mod tests {
             ),
             Err(IamError::Conflict(_))
         ));
-        assert!(matches!(iam.delete_account("alice"), Err(IamError::Conflict(_))));
+        assert!(matches!(
+            iam.delete_account("alice", NOW),
+            Err(IamError::Conflict(_))
+        ));
         iam.update_account_by_admin(
             "bob",
             AccountPatch {
@@ -1231,7 +1391,7 @@ mod tests {
             },
         )
         .unwrap();
-        iam.delete_account("alice").unwrap();
+        iam.delete_account("alice", NOW).unwrap();
         assert!(matches!(
             iam.update_account_by_admin(
                 "bob",

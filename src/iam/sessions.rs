@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
-use crate::store::{Store, StoreError, StoreExt, Tree, decode, scan_all};
+use crate::store::{Store, StoreError, StoreExt, Tree, decode, encode, scan_all};
 
 pub const COOKIE: &str = "__Host-citadel_session";
 /// `last_seen_at` is written at most this often: precise enough for an idle timeout counted in
@@ -101,6 +101,9 @@ pub struct NewSession {
 
 pub struct SessionStart<'a> {
     pub username: &'a str,
+    /// When the sign-in this session continues began (a rotated session keeps its absolute
+    /// timeout); `None` for a new sign-in.
+    pub continues_from: Option<OffsetDateTime>,
     pub authenticated_at: OffsetDateTime,
     pub source: Option<String>,
     pub user_agent: Option<String>,
@@ -117,7 +120,7 @@ pub fn create(
     let record = SessionRecord {
         id: hex::encode(&hash[..8]),
         username: start.username.to_owned(),
-        created_at: now,
+        created_at: start.continues_from.unwrap_or(now),
         last_seen_at: now,
         authenticated_at: start.authenticated_at,
         source: start.source,
@@ -150,8 +153,24 @@ pub fn lookup(
         return Ok(None);
     }
     if now - record.last_seen_at >= TOUCH_GRANULARITY {
+        // Touch inside a transaction that re-reads the session: one ended meanwhile (sign-out,
+        // revocation, rotation) stays ended.
+        let touched = std::cell::Cell::new(false);
+        store.transaction(&|txn| {
+            touched.set(false);
+            let Some(bytes) = txn.get(Tree::Sessions, &hash)? else {
+                return Ok(());
+            };
+            let mut current: SessionRecord = decode(Tree::Sessions, &hash, &bytes)?;
+            current.last_seen_at = now;
+            txn.put(Tree::Sessions, &hash, &encode(&current)?)?;
+            touched.set(true);
+            Ok(())
+        })?;
+        if !touched.get() {
+            return Ok(None);
+        }
         record.last_seen_at = now;
-        store.put_record(Tree::Sessions, &hash, &record)?;
     }
     Ok(Some(record))
 }
@@ -246,6 +265,7 @@ mod tests {
             store,
             SessionStart {
                 username: user,
+                continues_from: None,
                 authenticated_at: NOW,
                 source: Some("192.0.2.1".into()),
                 user_agent: Some("test\nagent".into()),

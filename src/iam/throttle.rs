@@ -1,20 +1,32 @@
-//! Sign-in throttling: failures are counted per account name and per source address; too many
-//! within the window lock that key for a while.
+//! Sign-in throttling.
+//!
+//! An attempt is counted as a failure *before* the password is checked (and the count taken
+//! back when it succeeds), so attempts sent in parallel cannot all slip in before the first
+//! failure is recorded. Three counters, each over `window`:
+//! - per account name and source address: a handful of failures lock that pair;
+//! - per account name from anywhere: many more lock the name for everyone (a distributed
+//!   guess), so one address alone cannot lock a colleague out;
+//! - per source address: failures across names lock the address.
 //!
 //! Unknown account names are counted like real ones, so a lockout does not reveal which names
-//! exist. The counters live in memory (a restart clears them) and are bounded.
+//! exist. IPv6 sources are counted per /64. The counters live in memory (a restart, or
+//! `citadel admin unlock`, clears them) and their number is bounded; a live lock is never
+//! forgotten to make room.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 use time::{Duration, OffsetDateTime};
 
-/// More distinct keys than this and the oldest quiet ones are forgotten.
+/// More distinct keys than this and the oldest unlocked ones are forgotten.
 const MAX_KEYS: usize = 10_000;
+/// How many more failures lock a name for every source than lock it for one source.
+const ACCOUNT_WIDE_FACTOR: u32 = 10;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottlePolicy {
-    /// Failures per account name within `window` before it is locked.
+    /// Failures per account name and source within `window` before that pair is locked.
     pub account_failures: u32,
     /// Failures per source address within `window` before it is locked.
     pub source_failures: u32,
@@ -25,22 +37,41 @@ pub struct ThrottlePolicy {
 #[derive(Debug, Clone, Copy)]
 struct Counter {
     failures: u32,
+    limit: u32,
     first_failure_at: OffsetDateTime,
     locked_until: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Key<'a> {
-    Account(&'a str),
-    Source(&'a str),
+impl Counter {
+    fn live_lock(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.locked_until.filter(|u| *u > now)
+    }
 }
 
-impl Key<'_> {
-    fn owned(self) -> String {
-        match self {
-            Key::Account(a) => format!("account:{a}"),
-            Key::Source(s) => format!("source:{s}"),
+/// The keys of one attempt.
+fn keys(account: &str, source: Option<&str>) -> Vec<String> {
+    let mut keys = Vec::with_capacity(3);
+    if !account.is_empty() {
+        keys.push(format!("account:{account}"));
+    }
+    if let Some(source) = source.map(source_group) {
+        if !account.is_empty() {
+            keys.push(format!("pair:{account}\0{source}"));
         }
+        keys.push(format!("source:{source}"));
+    }
+    keys
+}
+
+/// An IPv6 address counts as its /64 (one customer's network); anything else as itself.
+fn source_group(source: &str) -> String {
+    match source.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        _ => source.to_owned(),
     }
 }
 
@@ -49,12 +80,13 @@ pub struct LoginThrottle {
     counters: Mutex<HashMap<String, Counter>>,
 }
 
-/// What a failure did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureEffect {
-    Counted,
-    /// This failure locked the key until the given time.
-    Locked(OffsetDateTime),
+/// An attempt let through: counted as failed until [`LoginThrottle::succeeded`] says
+/// otherwise.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    keys: Vec<String>,
+    /// Set when counting this attempt locked something: until when, if it fails.
+    pub locks_until: Option<OffsetDateTime>,
 }
 
 impl LoginThrottle {
@@ -72,60 +104,124 @@ impl LoginThrottle {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// When `key` is locked at `now`, until when.
-    pub fn locked_until(&self, key: Key<'_>, now: OffsetDateTime) -> Option<OffsetDateTime> {
-        self.counters()
-            .get(&key.owned())
-            .and_then(|c| c.locked_until)
-            .filter(|until| *until > now)
+    fn limit(&self, key: &str) -> u32 {
+        let p = &self.policy;
+        if key.starts_with("pair:") {
+            p.account_failures.max(1)
+        } else if key.starts_with("account:") {
+            p.account_failures.max(1).saturating_mul(ACCOUNT_WIDE_FACTOR)
+        } else {
+            p.source_failures.max(1)
+        }
     }
 
-    pub fn record_failure(&self, key: Key<'_>, now: OffsetDateTime) -> FailureEffect {
-        let limit = match key {
-            Key::Account(_) => self.policy.account_failures,
-            Key::Source(_) => self.policy.source_failures,
-        };
+    /// Lets an attempt by `account` (empty: none, e.g. the bootstrap secret) from `source`
+    /// through, counting it as a failure; refuses with the end of the lockout when a key is
+    /// locked.
+    pub fn begin(
+        &self,
+        account: &str,
+        source: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Attempt, OffsetDateTime> {
+        let keys = keys(account, source);
         let mut counters = self.counters();
-        if counters.len() >= MAX_KEYS {
-            let window = self.policy.window;
-            counters
-                .retain(|_, c| now - c.first_failure_at < window || c.locked_until.is_some_and(|u| u > now));
-            if counters.len() >= MAX_KEYS
-                && let Some(oldest) = counters
-                    .iter()
-                    .min_by_key(|(_, c)| c.first_failure_at)
-                    .map(|(k, _)| k.clone())
-            {
-                counters.remove(&oldest);
-            }
-        }
-        let counter = counters.entry(key.owned()).or_insert(Counter {
-            failures: 0,
-            first_failure_at: now,
-            locked_until: None,
-        });
-        if now - counter.first_failure_at >= self.policy.window
-            || counter.locked_until.is_some_and(|u| u <= now)
+        if let Some(until) = keys
+            .iter()
+            .filter_map(|k| counters.get(k).and_then(|c| c.live_lock(now)))
+            .max()
         {
-            *counter = Counter {
+            return Err(until);
+        }
+        make_room(&mut counters, keys.len(), self.policy.window, now);
+        let mut locks_until = None;
+        for key in &keys {
+            let limit = self.limit(key);
+            let counter = counters.entry(key.clone()).or_insert(Counter {
                 failures: 0,
+                limit,
                 first_failure_at: now,
                 locked_until: None,
-            };
+            });
+            if now - counter.first_failure_at >= self.policy.window
+                || counter.locked_until.is_some_and(|u| u <= now)
+            {
+                *counter = Counter {
+                    failures: 0,
+                    limit,
+                    first_failure_at: now,
+                    locked_until: None,
+                };
+            }
+            counter.failures += 1;
+            if counter.failures >= counter.limit {
+                let until = now + self.policy.lockout;
+                counter.locked_until = Some(until);
+                locks_until = Some(until);
+            }
         }
-        counter.failures += 1;
-        if counter.failures >= limit.max(1) {
-            let until = now + self.policy.lockout;
-            counter.locked_until = Some(until);
-            return FailureEffect::Locked(until);
-        }
-        FailureEffect::Counted
+        Ok(Attempt { keys, locks_until })
     }
 
-    /// A successful sign-in clears the account's count (not the source's: one good password
-    /// must not reset the count of an address trying many accounts).
-    pub fn record_success(&self, account: &str) {
-        self.counters().remove(&Key::Account(account).owned());
+    /// Takes back the failure `attempt` was counted as: the name-and-source pair starts
+    /// afresh; the wider counters drop by one (a good password from one place must not wipe
+    /// out failures from elsewhere).
+    pub fn succeeded(&self, attempt: &Attempt) {
+        let mut counters = self.counters();
+        for key in &attempt.keys {
+            if key.starts_with("pair:") {
+                counters.remove(key);
+            } else if let Some(c) = counters.get_mut(key) {
+                c.failures = c.failures.saturating_sub(1);
+                if c.failures < c.limit {
+                    c.locked_until = None;
+                }
+            }
+        }
+    }
+
+    /// Takes back an attempt that decided nothing (the directory could not be reached): every
+    /// counter drops by one.
+    pub fn cancel(&self, attempt: &Attempt) {
+        let mut counters = self.counters();
+        for key in &attempt.keys {
+            if let Some(c) = counters.get_mut(key) {
+                c.failures = c.failures.saturating_sub(1);
+                if c.failures < c.limit {
+                    c.locked_until = None;
+                }
+            }
+        }
+    }
+
+    /// Forgets every count and lock of `account` (an operator's unlock, a password reset).
+    pub fn unlock(&self, account: &str) {
+        let pair = format!("pair:{account}\0");
+        let whole = format!("account:{account}");
+        self.counters()
+            .retain(|k, _| *k != whole && !k.starts_with(&pair));
+    }
+}
+
+/// Frees room for `wanted` new keys: forgets stale counters, then the oldest unlocked ones.
+/// Live locks are kept even if the table stays full.
+fn make_room(counters: &mut HashMap<String, Counter>, wanted: usize, window: Duration, now: OffsetDateTime) {
+    if counters.len() + wanted <= MAX_KEYS {
+        return;
+    }
+    counters.retain(|_, c| now - c.first_failure_at < window || c.live_lock(now).is_some());
+    while counters.len() + wanted > MAX_KEYS {
+        let oldest = counters
+            .iter()
+            .filter(|(_, c)| c.live_lock(now).is_none())
+            .min_by_key(|(_, c)| c.first_failure_at)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                counters.remove(&k);
+            }
+            None => return,
+        }
     }
 }
 
@@ -146,47 +242,87 @@ mod tests {
     }
 
     #[test]
-    fn locks_after_the_limit_and_unlocks_after_the_lockout() {
+    fn attempts_in_flight_count_before_their_outcome_is_known() {
         let t = throttle();
-        let alice = Key::Account("alice");
-        assert_eq!(t.record_failure(alice, NOW), FailureEffect::Counted);
-        assert_eq!(t.record_failure(alice, NOW), FailureEffect::Counted);
-        assert_eq!(
-            t.record_failure(alice, NOW),
-            FailureEffect::Locked(NOW + Duration::minutes(15))
-        );
-        assert!(t.locked_until(alice, NOW + Duration::minutes(14)).is_some());
-        assert!(t.locked_until(Key::Account("bob"), NOW).is_none());
-        assert!(t.locked_until(alice, NOW + Duration::minutes(15)).is_none());
-        // After the lockout the count starts again.
-        assert_eq!(
-            t.record_failure(alice, NOW + Duration::minutes(16)),
-            FailureEffect::Counted
+        // Three attempts start at once (none has failed yet): the fourth is refused.
+        let attempts: Vec<Attempt> = (0..3)
+            .map(|_| t.begin("alice", Some("192.0.2.1"), NOW).unwrap())
+            .collect();
+        assert_eq!(attempts[2].locks_until, Some(NOW + Duration::minutes(15)));
+        assert!(t.begin("alice", Some("192.0.2.1"), NOW).is_err());
+        // Another address may still try the name; the lock ends after the lockout.
+        assert!(t.begin("alice", Some("192.0.2.2"), NOW).is_ok());
+        assert!(
+            t.begin("alice", Some("192.0.2.1"), NOW + Duration::minutes(15))
+                .is_ok()
         );
     }
 
     #[test]
-    fn failures_outside_the_window_and_successes_reset_the_account_only() {
+    fn a_success_takes_its_count_back() {
         let t = throttle();
-        let (alice, src) = (Key::Account("alice"), Key::Source("192.0.2.7"));
-        t.record_failure(alice, NOW);
-        t.record_failure(alice, NOW);
-        t.record_failure(alice, NOW + Duration::minutes(20));
-        assert!(t.locked_until(alice, NOW + Duration::minutes(20)).is_none());
-        for _ in 0..4 {
-            t.record_failure(src, NOW);
+        for _ in 0..2 {
+            t.begin("alice", Some("192.0.2.1"), NOW).unwrap();
         }
-        t.record_success("alice");
-        assert!(matches!(t.record_failure(src, NOW), FailureEffect::Locked(_)));
-        assert_eq!(t.record_failure(alice, NOW), FailureEffect::Counted);
+        let good = t.begin("alice", Some("192.0.2.1"), NOW).unwrap();
+        assert!(good.locks_until.is_some(), "would lock if it failed");
+        t.succeeded(&good);
+        assert!(
+            t.begin("alice", Some("192.0.2.1"), NOW).is_ok(),
+            "the pair starts afresh"
+        );
     }
 
     #[test]
-    fn memory_stays_bounded() {
+    fn many_sources_lock_a_name_and_many_names_lock_a_source() {
         let t = throttle();
+        // 30 failures (3 × 10) from 30 addresses lock the name everywhere.
+        for i in 0..30 {
+            t.begin("alice", Some(&format!("10.0.0.{i}")), NOW).unwrap();
+        }
+        assert!(t.begin("alice", Some("10.9.9.9"), NOW).is_err());
+        // One address trying five names is locked, for any name.
+        for name in ["a", "b", "c", "d", "e"] {
+            t.begin(name, Some("192.0.2.50"), NOW).unwrap();
+        }
+        assert!(t.begin("f", Some("192.0.2.50"), NOW).is_err());
+        // An IPv6 /64 counts as one source.
+        for i in 0..5 {
+            t.begin(&format!("n{i}"), Some(&format!("2001:db8:1:2::{i}")), NOW)
+                .unwrap();
+        }
+        assert!(t.begin("z", Some("2001:db8:1:2:ffff::1"), NOW).is_err());
+        assert!(t.begin("z", Some("2001:db8:1:3::1"), NOW).is_ok());
+    }
+
+    #[test]
+    fn unlock_forgets_a_name() {
+        let t = throttle();
+        for _ in 0..3 {
+            t.begin("alice", Some("192.0.2.1"), NOW).unwrap();
+        }
+        assert!(t.begin("alice", Some("192.0.2.1"), NOW).is_err());
+        t.unlock("alice");
+        assert!(t.begin("alice", Some("192.0.2.1"), NOW).is_ok());
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_live_locks_are_kept() {
+        let t = throttle();
+        for _ in 0..3 {
+            t.begin("alice", Some("192.0.2.1"), NOW).unwrap();
+        }
         for i in 0..(MAX_KEYS + 50) {
-            t.record_failure(Key::Source(&format!("10.0.{}.{}", i / 256, i % 256)), NOW);
+            let _ = t.begin(
+                "",
+                Some(&format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256)),
+                NOW,
+            );
         }
         assert!(t.counters().len() <= MAX_KEYS);
+        assert!(
+            t.begin("alice", Some("192.0.2.1"), NOW).is_err(),
+            "the lock survived"
+        );
     }
 }

@@ -101,9 +101,16 @@ pub fn code_at(secret: &[u8], now: OffsetDateTime) -> Option<String> {
 pub fn new_recovery_codes() -> (Vec<String>, Vec<String>) {
     (0..RECOVERY_CODES)
         .map(|_| {
-            let bytes: [u8; 8] = rand::random();
+            // 80 bits: beyond guessing, and beyond brute force from a copy of the store.
+            let bytes: [u8; 10] = rand::random();
             let text = data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase();
-            let code = format!("{}-{}", &text[..5], &text[5..10]);
+            let code = format!(
+                "{}-{}-{}-{}",
+                &text[..4],
+                &text[4..8],
+                &text[8..12],
+                &text[12..16]
+            );
             let hash = recovery_hash(&code);
             (code, hash)
         })

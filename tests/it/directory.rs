@@ -63,6 +63,23 @@ impl Slapd {
     fn ca(&self) -> PathBuf {
         self.dir.path().join("tls/ca.pem")
     }
+
+    /// Applies an LDIF change as the directory's administrator.
+    fn modify(&self, ldif: &str) {
+        use std::io::Write;
+        let mut child = Command::new("ldapmodify")
+            .args(["-x", "-H", &format!("ldaps://127.0.0.1:{}", self.tls_port)])
+            .args(["-D", "cn=admin,dc=example,dc=org", "-w", "admin-pass"])
+            .env("LDAPTLS_CACERT", self.ca())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(ldif.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "ldapmodify: {}", text(&out.stderr));
+    }
 }
 
 impl Drop for Slapd {
@@ -194,6 +211,65 @@ fn directory_users_sign_in_with_roles_from_their_groups() {
     let alice = users.iter().find(|u| u["username"] == "alice").unwrap();
     assert_eq!(alice["source"], "directory");
     assert!(!users.iter().any(|u| u["username"] == "carol"));
+
+    // Alice leaves mdm-admins in the directory. Re-checking the directory (hourly, or now
+    // from the command line) takes her role away and ends her session at once.
+    let res = login(&a, "alice", "alice-pass");
+    assert_eq!(res.status(), 200);
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let session = || {
+        a.client()
+            .get(a.url("/api/v1/auth/session"))
+            .header("Cookie", &cookie)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(session(), 200);
+    slapd.modify(
+        "dn: cn=mdm-admins,ou=groups,dc=example,dc=org\nchangetype: modify\nreplace: member\nmember: uid=carol,ou=people,dc=example,dc=org\n",
+    );
+    let out = run(a.cmd().args(["admin", "sync-directory"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("alice:"), "{}", text(&out.stdout));
+    assert_eq!(session(), 401);
+    assert_eq!(login(&a, "alice", "alice-pass").status(), 401);
+    let user: Value = a
+        .client()
+        .get(a.url("/api/v1/users/alice"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(user["role"], "");
+    let synced = a
+        .client()
+        .get(a.url("/api/v1/audit?action=administrator.directory."))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    assert!(
+        synced["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["target"] == "alice"
+                && r["action"] == "administrator.directory.sync"
+                && r["reason"].as_str().unwrap().contains("no longer grants")),
+        "{synced}"
+    );
 }
 
 #[test]

@@ -429,6 +429,93 @@ fn lockout_new_accounts_and_help_desk_limits() {
         .text()
         .unwrap();
     assert!(!users.contains("argon2") && !users.contains(&secret), "{users}");
+
+    // Managing people is not being Owner: a role with users.manage can neither hand out nor
+    // touch more than it holds itself.
+    let res = client
+        .post(a.url("/api/v1/roles"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "people", "permissions": ["users.read", "users.manage", "devices.read"] }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let out = run(a
+        .cmd()
+        .args(["api-token", "create", "--name", "hr", "--role", "people"]));
+    let hr = text(&out.stdout).trim().to_owned();
+    let res = create(json!({ "username": "olga", "role": "owner", "password": initial }));
+    assert_eq!(res.status(), 201);
+    let as_hr = |method: Method, path: &str, body: Value| {
+        client
+            .request(method, a.url(path))
+            .bearer_auth(&hr)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        as_hr(Method::PATCH, "/api/v1/users/hana", json!({ "role": "owner" })),
+        403
+    );
+    assert_eq!(
+        as_hr(
+            Method::POST,
+            "/api/v1/users",
+            json!({ "username": "eve", "role": "owner", "password": initial })
+        ),
+        403
+    );
+    assert_eq!(
+        as_hr(Method::POST, "/api/v1/users/olga/mfa/reset", json!({})),
+        403
+    );
+    assert_eq!(
+        as_hr(
+            Method::PUT,
+            "/api/v1/roles/people",
+            json!({ "permissions": ["users.manage", "settings.manage"] })
+        ),
+        403
+    );
+    let res = client
+        .post(a.url("/api/v1/roles"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "readers", "permissions": ["devices.read"] }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(
+        as_hr(Method::PATCH, "/api/v1/users/hana", json!({ "role": "readers" })),
+        403,
+        "hana's help-desk role holds more than hr does"
+    );
+    assert_eq!(
+        as_hr(
+            Method::POST,
+            "/api/v1/users",
+            json!({ "username": "ron", "role": "readers", "password": initial })
+        ),
+        201
+    );
+    assert_eq!(
+        as_hr(
+            Method::PATCH,
+            "/api/v1/users/ron",
+            json!({ "display_name": "Ron" })
+        ),
+        200
+    );
+    // Tokens do not make tokens.
+    let res = client
+        .post(a.url("/api/v1/api-tokens"))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "child", "role": "auditor" }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let refusals = audit_actions(&a, &token, "?action=administrator.update&outcome=denied");
+    assert!(!refusals.is_empty(), "refused changes are audited");
 }
 
 /// The access rules, as the product promises them: every admin API route and the permission
@@ -663,7 +750,7 @@ fn permission_matrix_every_role_and_every_route() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(perms.len(), 18);
+    assert_eq!(perms.len(), 19);
 }
 
 #[test]

@@ -51,6 +51,9 @@ access to dn.base="cn=Subschema" by * read
 database mdb
 maxsize  16777216
 suffix   "dc=example,dc=org"
+# The directory's own administrator (password admin-pass), for tests that change entries.
+rootdn   "cn=admin,dc=example,dc=org"
+rootpw   {SSHA}stz/7Ft0bKiJ3FndCHvjcMU6AnLrOUTl
 directory $DIR/db
 index objectClass eq
 index uid,cn eq
