@@ -54,8 +54,9 @@ test_deps() {
   # certmonger + dbus-daemon: certmonger's SCEP client, run on a private session bus.
   # python3: plistlib builds and reads the MDM tests' plists; its http.server and hmac play
   # the webhook receiver, and its hmac computes TOTP codes independently of the server.
-  # slapd + ldap-utils: a real OpenLDAP server for the directory sign-in tests.
-  apt_install openssl chromium chromium-driver libnss3-tools scep certmonger dbus-daemon python3 slapd ldap-utils
+  # slapd + ldap-utils: a real OpenLDAP server for the directory sign-in tests; rsyslog (with
+  # gnutls): a real syslog collector for audit forwarding.
+  apt_install openssl chromium chromium-driver libnss3-tools scep certmonger dbus-daemon python3 slapd ldap-utils rsyslog rsyslog-gnutls
 }
 
 cmd="${1:-}"

@@ -46,6 +46,8 @@ pub enum StartupError {
     Push(String),
     #[error("admin.directory: {0}")]
     Directory(#[from] crate::iam::directory::DirectoryError),
+    #[error("audit.syslog: {0}")]
+    Syslog(String),
     #[error("server error: {0}")]
     Server(std::io::Error),
 }
@@ -74,7 +76,10 @@ impl StartupError {
             StartupError::Bind { .. } => 69,                           // EX_UNAVAILABLE
             StartupError::DataDir(_) | StartupError::Pki(PkiError::DataDir(_)) => 74, // EX_IOERR
             StartupError::Pki(_) | StartupError::Store(_) => 65,
-            StartupError::Tls(_) | StartupError::Webhook(_) | StartupError::Directory(_) => 78,
+            StartupError::Tls(_)
+            | StartupError::Webhook(_)
+            | StartupError::Directory(_)
+            | StartupError::Syslog(_) => 78,
             StartupError::Push(_) => 65,
             StartupError::Server(_) => 70, // EX_SOFTWARE
         }
@@ -263,6 +268,16 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         }
         None => None,
     };
+    let syslog = match config.audit.syslog.clone() {
+        Some(s) => Some(syslog_target(&s)?),
+        None => None,
+    };
+    let syslog_status = syslog.as_ref().map(|t| {
+        Arc::new(std::sync::Mutex::new(crate::audit::syslog::SyslogStatus {
+            address: t.address.clone(),
+            ..Default::default()
+        }))
+    });
     let state = web::Data::new(AppState {
         store: Arc::clone(&store),
         clock: Arc::clone(&clock),
@@ -282,6 +297,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
             crate::iam::service::IamSettings::from_config(&config),
         )),
         directory,
+        syslog: syslog_status.clone(),
     });
 
     let listen = config.server.listen;
@@ -312,6 +328,16 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         actix_web::rt::spawn(Arc::clone(&push).sweep(after, Duration::from_secs(24 * 3600)));
     }
     actix_web::rt::spawn(watch_push_certificate(Arc::clone(&push), Arc::clone(&clock)));
+    if let (Some(target), Some(status)) = (syslog, syslog_status) {
+        tracing::info!(address = %target.address, tls = target.tls.is_some(), "forwarding the audit log to syslog");
+        actix_web::rt::spawn(crate::audit::syslog::forward(
+            Arc::clone(&checkpoint_state.audit),
+            Arc::clone(&store),
+            target,
+            status,
+            Arc::clone(&checkpoint_state.clock),
+        ));
+    }
     if checkpoint_state.directory.is_some() {
         actix_web::rt::spawn(recheck_directory_accounts(checkpoint_state.clone()));
     }
@@ -355,6 +381,41 @@ fn admin_socket(data: &DataDir, state: web::Data<AppState>) -> Result<actix_web:
         }
     })?;
     Ok(server.run())
+}
+
+/// Where the audit log goes (`[audit.syslog]`).
+fn syslog_target(
+    s: &crate::config::SyslogSection,
+) -> Result<crate::audit::syslog::SyslogTarget, StartupError> {
+    let tls = if s.tls {
+        let ca = s
+            .ca_file
+            .as_ref()
+            .ok_or_else(|| StartupError::Syslog("audit.syslog.ca_file is required with tls".into()))?;
+        let config = http::tls::client_trusting(ca).map_err(StartupError::Syslog)?;
+        let host = s
+            .server_name
+            .clone()
+            .or_else(|| {
+                s.address
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+            })
+            .unwrap_or_default();
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| StartupError::Syslog(format!("audit.syslog.server_name: {e}")))?;
+        Some((config, name))
+    } else {
+        None
+    };
+    Ok(crate::audit::syslog::SyslogTarget {
+        address: s.address.clone(),
+        tls,
+        hostname: s
+            .hostname
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+    })
 }
 
 /// Hourly: re-checks every directory account that holds a role (`iam_api::sync_directory`),

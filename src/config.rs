@@ -145,14 +145,37 @@ impl Default for ApnsSection {
 pub struct AuditSection {
     /// How often the chain's head is signed (when it moved). 0 turns periodic checkpoints off.
     pub checkpoint_minutes: u32,
+    /// Forward every record (and checkpoint) to the site's SIEM.
+    pub syslog: Option<SyslogSection>,
 }
 
 impl Default for AuditSection {
     fn default() -> Self {
         Self {
             checkpoint_minutes: 60,
+            syslog: None,
         }
     }
+}
+
+/// RFC 5424 over TCP (octet-counted), with TLS (RFC 5425) unless `tls = false`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSection {
+    /// `host:port` of the collector, e.g. `siem.example.org:6514`.
+    pub address: String,
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// PEM file of the CA(s) that issued the collector's certificate (with `tls`).
+    pub ca_file: Option<PathBuf>,
+    /// The name the collector's certificate carries; default: the host part of `address`.
+    pub server_name: Option<String>,
+    /// HOSTNAME in each message; default: this machine's name.
+    pub hostname: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -584,6 +607,16 @@ impl Config {
         }
         if u64::from(a.session_idle_minutes) > u64::from(a.session_absolute_hours) * 60 {
             return invalid("admin.session_idle_minutes must not exceed admin.session_absolute_hours".into());
+        }
+        if let Some(s) = &self.audit.syslog {
+            if !s.address.contains(':') {
+                return invalid("audit.syslog.address must be host:port".into());
+            }
+            if s.tls && s.ca_file.is_none() {
+                return invalid(
+                    "audit.syslog.ca_file is required with tls (the collector's CA); or set tls = false on a trusted network".into(),
+                );
+            }
         }
         if let Some(d) = &a.directory {
             let secure = d.url.starts_with("ldaps://") || (d.url.starts_with("ldap://") && d.starttls);

@@ -10,6 +10,7 @@
 //! Appends are serialised by one lock per [`AuditLog`]; the appliance holds exactly one.
 
 pub mod checkpoint;
+pub mod syslog;
 
 use std::sync::{Arc, Mutex};
 
@@ -151,6 +152,8 @@ fn read_head(store: &dyn Store) -> Result<Option<Head>, StoreError> {
 /// The appliance's audit log.
 pub struct AuditLog {
     store: Arc<dyn Store>,
+    /// Woken after each append (the syslog forwarder waits on it).
+    pub(crate) appended: tokio::sync::Notify,
     /// The chain's head as last written; the lock serialises appends.
     head: Mutex<Head>,
 }
@@ -178,6 +181,7 @@ impl AuditLog {
         }
         Ok(Self {
             store,
+            appended: tokio::sync::Notify::new(),
             head: Mutex::new(head),
         })
     }
@@ -206,6 +210,8 @@ impl AuditLog {
         batch.put(Tree::Meta, HEAD_KEY, encode(&next)?);
         self.store.apply(batch)?;
         *head = next;
+        drop(head);
+        self.appended.notify_one();
         tracing::info!(
             target: "citadel::audit",
             seq,

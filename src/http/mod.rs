@@ -46,6 +46,8 @@ pub struct AppState {
     pub iam: Arc<crate::iam::service::IamService>,
     /// LDAP / Active Directory sign-in, when configured.
     pub directory: Option<Arc<crate::iam::directory::Directory>>,
+    /// How audit forwarding to syslog is going, when configured.
+    pub syslog: Option<Arc<std::sync::Mutex<crate::audit::syslog::SyslogStatus>>>,
 }
 
 /// A blocking-pool task that could not run or panicked.
@@ -141,6 +143,8 @@ struct Health {
     tls: Option<TlsHealth>,
     console_assets: bool,
     push: crate::push::PushStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_forwarding: Option<crate::audit::syslog::SyslogStatus>,
     /// Conditions an operator should fix that do not make the appliance unhealthy.
     warnings: Vec<String>,
 }
@@ -183,6 +187,21 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         expires_at: c.info.not_after,
         days_left: c.info.days_left(now),
     });
+    let audit_forwarding = state
+        .syslog
+        .as_ref()
+        .and_then(|s| s.lock().ok().map(|s| s.clone()));
+    let mut warnings = push.warnings.clone();
+    if let Some(f) = &audit_forwarding
+        && let Some(since) = f.failing_since
+        && now - since > time::Duration::minutes(5)
+    {
+        warnings.push(format!(
+            "the audit log has not reached {} since {since}: {}",
+            f.address,
+            f.last_error.as_deref().unwrap_or("unknown error")
+        ));
+    }
     let body = Health {
         status: if store_ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
@@ -194,8 +213,9 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         },
         tls,
         console_assets: console::assets_embedded(),
-        warnings: push.warnings.clone(),
+        warnings,
         push,
+        audit_forwarding,
     };
     if store_ok {
         HttpResponse::Ok().json(body)

@@ -98,3 +98,25 @@ impl TlsState {
         self.current.read().ok().map(|c| c.clone())
     }
 }
+
+/// A TLS client configuration that trusts only the CA certificates in `ca_file` (PEM): for
+/// the site's own servers (directory, SIEM), never the system's trust store.
+pub fn client_trusting(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let where_ = |e: &dyn std::fmt::Display| format!("{}: {e}", ca_file.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| where_(&e))? {
+        roots.add(cert.map_err(|e| where_(&e))?).map_err(|e| where_(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no certificate", ca_file.display()));
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Arc::new(config))
+}

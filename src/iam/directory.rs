@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 use rustls::ClientConfig;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use crate::config::DirectorySection;
 
@@ -59,32 +57,8 @@ fn unavailable(e: impl std::fmt::Display) -> DirectoryError {
 impl Directory {
     /// Reads the site CA; fails when it holds no certificate.
     pub fn new(settings: DirectorySection) -> Result<Self, DirectoryError> {
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(&settings.ca_file)
-            .map_err(|e| DirectoryError::Config(format!("{}: {e}", settings.ca_file.display())))?;
-        for cert in certs {
-            let cert =
-                cert.map_err(|e| DirectoryError::Config(format!("{}: {e}", settings.ca_file.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| DirectoryError::Config(format!("{}: {e}", settings.ca_file.display())))?;
-        }
-        if roots.is_empty() {
-            return Err(DirectoryError::Config(format!(
-                "{} holds no certificate",
-                settings.ca_file.display()
-            )));
-        }
-        let tls =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| DirectoryError::Config(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        Ok(Self {
-            settings,
-            tls: Arc::new(tls),
-        })
+        let tls = crate::http::tls::client_trusting(&settings.ca_file).map_err(DirectoryError::Config)?;
+        Ok(Self { settings, tls })
     }
 
     pub fn url(&self) -> &str {

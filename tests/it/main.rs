@@ -14,3 +14,4 @@ mod mdm;
 mod push;
 mod scep;
 mod serve;
+mod syslog;
