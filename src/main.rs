@@ -389,7 +389,11 @@ fn run_scep_challenge(config: &Config, clock: &SharedClock, ttl: Option<u64>) ->
         )?,
         Admin::Local(scep) => {
             let ttl = ttl.map(|s| time::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX)));
-            scep.create_challenge(ttl, clock.now(), "cli")?
+            let created = scep.create_challenge(ttl, clock.now(), "cli")?;
+            let event = AuditEvent::new(Actor::Cli, "scep_challenge.create", Outcome::Success)
+                .reason(format!("valid until {}", created.expires_at));
+            audit_cli(&scep, event, clock)?;
+            created
         }
     };
     println!("{}", created.challenge);
@@ -794,10 +798,21 @@ fn run_push_cert(config: &Config, clock: &SharedClock, cmd: PushCertCommand) -> 
                     let push = local_push_service(config, &scep, clock)?;
                     let source =
                         ImportSource::try_from(upload).map_err(|e| AdminError::Input(e.to_string()))?;
-                    push.import(source)
-                        .map_err(|e| AdminError::Input(e.to_string()))?;
-                    serde_json::to_value(push.status(clock.now()))
-                        .map_err(|e| AdminError::Input(e.to_string()))?
+                    if let Err(e) = push.import(source) {
+                        let event = AuditEvent::new(Actor::Cli, "push_certificate.import", Outcome::Denied)
+                            .reason(e.to_string());
+                        audit_cli(&scep, event, clock)?;
+                        return Err(AdminError::Input(e.to_string()));
+                    }
+                    let status = push.status(clock.now());
+                    let event = AuditEvent::new(Actor::Cli, "push_certificate.import", Outcome::Success)
+                        .target(status.topic.clone())
+                        .reason(format!(
+                            "expires {}",
+                            status.not_after.map(|t| t.to_string()).unwrap_or_default()
+                        ));
+                    audit_cli(&scep, event, clock)?;
+                    serde_json::to_value(status).map_err(|e| AdminError::Input(e.to_string()))?
                 }
             };
             println!(

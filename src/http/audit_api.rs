@@ -92,6 +92,9 @@ pub async fn export(
         ));
     }
     tracing::info!(%actor, "audit log exported");
+    let event = crate::audit::AuditEvent::new(actor.actor.clone(), "audit.export", Outcome::Success)
+        .reason(format!("filter {}", req.query_string()));
+    super::api::audit(&state, super::api::with_source(event, &req)).await;
     let log = state.audit.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(4);
     std::thread::spawn(move || {

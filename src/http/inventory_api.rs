@@ -129,9 +129,20 @@ pub async fn refresh(
     let id = id.into_inner();
     let (mdm, now) = (state.mdm.clone(), state.clock.now());
     let id2 = id.clone();
-    let queued = web::block(move || mdm.refresh_inventory(&id2, now))
+    let queued = match web::block(move || mdm.refresh_inventory(&id2, now))
         .await
-        .map_err(blocking_err)??;
+        .map_err(blocking_err)
+        .and_then(|r| r.map_err(ApiError::from))
+    {
+        Ok(queued) => queued,
+        Err(e) => {
+            let event = AuditEvent::new(actor.actor.clone(), "device.inventory.refresh", e.audit_outcome())
+                .target(id.as_str())
+                .reason(e.to_string());
+            audit(&state, with_source(event, &req)).await;
+            return Err(e);
+        }
+    };
     tracing::info!(enrollment = %id, %actor, commands = queued, "inventory refresh requested");
     let event = AuditEvent::new(actor.actor.clone(), "device.inventory.refresh", Outcome::Success)
         .target(id.as_str())
@@ -170,9 +181,21 @@ pub async fn set_ownership(
     let reason: String = reason.unwrap_or_default().chars().take(500).collect();
     let id = id.into_inner();
     let (mdm, id2) = (state.mdm.clone(), id.clone());
-    web::block(move || mdm.set_ownership(&id2, ownership))
+    if let Err(e) = web::block(move || mdm.set_ownership(&id2, ownership))
         .await
-        .map_err(blocking_err)??;
+        .map_err(blocking_err)
+        .and_then(|r| r.map_err(ApiError::from))
+    {
+        let event = AuditEvent::new(
+            actor.actor.clone(),
+            format!("device.ownership.{}", ownership.name()),
+            e.audit_outcome(),
+        )
+        .target(id.as_str())
+        .reason(e.to_string());
+        audit(&state, with_source(event, &req)).await;
+        return Err(e);
+    }
     tracing::info!(enrollment = %id, %actor, ?ownership, %reason, "device ownership set");
     let event = AuditEvent::new(
         actor.actor.clone(),

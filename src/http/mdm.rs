@@ -168,7 +168,11 @@ pub async fn signed_profile(state: &web::Data<AppState>, actor: String) -> Resul
 pub const NO_TOPIC_WARNING: &str =
     "199 citadel \"no push certificate imported: enrolled devices cannot be woken\"";
 
-async fn enroll_link(state: web::Data<AppState>, token: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn enroll_link(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    token: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let store = state.store.clone();
     let token = token.into_inner();
@@ -178,7 +182,15 @@ async fn enroll_link(state: web::Data<AppState>, token: web::Path<String>) -> Re
     match redeemed {
         Ok(link) => {
             tracing::info!(link = %link.id, "enrollment link redeemed");
-            signed_profile(&state, format!("enrollment-link:{}", link.id)).await
+            let response = signed_profile(&state, format!("enrollment-link:{}", link.id)).await?;
+            let event = crate::audit::AuditEvent::new(
+                crate::audit::Actor::Anonymous,
+                "enrollment_link.redeem",
+                crate::audit::Outcome::Success,
+            )
+            .target(link.id.as_str());
+            super::api::audit(&state, super::api::with_source(event, &req)).await;
+            Ok(response)
         }
         Err(LinkRefusal::Unknown) => Err(ApiError::NotFound),
         Err(LinkRefusal::Used) => Err(ApiError::Gone(

@@ -29,7 +29,12 @@ pub async fn enrollment_profile(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let actor = authenticate(&state, &req).await?;
-    signed_profile(&state, actor.label).await
+    let response = signed_profile(&state, actor.label.clone()).await?;
+    // Downloading a profile makes a one-time SCEP challenge: a device can enrol with it.
+    let event = AuditEvent::new(actor.actor.clone(), "enrollment_profile.create", Outcome::Success)
+        .reason("signed profile with a one-time SCEP challenge");
+    audit(&state, with_source(event, &req)).await;
+    Ok(response)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -615,6 +620,13 @@ pub async fn export_devices(
     .map_err(blocking_err)?
     .map_err(query_error)?;
     tracing::info!(%actor, devices = ids.len(), format = if csv { "csv" } else { "json" }, "device list exported");
+    let event = AuditEvent::new(actor.actor.clone(), "device.export", Outcome::Success).reason(format!(
+        "{} devices as {}; filter {}",
+        ids.len(),
+        if csv { "CSV" } else { "JSON" },
+        req.query_string()
+    ));
+    audit(&state, with_source(event, &req)).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, ApiError>>(4);
     std::thread::spawn(move || {
         let head: Vec<u8> = if csv {

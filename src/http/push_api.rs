@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::{audit, authenticate, source};
+use super::api::{audit, authenticate, source, with_source};
 use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::pki::push::{ImportSource, PushCertError, PushCertUpload};
@@ -106,6 +106,12 @@ pub async fn api_push(
     }
     let n = targets.len();
     tracing::info!(%actor, targets = n, "explicit push requested");
+    let event = AuditEvent::new(actor.actor.clone(), "push.request", Outcome::Success).target(if n == 1 {
+        targets[0].clone()
+    } else {
+        format!("{n} devices")
+    });
+    audit(&state, with_source(event, &req)).await;
     state.push.request(targets);
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "requested": n })))
 }

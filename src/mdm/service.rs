@@ -255,6 +255,19 @@ impl MdmService {
         ))
     }
 
+    /// Records a device's own act (enrolment, check-out) in the audit log.
+    fn audit_device(&self, id: &str, action: &str, reason: String, now: OffsetDateTime) {
+        if let Some(log) = &self.audit {
+            use crate::audit::{Actor, AuditEvent, Outcome};
+            let event = AuditEvent::new(Actor::Device(id.to_owned()), action, Outcome::Success)
+                .target(id)
+                .reason(reason);
+            if let Err(e) = log.append(event, now) {
+                tracing::error!(enrollment = %id, error = %e, "audit record not written");
+            }
+        }
+    }
+
     /// Handles a check-in message (`/mdm/checkin`).
     pub fn checkin(
         &self,
@@ -454,6 +467,21 @@ impl MdmService {
         record.last_seen_at = now;
         self.put_enrollment(&record)?;
         tracing::info!(enrollment = %record.id, first, "push token updated");
+        if first {
+            let facts = &record.facts;
+            self.audit_device(
+                &record.id,
+                "device.enroll",
+                format!(
+                    "{:?} {} serial {} OS {}",
+                    record.kind,
+                    facts.model.as_deref().unwrap_or("unknown model"),
+                    facts.serial_number.as_deref().unwrap_or("unknown"),
+                    facts.os_version.as_deref().unwrap_or("unknown"),
+                ),
+                now,
+            );
+        }
         self.emit(Event::checkin("TokenUpdate", &record, now));
         if first && self.options.inventory_on_enrollment && !record.kind.is_user_channel() {
             // The device has just enrolled: learn what it is. A failure leaves it to the schedule.
@@ -472,6 +500,12 @@ impl MdmService {
     ) -> Result<CheckinReply, MdmError> {
         let mut record = self.authorise(target, identity, now)?;
         self.unenrol(&mut record, now, "the device checked out")?;
+        self.audit_device(
+            &record.id,
+            "device.checkout",
+            "the device left management".into(),
+            now,
+        );
         self.emit(Event::checkin("CheckOut", &record, now));
         Ok(CheckinReply::Empty)
     }

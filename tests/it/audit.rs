@@ -119,7 +119,9 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     assert_eq!(res.headers()["content-type"], "application/x-ndjson");
     let body = res.text().unwrap();
     let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(&lines, items);
+    // The export itself is recorded before it is read.
+    assert_eq!(&lines[..5], items);
+    assert_eq!(lines[5]["action"], "audit.export");
     assert!(lines.windows(2).all(|w| w[1]["prev_hash"] == w[0]["hash"]));
     let res = get(&a, &token, "/api/v1/audit/export?outcome=denied");
     assert_eq!(res.text().unwrap().lines().count(), 2);
@@ -142,7 +144,7 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     let out = run(a.cmd().args(["audit", "verify"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("5 records verified"),
+        text(&out.stderr).contains("7 records verified"),
         "{}",
         text(&out.stderr)
     );
@@ -154,7 +156,7 @@ fn changes_and_refusals_are_audited_and_tampering_is_detected() {
     let out = run(a.cmd().args(["audit", "verify", "--json"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let verdict: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(verdict["verified"], 6);
+    assert_eq!(verdict["verified"], 8);
 
     // Someone with the disk rewrites why the lock was refused.
     {
@@ -288,4 +290,47 @@ fn signed_checkpoints_expose_a_chain_rewritten_whole() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn downloads_redemptions_exports_and_pushes_are_audited() {
+    let a = Appliance::start();
+    let token = api_token(&a);
+    let res = get(&a, &token, "/api/v1/enrollment/profile");
+    assert_eq!(res.status(), 200);
+    let res = post(&a, &token, "/api/v1/enrollment/links", None);
+    let link = res.json::<Value>().unwrap();
+    let url = link["url"].as_str().unwrap();
+    let path = &url[url.find("/enroll/").unwrap()..];
+    assert_eq!(a.client().get(a.url(path)).send().unwrap().status(), 200);
+    assert_eq!(
+        get(&a, &token, "/api/v1/devices/export?platform=ios").status(),
+        200
+    );
+    let res = post(
+        &a,
+        &token,
+        "/api/v1/push",
+        Some(serde_json::json!({ "targets": ["A-1"] })),
+    );
+    assert_eq!(res.status(), 202);
+    let items = audit(&a, &token, "")["items"].as_array().unwrap().clone();
+    let find = |action: &str| {
+        items
+            .iter()
+            .find(|r| r["action"] == action)
+            .unwrap_or_else(|| panic!("{action} not in {items:?}"))
+            .clone()
+    };
+    assert_eq!(find("enrollment_profile.create")["actor"]["kind"], "api_token");
+    let redeemed = find("enrollment_link.redeem");
+    assert_eq!(redeemed["target"], link["id"]);
+    assert_eq!(redeemed["actor"]["kind"], "anonymous");
+    assert!(
+        find("device.export")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("platform=ios")
+    );
+    assert_eq!(find("push.request")["target"], "A-1");
 }

@@ -1020,6 +1020,13 @@ fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
         refused.contains(&"device.action.erase") && refused.contains(&"device.action.enable_lost_mode"),
         "{refused:?}"
     );
+    // Each device's enrolment is on record, as the device itself.
+    let (_, enrolled) = w.api(
+        Method::GET,
+        &format!("/api/v1/audit?target={phone}&action=device.enroll"),
+        None,
+    );
+    assert_eq!(enrolled["items"][0]["actor"]["id"], phone.as_str(), "{enrolled}");
 
     // Bulk: restart every iPad, paced; erase needs the count typed back.
     let (s, bulk) = w.api(
