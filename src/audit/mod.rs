@@ -103,6 +103,10 @@ impl AuditEvent {
 /// One stored record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
+    /// Hashing format: 1 = RFC 8785 canonical JSON of the record without `hash` (see
+    /// [`record_hash`]); absent (0) in records written before formats existed.
+    #[serde(default, skip_serializing_if = "is_legacy")]
+    pub v: u32,
     pub seq: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
@@ -114,8 +118,15 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The part of a record its hash covers. This struct and [`AuditEvent`] (field order, names,
-/// enum tags) are the hashed encoding: changing either breaks every existing chain.
+/// The format new records are written in.
+pub const RECORD_FORMAT: u32 = 1;
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_legacy(v: &u32) -> bool {
+    *v == 0
+}
+
+/// The part of a format-0 record its hash covers (records from before formats existed).
 #[derive(Serialize)]
 struct Hashed<'a> {
     seq: u64,
@@ -125,13 +136,72 @@ struct Hashed<'a> {
     prev_hash: &'a str,
 }
 
-fn digest(seq: u64, at: OffsetDateTime, event: &AuditEvent, prev_hash: &str) -> Result<String, StoreError> {
+fn legacy_digest(
+    seq: u64,
+    at: OffsetDateTime,
+    event: &AuditEvent,
+    prev_hash: &str,
+) -> Result<String, StoreError> {
     let bytes = encode(&Hashed {
         seq,
         at,
         event,
         prev_hash,
     })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// RFC 8785 (JSON Canonicalization Scheme) for the values a record holds: object keys sorted,
+/// no whitespace, strings escaped as JSON.stringify does (serde_json's escaping), integers.
+fn canonical_json(value: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let enc = |e: serde_json::Error| StoreError::Encode(e.to_string());
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            // Keys are ASCII here, where UTF-16 order (what RFC 8785 sorts by) is byte order.
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k).map_err(enc)?;
+                out.push(b':');
+                if let Some(v) = map.get(k) {
+                    canonical_json(v, out)?;
+                }
+            }
+            out.push(b'}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_json(v, out)?;
+            }
+            out.push(b']');
+        }
+        other => serde_json::to_writer(&mut *out, other).map_err(enc)?,
+    }
+    Ok(())
+}
+
+/// The hash a record must carry. Format 1: hex SHA-256 of the RFC 8785 canonical JSON of the
+/// record as exported, without its `hash` field — what anyone can recompute from an export
+/// line (`json.dumps(record_without_hash, sort_keys=True, separators=(",", ":"),
+/// ensure_ascii=False)` in Python).
+pub fn record_hash(record: &AuditRecord) -> Result<String, StoreError> {
+    if record.v == 0 {
+        return legacy_digest(record.seq, record.at, &record.event, &record.prev_hash);
+    }
+    let mut value = serde_json::to_value(record).map_err(|e| StoreError::Encode(e.to_string()))?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("hash");
+    }
+    let mut bytes = Vec::with_capacity(512);
+    canonical_json(&value, &mut bytes)?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
@@ -196,15 +266,19 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let seq = head.seq + 1;
-        let hash = digest(seq, at, &event, &head.hash)?;
-        let record = AuditRecord {
+        let mut record = AuditRecord {
+            v: RECORD_FORMAT,
             seq,
             at,
             event,
             prev_hash: head.hash.clone(),
-            hash: hash.clone(),
+            hash: String::new(),
         };
-        let next = Head { seq, hash };
+        record.hash = record_hash(&record)?;
+        let next = Head {
+            seq,
+            hash: record.hash.clone(),
+        };
         let mut batch = WriteBatch::default();
         batch.put(Tree::Audit, key(seq), encode(&record)?);
         batch.put(Tree::Meta, HEAD_KEY, encode(&next)?);
@@ -416,7 +490,7 @@ pub fn verify(store: &dyn Store) -> Result<Verification, StoreError> {
             if record.prev_hash != prev_hash {
                 return fail(previous, ChainProblem::Unlinked { seq, previous });
             }
-            if digest(record.seq, record.at, &record.event, &record.prev_hash)? != record.hash {
+            if record_hash(&record)? != record.hash {
                 return fail(previous, ChainProblem::Altered { seq });
             }
             previous = seq;
@@ -515,7 +589,7 @@ mod tests {
 
         // An edited record whose hash was recomputed: the next one no longer links to it.
         let mut r = record(store.as_ref(), 7);
-        r.hash = digest(r.seq, r.at, &r.event, &r.prev_hash).unwrap();
+        r.hash = record_hash(&r).unwrap();
         store.put_record(Tree::Audit, &key(7), &r).unwrap();
         assert_eq!(
             verify(store.as_ref()).unwrap().problem,
@@ -683,6 +757,72 @@ mod tests {
         assert!(
             matches!(v.problem, Some(ChainProblem::Unexpected { seq: 9, .. })),
             "{v:?}"
+        );
+    }
+
+    #[test]
+    fn format_1_hashes_the_canonical_json_and_format_0_records_still_verify() {
+        let mut r = AuditRecord {
+            v: 1,
+            seq: 1,
+            at: T0,
+            event: AuditEvent::new(
+                Actor::Administrator("zoë".into()),
+                "device.action.lock",
+                Outcome::Success,
+            )
+            .reason("line\nbreak \"quoted\""),
+            prev_hash: hex::encode(GENESIS),
+            hash: String::new(),
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        let mut canonical = Vec::new();
+        let mut without = json.clone();
+        without.as_object_mut().unwrap().remove("hash");
+        canonical_json(&without, &mut canonical).unwrap();
+        let text = String::from_utf8(canonical).unwrap();
+        assert!(text.starts_with(r#"{"action":"device.action.lock","actor":{"id":"zoë","kind":"administrator"},"at":"2026-12-05T09:00:00Z","outcome":"success","prev_hash":"000"#), "{text}");
+        assert!(text.contains(r#""reason":"line\nbreak \"quoted\"""#), "{text}");
+        assert!(
+            text.ends_with(r#","seq":1,"source":null,"target":null,"v":1}"#),
+            "{text}"
+        );
+        r.hash = record_hash(&r).unwrap();
+        assert_eq!(r.hash, hex::encode(Sha256::digest(text.as_bytes())));
+
+        // A store written before formats existed (no `v`) keeps verifying.
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mut old = r.clone();
+        old.v = 0;
+        old.hash = legacy_digest(old.seq, old.at, &old.event, &old.prev_hash).unwrap();
+        let mut stored = serde_json::to_value(&old).unwrap();
+        assert!(stored.get("v").is_none(), "format 0 is written without v");
+        stored["hash"] = serde_json::Value::String(old.hash.clone());
+        store
+            .put(Tree::Audit, &key(1), &serde_json::to_vec(&stored).unwrap())
+            .unwrap();
+        store
+            .put_record(
+                Tree::Meta,
+                HEAD_KEY,
+                &Head {
+                    seq: 1,
+                    hash: old.hash.clone(),
+                },
+            )
+            .unwrap();
+        assert_eq!(verify(store.as_ref()).unwrap().problem, None);
+        let log = AuditLog::open(store.clone()).unwrap();
+        let next = log
+            .append(AuditEvent::new(Actor::System, "x", Outcome::Success), T0)
+            .unwrap();
+        assert_eq!((next.v, next.prev_hash.as_str()), (1, old.hash.as_str()));
+        assert_eq!(
+            verify(store.as_ref()).unwrap(),
+            Verification {
+                verified: 2,
+                problem: None
+            }
         );
     }
 }

@@ -377,6 +377,7 @@ mod tests {
     #[test]
     fn messages_follow_rfc5424() {
         let record = AuditRecord {
+            v: 1,
             seq: 7,
             at: datetime!(2026-12-06 10:11:12.123456789 UTC),
             event: AuditEvent::new(
