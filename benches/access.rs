@@ -95,5 +95,28 @@ fn per_request(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sign_in, per_request);
+/// One audit record appended (hash over canonical JSON, record and head in one batch) on
+/// sled: what every audited change and every enrolment adds.
+fn audit_append(c: &mut Criterion) {
+    use citadel::audit::{Actor, AuditEvent, AuditLog, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn citadel::store::Store> =
+        std::sync::Arc::new(SledStore::open(dir.path(), &SledOptions::default()).unwrap());
+    let log = AuditLog::open(store).unwrap();
+    let now = OffsetDateTime::now_utc();
+    c.bench_function("audit_append_sled", |b| {
+        b.iter(|| {
+            let event = AuditEvent::new(
+                Actor::Device("0000-AAAA".into()),
+                "device.enroll",
+                Outcome::Success,
+            )
+            .target("0000-AAAA")
+            .reason("Device iPhone15,2 serial F2LXK0000000 OS 18.1");
+            log.append(black_box(event), now).unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, sign_in, per_request, audit_append);
 criterion_main!(benches);

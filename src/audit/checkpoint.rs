@@ -58,12 +58,21 @@ pub enum CheckpointError {
     Store(#[from] StoreError),
 }
 
-fn last(store: &dyn Store) -> Result<Option<Checkpoint>, StoreError> {
-    // Keys are big-endian sequence numbers: the last key is the newest checkpoint.
-    let all = scan_all(store, Tree::AuditCheckpoints, b"")?;
-    all.last()
+/// Key in `Tree::Meta` of the newest checkpoint's sequence number (so finding it needs no
+/// scan of every checkpoint).
+const LAST_KEY: &[u8] = b"audit_checkpoint_last";
+
+fn last_seq(store: &dyn Store) -> Result<u64, StoreError> {
+    Ok(store.get_record::<u64>(Tree::Meta, LAST_KEY)?.unwrap_or(0))
+}
+
+/// Checkpoints after sequence number `after`, oldest first (at most a page).
+pub fn list_after(store: &dyn Store, after: u64) -> Result<Vec<Checkpoint>, StoreError> {
+    store
+        .scan_prefix(Tree::AuditCheckpoints, b"", Some(&key(after)), 100)?
+        .iter()
         .map(|(k, v)| decode(Tree::AuditCheckpoints, k, v))
-        .transpose()
+        .collect()
 }
 
 impl AuditLog {
@@ -80,7 +89,7 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Head { seq, hash } = head.clone();
-        if seq == 0 || last(self.store.as_ref())?.is_some_and(|c| c.seq >= seq) {
+        if seq == 0 || last_seq(self.store.as_ref())? >= seq {
             return Ok(None);
         }
         let statement = Statement {
@@ -97,8 +106,14 @@ impl AuditLog {
             at: now,
             signed: data_encoding::BASE64.encode(&signed),
         };
-        self.store
-            .put_record(Tree::AuditCheckpoints, &key(seq), &checkpoint)?;
+        let mut batch = crate::store::WriteBatch::default();
+        batch.put(
+            Tree::AuditCheckpoints,
+            key(seq),
+            crate::store::encode(&checkpoint)?,
+        );
+        batch.put(Tree::Meta, LAST_KEY, crate::store::encode(&seq)?);
+        self.store.apply(batch)?;
         drop(head);
         tracing::info!(target: "citadel::audit", seq, hash = %checkpoint.hash, "audit checkpoint signed");
         Ok(Some(checkpoint))

@@ -413,11 +413,10 @@ pub fn verify_all(store: &dyn Store, expected: &[(u64, String)]) -> Result<Verif
         })
     };
     for c in checkpoint::list(store)? {
+        // A checkpoint past the head read at the start was signed during the walk: its
+        // records are left for the next check, like records appended meanwhile.
         if c.seq > chain.verified {
-            return fail(ChainProblem::Checkpoint {
-                seq: c.seq,
-                reason: format!("the chain ends at record {} before it", chain.verified),
-            });
+            continue;
         }
         if let Some(reason) = checkpoint::check(store, &c)? {
             return fail(ChainProblem::Checkpoint { seq: c.seq, reason });

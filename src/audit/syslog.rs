@@ -55,13 +55,14 @@ pub struct SyslogStatus {
     pub failing_since: Option<OffsetDateTime>,
 }
 
-/// RFC 5424 PARAM-VALUE escaping: `"`, `\` and `]` get a backslash.
+/// RFC 5424 PARAM-VALUE escaping: `"`, `\` and `]` get a backslash; control characters (which
+/// would let a value fake a line in a line-based SIEM file) become spaces.
 fn escape(value: &str, out: &mut String) {
     for c in value.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
-        out.push(c);
+        out.push(if c.is_control() { ' ' } else { c });
     }
 }
 
@@ -197,29 +198,33 @@ fn cursor(store: &dyn Store, key: &[u8]) -> Result<u64, StoreError> {
     Ok(store.get_record::<u64>(Tree::Meta, key)?.unwrap_or(0))
 }
 
-/// What is waiting to be sent: records, then checkpoints, after the cursors (or after
-/// `resend_from`, when a lost connection may have swallowed the last batch).
+/// Resend at most this many records after a lost connection or a restart.
+const RESEND_WINDOW: u64 = 10_000;
+/// A connection that has lived this long and taken writes counts as working.
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+
+/// Where forwarding stands: record and checkpoint sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Cursor {
+    records: u64,
+    checkpoints: u64,
+}
+
+/// What is waiting to be sent after `from`: records, then the checkpoints they cover.
 fn pending(
     log: &AuditLog,
     store: &dyn Store,
     hostname: &str,
-    resend_from: Option<(u64, u64)>,
-) -> Result<(Vec<Vec<u8>>, u64, u64), StoreError> {
-    let (records_after, checkpoints_after) = match resend_from {
-        Some(from) => from,
-        None => (cursor(store, RECORDS_CURSOR)?, cursor(store, CHECKPOINTS_CURSOR)?),
-    };
-    let records = log.list(&AuditFilter::default(), records_after, BATCH)?;
-    let last_record = records.last().map_or(records_after, |r| r.seq);
+    from: Cursor,
+) -> Result<(Vec<Vec<u8>>, Cursor), StoreError> {
+    let records = log.list(&AuditFilter::default(), from.records, BATCH)?;
+    let last_record = records.last().map_or(from.records, |r| r.seq);
     let mut frames: Vec<Vec<u8>> = records
         .iter()
         .map(|r| frame(&record_message(r, hostname)))
         .collect();
-    let mut last_checkpoint = checkpoints_after;
-    for c in checkpoint::list(store)?
-        .into_iter()
-        .filter(|c| c.seq > checkpoints_after)
-    {
+    let mut last_checkpoint = from.checkpoints;
+    for c in checkpoint::list_after(store, from.checkpoints)? {
         // A checkpoint follows the records it covers.
         if c.seq > last_record {
             break;
@@ -227,7 +232,26 @@ fn pending(
         last_checkpoint = c.seq;
         frames.push(frame(&checkpoint_message(&c, hostname)));
     }
-    Ok((frames, last_record, last_checkpoint))
+    Ok((
+        frames,
+        Cursor {
+            records: last_record,
+            checkpoints: last_checkpoint,
+        },
+    ))
+}
+
+/// TCP syslog has no acknowledgements: what was written on a connection that then died may
+/// never have arrived. Everything sent on the current connection (at most the last
+/// `RESEND_WINDOW` records) is therefore sent again after a reconnect or a restart; the
+/// collector can drop duplicates by `seq`.
+fn resend_point(connected_at: Cursor, sent: Cursor) -> Cursor {
+    Cursor {
+        records: connected_at
+            .records
+            .max(sent.records.saturating_sub(RESEND_WINDOW)),
+        checkpoints: connected_at.checkpoints,
+    }
 }
 
 /// Runs until the process ends.
@@ -238,30 +262,50 @@ pub async fn forward(
     status: Arc<std::sync::Mutex<SyslogStatus>>,
     clock: crate::clock::SharedClock,
 ) {
-    let mut connection: Option<Box<dyn Stream>> = None;
-    let mut backoff = Duration::from_secs(1);
-    // TCP syslog has no acknowledgements: what was written just before a connection died
-    // may be lost, so after a reconnect the last batch is sent again (the collector can drop
-    // duplicates by `seq`).
-    let mut last_batch_from: Option<(u64, u64)> = None;
-    let mut resend_from: Option<(u64, u64)> = None;
     let set = |f: &dyn Fn(&mut SyslogStatus)| {
         if let Ok(mut s) = status.lock() {
             f(&mut s);
         }
     };
+    // The persisted cursor is a resend point, never past what may have been lost.
+    let s2 = Arc::clone(&store);
+    let mut sent = tokio::task::spawn_blocking(move || -> Result<Cursor, StoreError> {
+        Ok(Cursor {
+            records: cursor(s2.as_ref(), RECORDS_CURSOR)?,
+            checkpoints: cursor(s2.as_ref(), CHECKPOINTS_CURSOR)?,
+        })
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
+    set(&|s| s.sent_through = sent.records);
+    let mut connection: Option<(Box<dyn Stream>, std::time::Instant, Cursor)> = None;
+    let mut backoff = Duration::from_secs(1);
     loop {
-        if let Some(stream) = connection.as_mut()
-            && closed_by_peer(stream).await
-        {
+        let lost = match connection.as_mut() {
+            Some((stream, _, _)) => closed_by_peer(stream).await,
+            None => false,
+        };
+        if lost {
             tracing::warn!(address = %target.address, "the syslog collector closed the connection");
-            connection = None;
-            resend_from = last_batch_from.take();
+            if let Some((_, _, connected_at)) = connection.take() {
+                sent = resend_point(connected_at, sent);
+            }
+            let (now, text) = (clock.now(), "the collector closed the connection".to_owned());
+            set(&|s| {
+                s.connected = false;
+                s.last_error = Some(text.clone());
+                s.failing_since.get_or_insert(now);
+            });
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
         }
         let (l, s, h) = (Arc::clone(&log), Arc::clone(&store), target.hostname.clone());
-        let from = resend_from;
+        let from = sent;
         let batch = tokio::task::spawn_blocking(move || pending(&l, s.as_ref(), &h, from)).await;
-        let (frames, last_record, last_checkpoint) = match batch {
+        let (frames, through) = match batch {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "audit forwarding cannot read the log");
@@ -275,7 +319,7 @@ pub async fn forward(
             }
         };
         if frames.is_empty() {
-            // Woken by the next append, or after a while anyway (checkpoints, clock).
+            // Woken by the next append, or after a while anyway (checkpoints, liveness).
             let _ = tokio::time::timeout(Duration::from_secs(5), log.appended.notified()).await;
             continue;
         }
@@ -283,13 +327,8 @@ pub async fn forward(
             match connect(&target).await {
                 Ok(c) => {
                     tracing::info!(address = %target.address, "audit forwarding connected");
-                    connection = Some(c);
-                    backoff = Duration::from_secs(1);
-                    set(&|s| {
-                        s.connected = true;
-                        s.last_error = None;
-                        s.failing_since = None;
-                    });
+                    connection = Some((c, std::time::Instant::now(), sent));
+                    set(&|s| s.connected = true);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "audit forwarding cannot connect");
@@ -305,23 +344,8 @@ pub async fn forward(
                 }
             }
         }
-        let Some(stream) = connection.as_mut() else {
+        let Some((stream, opened, connected_at)) = connection.as_mut() else {
             continue;
-        };
-        let batch_from = {
-            let s2 = Arc::clone(&store);
-            match resend_from {
-                Some(from) => Some(from),
-                None => tokio::task::spawn_blocking(move || {
-                    Some((
-                        cursor(s2.as_ref(), RECORDS_CURSOR).ok()?,
-                        cursor(s2.as_ref(), CHECKPOINTS_CURSOR).ok()?,
-                    ))
-                })
-                .await
-                .ok()
-                .flatten(),
-            }
         };
         let mut payload = Vec::with_capacity(frames.iter().map(Vec::len).sum());
         for f in &frames {
@@ -334,34 +358,47 @@ pub async fn forward(
         .await;
         match written {
             Ok(Ok(())) => {
+                sent = through;
+                let resume = resend_point(*connected_at, sent);
+                if opened.elapsed() >= HEALTHY_AFTER {
+                    backoff = Duration::from_secs(1);
+                    set(&|s| {
+                        s.last_error = None;
+                        s.failing_since = None;
+                    });
+                }
+                set(&|s| s.sent_through = through.records);
                 let store2 = Arc::clone(&store);
                 let saved = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-                    store2.put_record(Tree::Meta, RECORDS_CURSOR, &last_record)?;
-                    store2.put_record(Tree::Meta, CHECKPOINTS_CURSOR, &last_checkpoint)
+                    store2.put_record(Tree::Meta, RECORDS_CURSOR, &resume.records)?;
+                    store2.put_record(Tree::Meta, CHECKPOINTS_CURSOR, &resume.checkpoints)
                 })
                 .await;
                 if !matches!(saved, Ok(Ok(()))) {
-                    tracing::error!("audit forwarding cursor not saved; records may be sent again");
+                    // The cursor in memory goes on; after a restart more is sent again.
+                    tracing::error!(
+                        "audit forwarding cursor not saved; records may be sent again after a restart"
+                    );
+                    tokio::time::sleep(backoff).await;
                 }
-                last_batch_from = batch_from;
-                resend_from = None;
-                set(&|s| s.sent_through = last_record);
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "audit forwarding lost its connection; resending");
+                sent = resend_point(*connected_at, sent);
                 connection = None;
-                resend_from = last_batch_from.take().or(batch_from);
                 let (now, text) = (clock.now(), e.to_string());
                 set(&|s| {
                     s.connected = false;
                     s.last_error = Some(text.clone());
                     s.failing_since.get_or_insert(now);
                 });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(_) => {
                 tracing::warn!("audit forwarding write timed out; reconnecting");
+                sent = resend_point(*connected_at, sent);
                 connection = None;
-                resend_from = last_batch_from.take().or(batch_from);
                 set(&|s| s.connected = false);
             }
         }

@@ -303,11 +303,11 @@ async fn sign_in(
         Ok(a) => a,
         Err(e) => return Ok(Err(e)),
     };
-    let checked = if too_long {
-        Err(DirectoryError::UnknownUser)
-    } else {
-        directory.authenticate(&name, &password).await
-    };
+    if too_long {
+        // No account has such a name; and its 64-character prefix must not be taken for one.
+        return Ok(Err(iam.fail(&attempt, FailureReason::UnknownAccount)));
+    }
+    let checked = directory.authenticate(&name, &password).await;
     let i2 = iam.clone();
     let (result, role_ended) = web::block(move || {
         let ended = |reason| -> Result<(Result<SignedIn, IamError>, Option<String>), IamError> {

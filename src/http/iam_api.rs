@@ -124,9 +124,12 @@ async fn reachable(
     if account.role.is_empty() {
         return Ok(());
     }
-    // A role deleted since grants nothing, so it is within anyone's reach.
-    let held = permissions_of(state, &account.role).await.unwrap_or_default();
-    within_reach(principal, &held, &format!("changing {username}"))
+    match permissions_of(state, &account.role).await {
+        Ok(held) => within_reach(principal, &held, &format!("changing {username}")),
+        // A role deleted since grants nothing, so it is within anyone's reach.
+        Err(ApiError::BadRequest(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn list_users(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -441,9 +444,23 @@ async fn save_role(
     let now = state.clock.now();
     let action = if create { "role.create" } else { "role.update" };
     let held = own_role(&state, &principal).await?;
+    // Editing a role changes what its holders can do: both what it grants now and what it
+    // will grant must be within the editor's reach.
+    let current = if create {
+        None
+    } else {
+        match permissions_of(&state, &name).await {
+            Ok(set) => Some(set),
+            Err(ApiError::BadRequest(_)) => None,
+            Err(e) => return Err(e),
+        }
+    };
     let checked = parse_permissions(&body.permissions).and_then(|permissions| {
         if held.as_deref() == Some(name.as_str()) {
             return Err(ApiError::Forbidden("nobody changes the role they hold".into()));
+        }
+        if let Some(current) = &current {
+            within_reach(&principal, current, "this role as it stands")?;
         }
         within_reach(&principal, &permissions, "this role")?;
         Ok(permissions)

@@ -120,9 +120,13 @@ impl Directory {
             .success()
             .map_err(unavailable)?;
         if entries.len() > 1 {
-            // Ambiguous: refuse rather than guess which person this is.
+            // Ambiguous: refuse rather than guess which person this is — and do not take it
+            // for "no such person" either (that would strip the real one's role).
             tracing::warn!(%username, matches = entries.len(), "directory user filter matched several entries");
-            return Err(DirectoryError::UnknownUser);
+            return Err(DirectoryError::Unavailable(format!(
+                "the user filter matches {} entries for this name",
+                entries.len()
+            )));
         }
         let Some(entry) = entries.into_iter().next().map(SearchEntry::construct) else {
             return Err(DirectoryError::UnknownUser);

@@ -201,7 +201,6 @@ const ORDINARY_COMMANDS: &[&str] = &[
     "DeviceConfigured",
     "DeviceInformation",
     "InstallApplication",
-    "InstallEnterpriseApplication",
     "InstallMedia",
     "InstallProfile",
     "InstallProvisioningProfile",

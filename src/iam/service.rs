@@ -481,6 +481,7 @@ impl IamService {
             password_changed_at: None,
             last_login_at: Some(now),
         };
+        let serial = self.serialise_administration();
         let out: RefCell<Option<(Account, Option<String>)>> = RefCell::new(None);
         let written = self.store().transaction(&|txn| {
             let key = username.as_bytes();
@@ -489,6 +490,15 @@ impl IamService {
                     let mut a: Account = decode(Tree::Administrators, key, &bytes)?;
                     if a.source == AccountSource::Local {
                         return Err(StoreError::Aborted("a local account has this name".into()));
+                    }
+                    // A name now held by another directory entry is another person: the old
+                    // account (its second factor, its tokens) is not theirs to take over.
+                    if let AccountSource::Directory { dn } = &a.source
+                        && !dn.eq_ignore_ascii_case(&user.dn)
+                    {
+                        return Err(StoreError::Aborted(
+                            "this name belonged to another directory entry; an Owner must remove the old account first".into(),
+                        ));
                     }
                     let before = a.role.clone();
                     a.source = AccountSource::Directory { dn: user.dn.clone() };
@@ -507,6 +517,7 @@ impl IamService {
             Err(StoreError::Aborted(r)) => return Err(IamError::Conflict(r)),
             Err(e) => return Err(e.into()),
         }
+        drop(serial);
         let (account, before) = out.into_inner().ok_or(IamError::NotFound)?;
         let mut changes = Vec::new();
         match before {
@@ -563,16 +574,24 @@ impl IamService {
         username: &str,
         user: Option<&super::directory::DirectoryUser>,
     ) -> Result<Option<String>, IamError> {
+        let _serial = self.serialise_administration();
+        let Some(account) = accounts::get(self.store(), username)? else {
+            return Ok(None);
+        };
+        // The same name for another directory entry is another person: the account's access
+        // ends rather than passing to them.
+        let same_person = match (&account.source, user) {
+            (AccountSource::Directory { dn }, Some(u)) => dn.eq_ignore_ascii_case(&u.dn),
+            _ => false,
+        };
         let role = user
+            .filter(|_| same_person)
             .and_then(|u| u.role.clone())
             .filter(|r| matches!(accounts::role_permissions(self.store(), r), Ok(Some(_))));
         let Some(role) = role else {
             return Ok(self
-                .directory_access_ended(username)?
+                .end_directory_access(username)?
                 .map(|before| format!("the directory no longer grants a role; {before:?} removed")));
-        };
-        let Some(account) = accounts::get(self.store(), username)? else {
-            return Ok(None);
         };
         if account.role == role || account.source == AccountSource::Local {
             return Ok(None);
@@ -592,6 +611,12 @@ impl IamService {
     /// mapped group): a directory account keeps its record but loses its role — its sessions
     /// end and its API tokens grant nothing. Returns the role it had.
     pub fn directory_access_ended(&self, username: &str) -> Result<Option<String>, IamError> {
+        let _serial = self.serialise_administration();
+        self.end_directory_access(username)
+    }
+
+    /// [`Self::directory_access_ended`] with the administration lock already held.
+    fn end_directory_access(&self, username: &str) -> Result<Option<String>, IamError> {
         let Some(account) = accounts::get(self.store(), username)? else {
             return Ok(None);
         };
@@ -825,12 +850,16 @@ impl IamService {
     ) -> Result<Account, IamError> {
         let username = session.username.clone();
         let attempt = self.begin_attempt(&username, ctx, now)?;
-        let account = accounts::get(self.store(), &username)?.ok_or(IamError::NotFound)?;
+        let Some(account) = accounts::get(self.store(), &username)? else {
+            self.attempt_undecided(&attempt);
+            return Err(IamError::NotFound);
+        };
         let Some(phc) = account
             .password_hash
             .as_ref()
             .filter(|_| account.source == AccountSource::Local)
         else {
+            self.attempt_undecided(&attempt);
             return Err(IamError::Conflict(
                 "this account's password is kept by the directory".into(),
             ));
@@ -1030,8 +1059,8 @@ impl IamService {
         if current.role == BuiltinRole::Owner.name() && !current.disabled {
             self.keep_an_owner(username, false)?;
         }
-        self.store().delete(Tree::Administrators, username.as_bytes())?;
-        sessions::revoke_all(self.store(), username, None)?;
+        // Tokens first: if revoking fails, the account is still there and nothing is left
+        // for a later account of the same name to inherit.
         for token in api_tokens::list(self.store())? {
             if token.revoked_at.is_none() && token.created_by.as_deref() == Some(username) {
                 api_tokens::revoke(self.store(), &token.id, now).map_err(|e| match e {
@@ -1040,6 +1069,8 @@ impl IamService {
                 })?;
             }
         }
+        self.store().delete(Tree::Administrators, username.as_bytes())?;
+        sessions::revoke_all(self.store(), username, None)?;
         Ok(current)
     }
 
