@@ -50,6 +50,7 @@ fn per_request(c: &mut Criterion) {
         &store,
         SessionStart {
             username: "alice",
+            realm: sessions::Realm::Admin,
             continues_from: None,
             authenticated_at: now,
             source: None,

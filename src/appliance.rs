@@ -298,6 +298,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         )),
         directory,
         syslog: syslog_status.clone(),
+        portal: config.portal.clone(),
     });
 
     let listen = config.server.listen;

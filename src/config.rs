@@ -32,6 +32,7 @@ pub struct Config {
     pub apns: ApnsSection,
     pub webhook: WebhookSection,
     pub audit: AuditSection,
+    pub portal: PortalSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -136,6 +137,30 @@ impl Default for ApnsSection {
             expiration_secs: 3 * 24 * 3600,
             concurrency: 500,
             sweep_after_hours: 24,
+        }
+    }
+}
+
+/// What end users may do to their own devices in the self-service portal (`/portal`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalSection {
+    pub enabled: bool,
+    /// Lock one's own device.
+    pub allow_lock: bool,
+    /// Put one's own corporate device in lost mode and locate it (personal devices never).
+    pub allow_locate: bool,
+    /// Ask the administrators to erase one's own device.
+    pub allow_erase_request: bool,
+}
+
+impl Default for PortalSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_lock: true,
+            allow_locate: true,
+            allow_erase_request: true,
         }
     }
 }
@@ -360,6 +385,7 @@ impl Default for Config {
             apns: ApnsSection::default(),
             webhook: WebhookSection::default(),
             audit: AuditSection::default(),
+            portal: PortalSection::default(),
         }
     }
 }

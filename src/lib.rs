@@ -14,6 +14,7 @@ pub mod iam;
 pub mod inventory;
 pub mod mdm;
 pub mod pki;
+pub mod portal;
 pub mod push;
 pub mod scep;
 pub mod sim;

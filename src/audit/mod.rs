@@ -43,6 +43,8 @@ pub enum Actor {
     Device(String),
     /// Someone not (yet) authenticated: a failed sign-in. What they typed is the target.
     Anonymous,
+    /// An end user in the self-service portal (by user name).
+    User(String),
     /// The appliance itself (schedules, start-up).
     System,
 }
@@ -345,7 +347,9 @@ impl AuditFilter {
     fn keeps(&self, r: &AuditRecord) -> bool {
         let e = &r.event;
         let actor_id = match &e.actor {
-            Actor::Administrator(id) | Actor::ApiToken(id) | Actor::Device(id) => id.as_str(),
+            Actor::Administrator(id) | Actor::ApiToken(id) | Actor::Device(id) | Actor::User(id) => {
+                id.as_str()
+            }
             // Actors without an ID are asked for by their kind.
             Actor::Bootstrap => "bootstrap",
             Actor::Anonymous => "anonymous",

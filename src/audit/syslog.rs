@@ -96,6 +96,7 @@ fn actor_text(actor: &Actor) -> String {
         Actor::Cli => "cli".into(),
         Actor::System => "system".into(),
         Actor::Anonymous => "anonymous".into(),
+        Actor::User(id) => format!("user:{id}"),
     }
 }
 

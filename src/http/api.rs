@@ -16,7 +16,7 @@ use actix_web::{FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Re
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::{AppState, audit_api, auth_api, iam_api, inventory_api, mdm_api, push_api};
+use super::{AppState, audit_api, auth_api, iam_api, inventory_api, mdm_api, portal_api, push_api};
 use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::iam::permissions::Permission;
@@ -39,6 +39,9 @@ pub enum Required {
     Permission(Permission),
     /// The permission of the remote action named by the `{action}` path segment.
     DeviceAction,
+    /// An end user signed in to the self-service portal (its own cookie; never an
+    /// administrator's session or token).
+    Portal,
 }
 
 impl Serialize for Required {
@@ -48,6 +51,7 @@ impl Serialize for Required {
             Required::SignedIn => s.serialize_str("signed_in"),
             Required::Permission(p) => s.serialize_str(p.name()),
             Required::DeviceAction => s.serialize_str("device_action"),
+            Required::Portal => s.serialize_str("portal"),
         }
     }
 }
@@ -179,9 +183,14 @@ async fn guard(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Err(ApiError::Internal("application state missing".into()).into());
     };
+    if required == Required::Portal {
+        let principal = identify_portal(&state, req.request()).await?;
+        req.extensions_mut().insert(principal);
+        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
+    }
     let principal = identify(&state, req.request()).await?;
     let needed = match required {
-        Required::Public | Required::SignedIn => None,
+        Required::Public | Required::SignedIn | Required::Portal => None,
         Required::Permission(p) => Some(p),
         Required::DeviceAction => Some(
             req.match_info()
@@ -222,6 +231,51 @@ pub(super) async fn refuse(
         .target(format!("{} {}", req.method(), req.path()))
         .reason(denied.to_string());
     audit(state, with_source(event, req)).await;
+}
+
+/// The CSRF check of a cookie session: anything but GET/HEAD carries the session's token.
+fn csrf_ok(req: &HttpRequest, expected: &str) -> bool {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return true;
+    }
+    let given = req
+        .headers()
+        .get(CSRF_HEADER)
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    bool::from(given.ct_eq(expected.as_bytes()))
+}
+
+/// An end user of the portal: the portal cookie (and CSRF header); nothing else.
+async fn identify_portal(state: &web::Data<AppState>, req: &HttpRequest) -> Result<Principal, ApiError> {
+    if !state.portal.enabled {
+        return Err(ApiError::NotFound);
+    }
+    let token = req
+        .cookie(sessions::PORTAL_COOKIE)
+        .map(|c| c.value().to_owned())
+        .ok_or(ApiError::Unauthorized)?;
+    let (iam, now) = (state.iam.clone(), state.clock.now());
+    let session = web::block(move || iam.portal_session(&token, now))
+        .await
+        .map_err(super::blocking_err)??
+        .ok_or(ApiError::Unauthorized)?;
+    let principal = Principal {
+        actor: Actor::User(session.username.clone()),
+        label: format!("user:{}", session.username),
+        permissions: crate::iam::permissions::PermissionSet::none(),
+        via: Via::Portal {
+            id: session.id,
+            username: session.username,
+        },
+    };
+    if !csrf_ok(req, &session.csrf_token) {
+        refuse(state, &principal, req, &AccessDenied::Csrf).await;
+        return Err(ApiError::Forbidden(
+            "missing or wrong CSRF token (send the session's token in X-CSRF-Token)".into(),
+        ));
+    }
+    Ok(principal)
 }
 
 /// Who is calling: an API token (`Authorization: Bearer`) or a console session (cookie, plus
@@ -286,27 +340,19 @@ async fn identify(state: &web::Data<AppState>, req: &HttpRequest) -> Result<Prin
     .map_err(super::blocking_err)??;
     let (principal, csrf) = found.ok_or(ApiError::Unauthorized)?;
     if let Some(expected) = csrf
-        && !matches!(*req.method(), Method::GET | Method::HEAD)
+        && !csrf_ok(req, &expected)
     {
-        let given = req
-            .headers()
-            .get(CSRF_HEADER)
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default();
-        if !bool::from(given.ct_eq(expected.as_bytes())) {
-            let denied = AccessDenied::Csrf;
-            refuse(state, &principal, req, &denied).await;
-            return Err(ApiError::Forbidden(
-                "missing or wrong CSRF token (send the session's token in X-CSRF-Token)".into(),
-            ));
-        }
+        refuse(state, &principal, req, &AccessDenied::Csrf).await;
+        return Err(ApiError::Forbidden(
+            "missing or wrong CSRF token (send the session's token in X-CSRF-Token)".into(),
+        ));
     }
     Ok(principal)
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
     use Permission as P;
-    use Required::{DeviceAction, Public, SignedIn};
+    use Required::{DeviceAction, Portal, Public, SignedIn};
     let perm = Required::Permission;
     let mut routes = ApiRoutes {
         prefix: "/api/v1",
@@ -357,6 +403,48 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
                 r.add(
                     cfg,
                     ApiResource::new("/auth/sessions/{id}").delete(SignedIn, auth_api::revoke_session),
+                );
+                // The self-service portal (end users).
+                r.add(
+                    cfg,
+                    ApiResource::new("/portal/login").post(Public, portal_api::login),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/portal/logout").post(Portal, portal_api::logout),
+                );
+                r.add(cfg, ApiResource::new("/portal/me").get(Portal, portal_api::me));
+                r.add(
+                    cfg,
+                    ApiResource::new("/portal/privacy").get(Portal, portal_api::privacy),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/portal/enrollment-link").post(Portal, portal_api::enrollment_link),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/portal/devices/{id}/{action}").post(Portal, portal_api::act),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/portal-users")
+                        .get(perm(P::UsersRead), portal_api::list_users)
+                        .post(perm(P::UsersManage), portal_api::create_user),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/portal-users/{username}")
+                        .delete(perm(P::UsersManage), portal_api::delete_user),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/devices/{id}/user")
+                        .put(perm(P::DevicesManage), portal_api::assign_device),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/erase-requests").get(perm(P::DevicesRead), portal_api::erase_requests),
                 );
                 r.add(
                     cfg,

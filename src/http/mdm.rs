@@ -68,6 +68,11 @@ enum Channel {
     Connect,
 }
 
+#[derive(serde::Deserialize)]
+struct AssignQuery {
+    assign: Option<String>,
+}
+
 async fn handle(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -82,6 +87,13 @@ async fn handle(
         .transpose()
         .map_err(|_| ApiError::DeviceUnauthorized("the Mdm-Signature header is not ASCII".into()))?;
     let now = state.clock.now();
+    // Portal enrollments: the profile's check-in URL names whom the device belongs to.
+    let assign = match channel {
+        Channel::Checkin => web::Query::<AssignQuery>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.into_inner().assign),
+        Channel::Connect => None,
+    };
     let (pki, store, mdm) = (state.pki.clone(), state.store.clone(), state.mdm.clone());
     let identities = state.identities.clone();
     let reply = web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
@@ -94,10 +106,19 @@ async fn handle(
             now,
         )?;
         Ok(match channel {
-            Channel::Checkin => match mdm.checkin(&identity, &body, now)? {
-                CheckinReply::Empty => None,
-                CheckinReply::Plist(p) => Some(p),
-            },
+            Channel::Checkin => {
+                let reply = mdm.checkin(&identity, &body, now)?;
+                if let Some(tag) = &assign
+                    && let Err(e) = mdm.claim_assignment(&identity, &body, tag, now)
+                {
+                    // The enrolment stands; an administrator can assign the device by hand.
+                    tracing::warn!(error = %e, "portal assignment not applied");
+                }
+                match reply {
+                    CheckinReply::Empty => None,
+                    CheckinReply::Plist(p) => Some(p),
+                }
+            }
             Channel::Connect => mdm.connect(&identity, &body, now)?,
         })
     })
@@ -128,7 +149,13 @@ async fn connect(
 }
 
 /// A signed enrollment profile with a fresh one-time SCEP challenge.
-pub async fn signed_profile(state: &web::Data<AppState>, actor: String) -> Result<HttpResponse, ApiError> {
+/// `assign_to`: the portal user whose personal device this profile enrols (its check-in URL
+/// then carries a one-time assignment tag).
+pub async fn signed_profile(
+    state: &web::Data<AppState>,
+    actor: String,
+    assign_to: Option<String>,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now();
     let signer = state
         .tls
@@ -139,12 +166,22 @@ pub async fn signed_profile(state: &web::Data<AppState>, actor: String) -> Resul
     let (topic, can_wake) = state.push.topic();
     let signed = web::block(move || -> Result<Vec<u8>, ApiError> {
         let challenge = scep.create_challenge(None, now, &actor)?;
+        let tag = match &assign_to {
+            Some(user) => Some(crate::portal::create_assignment(
+                scep.store().as_ref(),
+                user,
+                crate::inventory::record::Ownership::Personal,
+                now,
+            )?),
+            None => None,
+        };
         let xml = profile::build(&profile::ProfileParams {
             base_url: &settings.public_url,
             topic: &topic,
             organization: &settings.organization,
             root_der: &root,
             challenge: &challenge.challenge,
+            assignment_tag: tag.as_deref(),
         })
         .map_err(|e| ApiError::Internal(e.to_string()))?;
         signer.sign(&xml).map_err(|e| ApiError::Internal(e.to_string()))
@@ -182,7 +219,12 @@ async fn enroll_link(
     match redeemed {
         Ok(link) => {
             tracing::info!(link = %link.id, "enrollment link redeemed");
-            let response = signed_profile(&state, format!("enrollment-link:{}", link.id)).await?;
+            let response = signed_profile(
+                &state,
+                format!("enrollment-link:{}", link.id),
+                link.assigned_user.clone(),
+            )
+            .await?;
             let event = crate::audit::AuditEvent::new(
                 crate::audit::Actor::Anonymous,
                 "enrollment_link.redeem",

@@ -29,7 +29,7 @@ pub async fn enrollment_profile(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let actor = authenticate(&state, &req).await?;
-    let response = signed_profile(&state, actor.label.clone()).await?;
+    let response = signed_profile(&state, actor.label.clone(), None).await?;
     // Downloading a profile makes a one-time SCEP challenge: a device can enrol with it.
     let event = AuditEvent::new(actor.actor.clone(), "enrollment_profile.create", Outcome::Success)
         .reason("signed profile with a one-time SCEP challenge");
@@ -72,7 +72,7 @@ pub async fn create_link(
     let now = state.clock.now();
     let store = state.store.clone();
     let actor2 = actor.clone();
-    let (token, link) = web::block(move || profile::create_link(store.as_ref(), ttl, &actor2, now))
+    let (token, link) = web::block(move || profile::create_link(store.as_ref(), ttl, &actor2, None, now))
         .await
         .map_err(blocking_err)??;
     tracing::info!(link = %link.id, %actor, expires_at = %link.expires_at, "enrollment link created");
@@ -445,11 +445,11 @@ impl DeviceQuery {
 
 /// A device in the list: the enrollment with the inventory fields the list filters on.
 #[derive(Serialize)]
-struct DeviceSummary {
+pub(super) struct DeviceSummary {
     #[serde(flatten)]
     device: DeviceView,
     platform: Platform,
-    ownership: Ownership,
+    pub(super) ownership: Ownership,
     compliance: Compliance,
     is_supervised: Option<bool>,
     passcode_present: Option<bool>,
@@ -490,7 +490,7 @@ impl DeviceSummary {
         }
     }
 
-    fn load(store: &dyn crate::store::Store, id: &str) -> Result<Option<Self>, ApiError> {
+    pub(super) fn load(store: &dyn crate::store::Store, id: &str) -> Result<Option<Self>, ApiError> {
         let Some(record) = crate::mdm::enrollment::get(store, id)? else {
             return Ok(None);
         };

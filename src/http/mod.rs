@@ -9,6 +9,7 @@ mod inventory_api;
 pub mod mdm;
 mod mdm_api;
 pub mod middleware;
+pub mod portal_api;
 mod push_api;
 pub mod scep;
 pub mod tls;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub directory: Option<Arc<crate::iam::directory::Directory>>,
     /// How audit forwarding to syslog is going, when configured.
     pub syslog: Option<Arc<std::sync::Mutex<crate::audit::syslog::SyslogStatus>>>,
+    /// What portal users may do.
+    pub portal: crate::config::PortalSection,
 }
 
 /// A blocking-pool task that could not run or panicked.

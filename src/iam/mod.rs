@@ -43,6 +43,8 @@ pub enum Via {
         fresh_until: OffsetDateTime,
         pending: Vec<PendingStep>,
     },
+    /// An end user's portal session: no administrative permission at all.
+    Portal { id: String, username: String },
 }
 
 /// Why a principal may not do something.
@@ -64,20 +66,30 @@ impl Principal {
         match &self.via {
             Via::Session { username, .. } => Some(username),
             Via::ApiToken { created_by, .. } => created_by.as_deref(),
+            Via::Portal { .. } => None,
         }
     }
 
+    /// The administrator's console session, if the request came through one.
     pub fn session_id(&self) -> Option<&str> {
         match &self.via {
             Via::Session { id, .. } => Some(id),
-            Via::ApiToken { .. } => None,
+            Via::ApiToken { .. } | Via::Portal { .. } => None,
+        }
+    }
+
+    /// The portal user behind a portal request.
+    pub fn portal_user(&self) -> Option<&str> {
+        match &self.via {
+            Via::Portal { username, .. } => Some(username),
+            _ => None,
         }
     }
 
     pub fn pending(&self) -> &[PendingStep] {
         match &self.via {
             Via::Session { pending, .. } => pending,
-            Via::ApiToken { .. } => &[],
+            Via::ApiToken { .. } | Via::Portal { .. } => &[],
         }
     }
 

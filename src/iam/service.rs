@@ -374,6 +374,7 @@ impl IamService {
             self.store(),
             SessionStart {
                 username: &account.username,
+                realm: sessions::Realm::Admin,
                 continues_from,
                 authenticated_at,
                 source: ctx.source.clone(),
@@ -557,6 +558,111 @@ impl IamService {
         })
     }
 
+    /// Portal sign-in with a local portal password. `Ok(None)` when there is no local portal
+    /// user of that name (the caller may ask the directory); the attempt stays counted until
+    /// the caller settles it.
+    pub fn portal_login_local(
+        &self,
+        attempt: &Attempt,
+        username: &str,
+        password: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<Option<NewSession>, IamError> {
+        let Some(user) = crate::portal::get_user(self.store(), username)? else {
+            return Ok(None);
+        };
+        let ok = password::verify(password, &user.password_hash);
+        if user.disabled {
+            return Err(self.fail(attempt, FailureReason::Disabled));
+        }
+        if !ok {
+            return Err(self.fail(attempt, FailureReason::WrongPassword));
+        }
+        self.attempt_succeeded(attempt);
+        Ok(Some(self.start_portal_session(username, ctx, now)?))
+    }
+
+    /// A portal session for `username` (whose password was checked here or by the directory).
+    pub fn start_portal_session(
+        &self,
+        username: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<NewSession, StoreError> {
+        if let Err(e) = sessions::sweep(self.store(), &self.settings.sessions, now) {
+            tracing::warn!(error = %e, "expired sessions not swept");
+        }
+        sessions::create(
+            self.store(),
+            SessionStart {
+                username,
+                realm: sessions::Realm::Portal,
+                continues_from: None,
+                authenticated_at: now,
+                source: ctx.source.clone(),
+                user_agent: ctx.user_agent.clone(),
+                pending: Vec::new(),
+            },
+            now,
+        )
+    }
+
+    /// The live portal session for a cookie; a local portal user since disabled or removed
+    /// loses it.
+    pub fn portal_session(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(session) = sessions::lookup(self.store(), &self.settings.sessions, token, now)?
+            .filter(|s| s.realm == sessions::Realm::Portal)
+        else {
+            return Ok(None);
+        };
+        if crate::portal::get_user(self.store(), &session.username)?.is_some_and(|u| u.disabled) {
+            sessions::end(self.store(), token)?;
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    /// Creates a local portal user (an end user without a directory account).
+    pub fn create_portal_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        new_password: &str,
+        now: OffsetDateTime,
+    ) -> Result<crate::portal::PortalUser, IamError> {
+        let username = accounts::normalise_username(username);
+        if !accounts::valid_username(&username) {
+            return Err(IamError::BadRequest(
+                "a user name is 1 to 64 lower-case letters, digits, '.', '_', '-' or '@'".into(),
+            ));
+        }
+        let display_name = clean_display_name(display_name, &username)?;
+        password::check_policy(
+            new_password,
+            self.settings.min_password_chars,
+            &[&username, &display_name],
+        )?;
+        if crate::portal::get_user(self.store(), &username)?.is_some() {
+            return Err(IamError::Conflict(format!(
+                "a portal user named {username} exists"
+            )));
+        }
+        let user = crate::portal::PortalUser {
+            username,
+            display_name,
+            password_hash: password::hash(new_password)?,
+            created_at: now,
+            disabled: false,
+        };
+        crate::portal::put_user(self.store(), &user)?;
+        Ok(user)
+    }
+
     /// Directory accounts that currently hold a role: what the periodic re-check looks at.
     pub fn directory_accounts(&self) -> Result<Vec<String>, StoreError> {
         Ok(accounts::list(self.store())?
@@ -734,7 +840,9 @@ impl IamService {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<Option<(SessionRecord, Account, PermissionSet)>, StoreError> {
-        let Some(session) = sessions::lookup(self.store(), &self.settings.sessions, token, now)? else {
+        let Some(session) = sessions::lookup(self.store(), &self.settings.sessions, token, now)?
+            .filter(|s| s.realm == sessions::Realm::Admin)
+        else {
             return Ok(None);
         };
         match accounts::get(self.store(), &session.username)? {

@@ -14,6 +14,18 @@ use time::{Duration, OffsetDateTime};
 use crate::store::{Store, StoreError, StoreExt, Tree, decode, encode, scan_all};
 
 pub const COOKIE: &str = "__Host-citadel_session";
+/// The self-service portal's session cookie (end users, never administrators).
+pub const PORTAL_COOKIE: &str = "__Host-citadel_portal";
+
+/// Whose session: an administrator's (console, API) or an end user's (portal). A session of
+/// one realm is never accepted by the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Realm {
+    #[default]
+    Admin,
+    Portal,
+}
 /// `last_seen_at` is written at most this often: precise enough for an idle timeout counted in
 /// minutes, without a store write per request.
 const TOUCH_GRANULARITY: Duration = Duration::minutes(1);
@@ -47,6 +59,8 @@ pub struct SessionRecord {
     pub csrf_token: String,
     #[serde(default)]
     pub pending: Vec<PendingStep>,
+    #[serde(default)]
+    pub realm: Realm,
 }
 
 /// How long sessions live.
@@ -101,6 +115,7 @@ pub struct NewSession {
 
 pub struct SessionStart<'a> {
     pub username: &'a str,
+    pub realm: Realm,
     /// When the sign-in this session continues began (a rotated session keeps its absolute
     /// timeout); `None` for a new sign-in.
     pub continues_from: Option<OffsetDateTime>,
@@ -129,6 +144,7 @@ pub fn create(
             .map(|ua| ua.chars().filter(|c| !c.is_control()).take(200).collect()),
         csrf_token: random_token(),
         pending: start.pending,
+        realm: start.realm,
     };
     store.put_record(Tree::Sessions, &hash, &record)?;
     Ok(NewSession { token, record })
@@ -218,6 +234,18 @@ pub fn revoke_all(store: &dyn Store, username: &str, keep: Option<&str>) -> Resu
     Ok(n)
 }
 
+/// Ends every session of `username` in `realm`; returns how many ended.
+pub fn revoke_all_in(store: &dyn Store, username: &str, realm: Realm) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for (key, record) in of_user(store, username)? {
+        if record.realm == realm {
+            store.delete(Tree::Sessions, &key)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Deletes expired sessions; run at sign-in so abandoned sessions do not pile up.
 pub fn sweep(store: &dyn Store, policy: &SessionPolicy, now: OffsetDateTime) -> Result<usize, StoreError> {
     let mut n = 0;
@@ -265,6 +293,7 @@ mod tests {
             store,
             SessionStart {
                 username: user,
+                realm: Realm::Admin,
                 continues_from: None,
                 authenticated_at: NOW,
                 source: Some("192.0.2.1".into()),

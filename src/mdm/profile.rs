@@ -21,6 +21,9 @@ pub struct ProfileParams<'a> {
     pub root_der: &'a [u8],
     /// A fresh one-time SCEP challenge for this profile.
     pub challenge: &'a str,
+    /// A one-time tag (portal enrollments) carried in the check-in URL, naming whom the
+    /// enrolling device belongs to.
+    pub assignment_tag: Option<&'a str>,
 }
 
 fn payload(kind: &str, identifier: &str, uuid: &str, name: &str) -> Dictionary {
@@ -112,7 +115,10 @@ pub fn build(p: &ProfileParams<'_>) -> Result<Vec<u8>, plist::Error> {
     );
     mdm.insert(
         "CheckInURL".into(),
-        Value::String(format!("{}/mdm/checkin", p.base_url)),
+        Value::String(match p.assignment_tag {
+            Some(tag) => format!("{}/mdm/checkin?assign={tag}", p.base_url),
+            None => format!("{}/mdm/checkin", p.base_url),
+        }),
     );
     mdm.insert("SignMessage".into(), Value::Boolean(true));
     mdm.insert("AccessRights".into(), Value::Integer(8191.into()));
@@ -158,6 +164,9 @@ pub struct EnrollmentLink {
     pub created_by: String,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub used_at: Option<OffsetDateTime>,
+    /// The portal user whose personal device this link enrols.
+    #[serde(default)]
+    pub assigned_user: Option<String>,
 }
 
 fn link_key(token: &str) -> Vec<u8> {
@@ -169,6 +178,7 @@ pub fn create_link(
     store: &dyn Store,
     ttl: time::Duration,
     created_by: &str,
+    assigned_user: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<(String, EnrollmentLink), StoreError> {
     let bytes: [u8; 24] = rand::random();
@@ -180,6 +190,7 @@ pub fn create_link(
         expires_at: now + ttl,
         created_by: created_by.to_owned(),
         used_at: None,
+        assigned_user: assigned_user.map(str::to_owned),
     };
     store.put_record(Tree::EnrollmentLinks, &key, &link)?;
     Ok((token, link))
@@ -243,6 +254,7 @@ mod tests {
             organization: "Ministry",
             root_der: b"DER",
             challenge: "CHALLENGE",
+            assignment_tag: None,
         })
         .unwrap();
         let top: Dictionary = plist::from_bytes(&xml).unwrap();
@@ -275,10 +287,10 @@ mod tests {
     #[test]
     fn links_are_one_time_and_expire() {
         let store = MemoryStore::new();
-        let (token, _) = create_link(&store, time::Duration::hours(1), "t", NOW).unwrap();
+        let (token, _) = create_link(&store, time::Duration::hours(1), "t", None, NOW).unwrap();
         assert!(redeem_link(&store, &token, NOW).unwrap().is_ok());
         assert_eq!(redeem_link(&store, &token, NOW).unwrap(), Err(LinkRefusal::Used));
-        let (old, _) = create_link(&store, time::Duration::hours(1), "t", NOW).unwrap();
+        let (old, _) = create_link(&store, time::Duration::hours(1), "t", None, NOW).unwrap();
         assert_eq!(
             redeem_link(&store, &old, NOW + time::Duration::hours(2)).unwrap(),
             Err(LinkRefusal::Expired)

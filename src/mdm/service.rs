@@ -255,6 +255,53 @@ impl MdmService {
         ))
     }
 
+    /// A device enrolling with a portal profile: its check-in URL carries a one-time tag; the
+    /// first accepted Authenticate or TokenUpdate with it makes the device its user's
+    /// (personal). Returns the user, when this request assigned the device.
+    pub fn claim_assignment(
+        &self,
+        identity: &DeviceIdentity,
+        body: &[u8],
+        tag: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, MdmError> {
+        let msg = parse_plist(body)?;
+        if !matches!(string(&msg, "MessageType"), Some("Authenticate" | "TokenUpdate")) {
+            return Ok(None);
+        }
+        let target = enrollment::resolve(&msg).map_err(|e| bad(e.to_string()))?;
+        if target.kind.is_user_channel() {
+            return Ok(None);
+        }
+        let record = self.authorise(&target, identity, now)?;
+        if crate::portal::device_user(self.store.as_ref(), &record.id)?.is_some() {
+            return Ok(None);
+        }
+        let Some(assignment) = crate::portal::take_assignment(self.store.as_ref(), tag, now)? else {
+            return Ok(None);
+        };
+        crate::portal::set_device_user(self.store.as_ref(), &record.id, Some(&assignment.username))?;
+        self.set_ownership(&record.id, assignment.ownership)?;
+        if let Some(log) = &self.audit {
+            use crate::audit::{Actor, AuditEvent, Outcome};
+            let event = AuditEvent::new(
+                Actor::User(assignment.username.clone()),
+                "device.assign",
+                Outcome::Success,
+            )
+            .target(record.id.as_str())
+            .reason(format!(
+                "enrolled from the portal as {}",
+                assignment.ownership.name()
+            ));
+            if let Err(e) = log.append(event, now) {
+                tracing::error!(enrollment = %record.id, error = %e, "audit record not written");
+            }
+        }
+        tracing::info!(enrollment = %record.id, user = %assignment.username, "device assigned to its portal user");
+        Ok(Some(assignment.username))
+    }
+
     /// Records a device's own act (enrolment, check-out) in the audit log.
     fn audit_device(&self, id: &str, action: &str, reason: String, now: OffsetDateTime) {
         if let Some(log) = &self.audit {

@@ -1399,6 +1399,7 @@ mod tests {
             organization: "Ministry",
             root_der: b"DER",
             challenge: "CHALLENGE",
+            assignment_tag: None,
         })
         .unwrap();
         let p = EnrollmentProfile::parse(&xml).unwrap();

@@ -81,10 +81,21 @@ pub enum Tree {
     Sessions,
     /// Signed statements of the audit chain's head: big-endian sequence number → checkpoint.
     AuditCheckpoints,
+    /// End users of the self-service portal with a local password, keyed by user name.
+    PortalUsers,
+    /// The person a device belongs to: enrollment ID → user name.
+    DeviceUsers,
+    /// The same, the other way: `user name \0 enrollment ID` → empty.
+    UserDevices,
+    /// One-time assignments carried by a portal user's enrollment profile: SHA-256 of the tag
+    /// → who the enrolling device belongs to.
+    PortalAssignments,
+    /// Erase requests from the portal: `enrollment ID \0 micros` → request.
+    EraseRequests,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 27] = [
+    pub const ALL: [Tree; 32] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -112,6 +123,11 @@ impl Tree {
         Tree::Roles,
         Tree::Sessions,
         Tree::AuditCheckpoints,
+        Tree::PortalUsers,
+        Tree::DeviceUsers,
+        Tree::UserDevices,
+        Tree::PortalAssignments,
+        Tree::EraseRequests,
     ];
 
     pub fn name(self) -> &'static str {
@@ -143,6 +159,11 @@ impl Tree {
             Tree::Roles => "roles",
             Tree::Sessions => "sessions",
             Tree::AuditCheckpoints => "audit_checkpoints",
+            Tree::PortalUsers => "portal_users",
+            Tree::DeviceUsers => "device_users",
+            Tree::UserDevices => "user_devices",
+            Tree::PortalAssignments => "portal_assignments",
+            Tree::EraseRequests => "erase_requests",
         }
     }
 }

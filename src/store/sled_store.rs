@@ -62,6 +62,11 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::Roles => 25,
         Tree::Sessions => 26,
         Tree::AuditCheckpoints => 27,
+        Tree::PortalUsers => 28,
+        Tree::DeviceUsers => 29,
+        Tree::UserDevices => 30,
+        Tree::PortalAssignments => 31,
+        Tree::EraseRequests => 32,
     }
 }
 

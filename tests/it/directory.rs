@@ -212,6 +212,19 @@ fn directory_users_sign_in_with_roles_from_their_groups() {
     assert_eq!(alice["source"], "directory");
     assert!(!users.iter().any(|u| u["username"] == "carol"));
 
+    // Carol is no administrator, but every directory user may use the self-service portal.
+    let portal = |user: &str, password: &str| {
+        a.client()
+            .post(a.url("/api/v1/portal/login"))
+            .json(&json!({ "username": user, "password": password }))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(portal("carol", "carol-pass"), 200);
+    assert_eq!(portal("carol", "not-carols"), 401);
+    assert_eq!(portal("dave", "whatever"), 401);
+
     // Alice leaves mdm-admins in the directory. Re-checking the directory (hourly, or now
     // from the command line) takes her role away and ends her session at once.
     let res = login(&a, "alice", "alice-pass");

@@ -573,6 +573,17 @@ const SPEC: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/audit", "audit.read"),
     ("GET", "/api/v1/audit/export", "audit.read"),
     ("GET", "/api/v1/audit/checkpoints", "audit.read"),
+    ("POST", "/api/v1/portal/login", "public"),
+    ("POST", "/api/v1/portal/logout", "portal"),
+    ("GET", "/api/v1/portal/me", "portal"),
+    ("GET", "/api/v1/portal/privacy", "portal"),
+    ("POST", "/api/v1/portal/enrollment-link", "portal"),
+    ("POST", "/api/v1/portal/devices/{id}/{action}", "portal"),
+    ("GET", "/api/v1/portal-users", "users.read"),
+    ("POST", "/api/v1/portal-users", "users.manage"),
+    ("DELETE", "/api/v1/portal-users/{username}", "users.manage"),
+    ("PUT", "/api/v1/devices/{id}/user", "devices.manage"),
+    ("GET", "/api/v1/erase-requests", "devices.read"),
 ];
 
 /// The path of a route with sample values for its parameters.
@@ -720,6 +731,14 @@ fn permission_matrix_every_role_and_every_route() {
                 continue;
             }
             assert_eq!(anonymous, 401, "{method} {url} without credentials");
+            if required == "portal" {
+                // End users' routes: no administrator credential opens them.
+                for (name, (token, _)) in &principals {
+                    assert_eq!(send(Some(token)), 401, "{name}: {method} {url}");
+                    checked += 1;
+                }
+                continue;
+            }
             for (name, (token, perms)) in &principals {
                 let status = send(Some(token));
                 let allowed = needed.is_none_or(|p| perms.iter().any(|x| x == p));

@@ -11,6 +11,7 @@ mod fleet;
 mod harness;
 mod iam;
 mod mdm;
+mod portal;
 mod push;
 mod scep;
 mod serve;
