@@ -135,3 +135,74 @@ impl std::fmt::Display for Principal {
         f.write_str(&self.label)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iam::permissions::BuiltinRole;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-06 09:00 UTC);
+
+    fn session(fresh_until: OffsetDateTime, pending: Vec<PendingStep>, role: BuiltinRole) -> Principal {
+        Principal {
+            actor: Actor::Administrator("alice".into()),
+            label: "admin:alice".into(),
+            permissions: role.permissions(),
+            via: Via::Session {
+                id: "s".into(),
+                username: "alice".into(),
+                fresh_until,
+                pending,
+            },
+        }
+    }
+
+    #[test]
+    fn destructive_permissions_need_a_recent_sign_in_from_a_session() {
+        let fresh = session(NOW + time::Duration::minutes(3), vec![], BuiltinRole::Administrator);
+        assert_eq!(fresh.require(Permission::DevicesErase, NOW), Ok(()));
+        // Five minutes later the same session may still lock, but not erase.
+        let later = NOW + time::Duration::minutes(5);
+        assert_eq!(
+            fresh.require(Permission::DevicesErase, later),
+            Err(AccessDenied::Reauthenticate)
+        );
+        assert_eq!(fresh.require(Permission::DevicesLock, later), Ok(()));
+        // A help-desk session lacks erase whatever its age; a session still signing in has
+        // nothing at all.
+        let help = session(NOW + time::Duration::minutes(3), vec![], BuiltinRole::HelpDesk);
+        assert_eq!(
+            help.require(Permission::DevicesErase, NOW),
+            Err(AccessDenied::Missing(Permission::DevicesErase))
+        );
+        let pending = session(NOW, vec![PendingStep::MfaEnrolment], BuiltinRole::Owner);
+        assert!(matches!(
+            pending.require(Permission::DevicesRead, NOW),
+            Err(AccessDenied::Pending(_))
+        ));
+        // A token holds a destructive permission only because a freshly signed-in maker gave
+        // it one: no further freshness applies.
+        let token = Principal {
+            actor: Actor::ApiToken("t".into()),
+            label: "api-token:t".into(),
+            permissions: [Permission::DevicesErase].into_iter().collect(),
+            via: Via::ApiToken {
+                id: "t".into(),
+                created_by: None,
+            },
+        };
+        assert_eq!(token.require(Permission::DevicesErase, later), Ok(()));
+        // A portal user holds no administrative permission.
+        let user = Principal {
+            actor: Actor::User("bob".into()),
+            label: "user:bob".into(),
+            permissions: PermissionSet::none(),
+            via: Via::Portal {
+                id: "p".into(),
+                username: "bob".into(),
+            },
+        };
+        assert!(user.require(Permission::DevicesRead, NOW).is_err());
+    }
+}

@@ -335,6 +335,10 @@ impl Stats {
 #[derive(Default)]
 struct Tracked {
     commands: Mutex<HashMap<String, TrackedCommand>>,
+    /// Acknowledgements of commands not tracked yet, kept only while an `enqueue` is waiting
+    /// for the API's reply (a polling device can fetch and answer a command before that reply
+    /// names it): the number of such enqueues, and the counts by UUID.
+    early: Mutex<(usize, HashMap<String, usize>)>,
     changed: Notify,
 }
 
@@ -1069,6 +1073,12 @@ impl Fleet {
             Stats::record(&self.stats.command_latency, tracked.enqueued_at.elapsed());
             drop(commands);
             self.tracked.changed.notify_waiters();
+        } else {
+            // Counted when `enqueue` learns the UUID (same lock order: commands, then early).
+            let mut early = lock(&self.tracked.early);
+            if early.0 > 0 {
+                *early.1.entry(uuid.to_owned()).or_default() += 1;
+            }
         }
     }
 
@@ -1086,28 +1096,60 @@ impl Fleet {
             queued: usize,
         }
         let started = Instant::now();
-        let response = self
-            .http
-            .post(format!("{}/api/v1/commands", self.options.server))
-            .bearer_auth(&self.options.api_token)
-            .json(&serde_json::json!({"targets": targets, "command": command}))
-            .send()
-            .await
-            .map_err(|e| SimError::Api(e.to_string()))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| SimError::Api(e.to_string()))?;
-        if !status.is_success() {
-            return Err(SimError::Api(format!("HTTP {}: {text}", status.as_u16())));
+        lock(&self.tracked.early).0 += 1;
+        let sent = async {
+            let response = self
+                .http
+                .post(format!("{}/api/v1/commands", self.options.server))
+                .bearer_auth(&self.options.api_token)
+                .json(&serde_json::json!({"targets": targets, "command": command}))
+                .send()
+                .await
+                .map_err(|e| SimError::Api(e.to_string()))?;
+            let status = response.status();
+            let text = response.text().await.map_err(|e| SimError::Api(e.to_string()))?;
+            if !status.is_success() {
+                return Err(SimError::Api(format!("HTTP {}: {text}", status.as_u16())));
+            }
+            serde_json::from_str::<Created>(&text).map_err(|e| SimError::Api(e.to_string()))
         }
-        let created: Created = serde_json::from_str(&text).map_err(|e| SimError::Api(e.to_string()))?;
-        lock(&self.tracked.commands).insert(
+        .await;
+        let created = match sent {
+            Ok(c) => c,
+            Err(e) => {
+                let mut early = lock(&self.tracked.early);
+                early.0 = early.0.saturating_sub(1);
+                if early.0 == 0 {
+                    early.1.clear();
+                }
+                return Err(e);
+            }
+        };
+        let mut commands = lock(&self.tracked.commands);
+        // Devices may have answered already (under the commands lock, no answer can slip
+        // between taking these and tracking the command).
+        let early = {
+            let mut early = lock(&self.tracked.early);
+            let n = early.1.remove(&created.command_uuid).unwrap_or(0);
+            early.0 = early.0.saturating_sub(1);
+            if early.0 == 0 {
+                early.1.clear();
+            }
+            n
+        };
+        for _ in 0..early {
+            Stats::record(&self.stats.command_latency, started.elapsed());
+        }
+        commands.insert(
             created.command_uuid.clone(),
             TrackedCommand {
                 enqueued_at: started,
                 targets: created.queued,
-                answered: 0,
+                answered: early,
             },
         );
+        drop(commands);
+        self.tracked.changed.notify_waiters();
         Ok(created.command_uuid)
     }
 
