@@ -185,6 +185,7 @@ fn issue_device(
         issued_via: IssuedVia::OneTimeChallenge,
         transaction_id: name.to_owned(),
         status: CertificateStatus::Active,
+        assigned_user: None,
     };
     store
         .put_record(Tree::Certificates, rec.serial.as_bytes(), &rec)

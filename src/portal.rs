@@ -1,20 +1,15 @@
 //! The end-user self-service portal's records: people with a local portal password (directory
-//! users need none here), which devices belong to whom, the one-time assignments that tie a
-//! device enrolled from the portal to its user, and erase requests for administrators.
+//! users need none here), which devices belong to whom, and erase requests for administrators.
+//! A device enrolled from a user's portal link is theirs because the SCEP challenge in its
+//! profile — and so its certificate — names them (`scep::registry::CertificateRecord`).
 //!
 //! A portal user sees and acts on their own devices only; everything else answers "not found",
 //! so the portal does not reveal which devices exist.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::inventory::record::Ownership;
-use crate::store::{Store, StoreError, StoreExt, Tree, WriteBatch, decode, encode, scan_all};
-
-/// Assignments from a portal enrollment profile stay valid this long (the device must enrol
-/// within it).
-pub const ASSIGNMENT_TTL: time::Duration = time::Duration::days(7);
+use crate::store::{Store, StoreError, StoreExt, Tree, decode, encode, scan_all};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortalUser {
@@ -82,32 +77,26 @@ pub fn device_user(store: &dyn Store, enrollment_id: &str) -> Result<Option<Stri
         .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
-/// Makes `username` (or nobody) the person `enrollment_id` belongs to.
+/// Makes `username` (or nobody) the person `enrollment_id` belongs to; both directions are
+/// written in one transaction, so concurrent changes cannot leave a stale owner behind.
 pub fn set_device_user(
     store: &dyn Store,
     enrollment_id: &str,
     username: Option<&str>,
 ) -> Result<(), StoreError> {
-    let mut batch = WriteBatch::default();
-    if let Some(previous) = device_user(store, enrollment_id)? {
-        batch.delete(Tree::UserDevices, user_device_key(&previous, enrollment_id));
-    }
-    match username {
-        Some(user) => {
-            batch.put(
-                Tree::DeviceUsers,
-                enrollment_id.as_bytes().to_vec(),
-                user.as_bytes().to_vec(),
-            );
-            batch.put(
-                Tree::UserDevices,
-                user_device_key(user, enrollment_id),
-                Vec::new(),
-            );
+    store.transaction(&|txn| {
+        if let Some(previous) = txn.get(Tree::DeviceUsers, enrollment_id.as_bytes())? {
+            let previous = String::from_utf8_lossy(&previous).into_owned();
+            txn.delete(Tree::UserDevices, &user_device_key(&previous, enrollment_id))?;
         }
-        None => batch.delete(Tree::DeviceUsers, enrollment_id.as_bytes().to_vec()),
-    }
-    store.apply(batch)
+        match username {
+            Some(user) => {
+                txn.put(Tree::DeviceUsers, enrollment_id.as_bytes(), user.as_bytes())?;
+                txn.put(Tree::UserDevices, &user_device_key(user, enrollment_id), &[])
+            }
+            None => txn.delete(Tree::DeviceUsers, enrollment_id.as_bytes()),
+        }
+    })
 }
 
 /// The devices that belong to `username`.
@@ -120,68 +109,9 @@ pub fn devices_of(store: &dyn Store, username: &str) -> Result<Vec<String>, Stor
         .collect())
 }
 
-/// Whether `enrollment_id` belongs to `username`.
+/// Whether `enrollment_id` belongs to `username` (the device's own record decides).
 pub fn owns(store: &dyn Store, username: &str, enrollment_id: &str) -> Result<bool, StoreError> {
-    Ok(store
-        .get(Tree::UserDevices, &user_device_key(username, enrollment_id))?
-        .is_some())
-}
-
-/// Who a device enrolled with a portal profile belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub username: String,
-    pub ownership: Ownership,
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-}
-
-fn tag_key(tag: &str) -> Vec<u8> {
-    Sha256::digest(tag.as_bytes()).to_vec()
-}
-
-/// A one-time tag for a profile's check-in URL; only its hash is stored.
-pub fn create_assignment(
-    store: &dyn Store,
-    username: &str,
-    ownership: Ownership,
-    now: OffsetDateTime,
-) -> Result<String, StoreError> {
-    let bytes: [u8; 20] = rand::random();
-    let tag = data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase();
-    let assignment = Assignment {
-        username: username.to_owned(),
-        ownership,
-        expires_at: now + ASSIGNMENT_TTL,
-    };
-    store.put_record(Tree::PortalAssignments, &tag_key(&tag), &assignment)?;
-    Ok(tag)
-}
-
-/// Takes the assignment for `tag` (once); `None` if unknown, used or expired.
-pub fn take_assignment(
-    store: &dyn Store,
-    tag: &str,
-    now: OffsetDateTime,
-) -> Result<Option<Assignment>, StoreError> {
-    if tag.is_empty() || tag.len() > 64 {
-        return Ok(None);
-    }
-    let key = tag_key(tag);
-    let taken = std::cell::RefCell::new(None);
-    store.transaction(&|txn| {
-        *taken.borrow_mut() = None;
-        let Some(bytes) = txn.get(Tree::PortalAssignments, &key)? else {
-            return Ok(());
-        };
-        txn.delete(Tree::PortalAssignments, &key)?;
-        let assignment: Assignment = decode(Tree::PortalAssignments, &key, &bytes)?;
-        if assignment.expires_at > now {
-            *taken.borrow_mut() = Some(assignment);
-        }
-        Ok(())
-    })?;
-    Ok(taken.into_inner())
+    Ok(device_user(store, enrollment_id)?.as_deref() == Some(username))
 }
 
 /// A user's request that their lost device be erased, for an administrator to decide.
@@ -213,9 +143,6 @@ pub fn erase_requests(store: &dyn Store) -> Result<Vec<EraseRequest>, StoreError
 mod tests {
     use super::*;
     use crate::store::MemoryStore;
-    use time::macros::datetime;
-
-    const NOW: OffsetDateTime = datetime!(2026-12-06 09:00 UTC);
 
     #[test]
     fn devices_follow_their_user_both_ways() {
@@ -233,26 +160,5 @@ mod tests {
         assert_eq!(device_user(&store, "D2").unwrap().as_deref(), Some("bob"));
         set_device_user(&store, "D1", None).unwrap();
         assert!(devices_of(&store, "alice").unwrap().is_empty());
-    }
-
-    #[test]
-    fn assignments_are_taken_once_and_expire() {
-        let store = MemoryStore::new();
-        let tag = create_assignment(&store, "alice", Ownership::Personal, NOW).unwrap();
-        let raw = scan_all(&store, Tree::PortalAssignments, b"").unwrap();
-        assert!(
-            !String::from_utf8_lossy(&raw[0].0).contains(&tag),
-            "only the hash is kept"
-        );
-        assert_eq!(
-            take_assignment(&store, &tag, NOW).unwrap().unwrap().username,
-            "alice"
-        );
-        assert_eq!(take_assignment(&store, &tag, NOW).unwrap(), None);
-        let late = create_assignment(&store, "bob", Ownership::Personal, NOW).unwrap();
-        assert_eq!(
-            take_assignment(&store, &late, NOW + ASSIGNMENT_TTL).unwrap(),
-            None
-        );
     }
 }

@@ -626,11 +626,13 @@ pub async fn list_sessions(state: web::Data<AppState>, req: HttpRequest) -> Resu
     let (store, policy) = (state.store.clone(), state.iam.settings().sessions);
     let now = state.clock.now();
     let list = web::block(move || -> Result<Vec<sessions::SessionView>, ApiError> {
-        Ok(sessions::of_user(store.as_ref(), &username)?
-            .into_iter()
-            .filter(|(_, r)| policy.expires_at(r) > now)
-            .map(|(_, r)| sessions::view(&policy, &r, current.as_deref()))
-            .collect())
+        Ok(
+            sessions::of_user(store.as_ref(), &username, sessions::Realm::Admin)?
+                .into_iter()
+                .filter(|(_, r)| policy.expires_at(r) > now)
+                .map(|(_, r)| sessions::view(&policy, &r, current.as_deref()))
+                .collect(),
+        )
     })
     .await
     .map_err(super::blocking_err)??;

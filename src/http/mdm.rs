@@ -68,11 +68,6 @@ enum Channel {
     Connect,
 }
 
-#[derive(serde::Deserialize)]
-struct AssignQuery {
-    assign: Option<String>,
-}
-
 async fn handle(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -87,13 +82,6 @@ async fn handle(
         .transpose()
         .map_err(|_| ApiError::DeviceUnauthorized("the Mdm-Signature header is not ASCII".into()))?;
     let now = state.clock.now();
-    // Portal enrollments: the profile's check-in URL names whom the device belongs to.
-    let assign = match channel {
-        Channel::Checkin => web::Query::<AssignQuery>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.into_inner().assign),
-        Channel::Connect => None,
-    };
     let (pki, store, mdm) = (state.pki.clone(), state.store.clone(), state.mdm.clone());
     let identities = state.identities.clone();
     let reply = web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
@@ -106,19 +94,10 @@ async fn handle(
             now,
         )?;
         Ok(match channel {
-            Channel::Checkin => {
-                let reply = mdm.checkin(&identity, &body, now)?;
-                if let Some(tag) = &assign
-                    && let Err(e) = mdm.claim_assignment(&identity, &body, tag, now)
-                {
-                    // The enrolment stands; an administrator can assign the device by hand.
-                    tracing::warn!(error = %e, "portal assignment not applied");
-                }
-                match reply {
-                    CheckinReply::Empty => None,
-                    CheckinReply::Plist(p) => Some(p),
-                }
-            }
+            Channel::Checkin => match mdm.checkin(&identity, &body, now)? {
+                CheckinReply::Empty => None,
+                CheckinReply::Plist(p) => Some(p),
+            },
             Channel::Connect => mdm.connect(&identity, &body, now)?,
         })
     })
@@ -149,8 +128,8 @@ async fn connect(
 }
 
 /// A signed enrollment profile with a fresh one-time SCEP challenge.
-/// `assign_to`: the portal user whose personal device this profile enrols (its check-in URL
-/// then carries a one-time assignment tag).
+/// `assign_to`: the portal user whose personal device this profile enrols (its SCEP challenge,
+/// and so the device's certificate, names them).
 pub async fn signed_profile(
     state: &web::Data<AppState>,
     actor: String,
@@ -165,23 +144,14 @@ pub async fn signed_profile(
     let (scep, settings, root) = (state.scep.clone(), state.enrollment.clone(), state.ca_der.clone());
     let (topic, can_wake) = state.push.topic();
     let signed = web::block(move || -> Result<Vec<u8>, ApiError> {
-        let challenge = scep.create_challenge(None, now, &actor)?;
-        let tag = match &assign_to {
-            Some(user) => Some(crate::portal::create_assignment(
-                scep.store().as_ref(),
-                user,
-                crate::inventory::record::Ownership::Personal,
-                now,
-            )?),
-            None => None,
-        };
+        // A portal user's link: the certificate this challenge pays for marks the device as theirs.
+        let challenge = scep.create_challenge_for(None, now, &actor, assign_to.as_deref())?;
         let xml = profile::build(&profile::ProfileParams {
             base_url: &settings.public_url,
             topic: &topic,
             organization: &settings.organization,
             root_der: &root,
             challenge: &challenge.challenge,
-            assignment_tag: tag.as_deref(),
         })
         .map_err(|e| ApiError::Internal(e.to_string()))?;
         signer.sign(&xml).map_err(|e| ApiError::Internal(e.to_string()))

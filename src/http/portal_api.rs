@@ -71,11 +71,9 @@ pub async fn login(
         source: source(&req),
         user_agent: None,
     };
-    // Portal names are counted apart from administrators' (a portal lockout must not lock
-    // an administrator of the same name, nor the reverse).
-    let key = format!("portal:{name}");
-    let (i2, k2, c2) = (iam.clone(), key.clone(), ctx.clone());
-    let attempt = match web::block(move || i2.begin_attempt(&k2, &c2, now))
+    // End users are counted apart from administrators (names and addresses alike).
+    let (i2, k2, c2) = (iam.clone(), name.clone(), ctx.clone());
+    let attempt = match web::block(move || i2.begin_portal_attempt(&k2, &c2, now))
         .await
         .map_err(blocking_err)?
     {
@@ -331,6 +329,8 @@ pub struct PortalAction {
     message: Option<String>,
     /// Lock / lost mode: a number to call.
     phone_number: Option<String>,
+    /// Lock a Mac: the six-digit PIN that unlocks it afterwards.
+    pin: Option<String>,
     /// Erase request: what happened.
     reason: Option<String>,
 }
@@ -341,12 +341,15 @@ pub async fn act(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<PortalAction>>,
+    body: web::Json<PortalAction>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = authenticate(&state, &req).await?;
     let username = user_of(&principal)?;
     let (id, what) = path.into_inner();
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    if !matches!(what.as_str(), "lock" | "lost_mode" | "locate" | "request_erase") || id.len() > 128 {
+        return Err(ApiError::NotFound);
+    }
+    let body = body.into_inner();
     let (store, u, i2) = (state.store.clone(), username.clone(), id.clone());
     let mine = web::block(move || portal::owns(store.as_ref(), &u, &i2))
         .await
@@ -388,17 +391,20 @@ pub async fn act(
             audit(&state, with_source(event, &req)).await;
             return Ok(HttpResponse::Accepted().json(serde_json::json!({ "requested": true })));
         }
-        "lock" | "lost_mode" | "locate" | "request_erase" => {
-            return Err(ApiError::Forbidden(
-                "your organisation does not allow this from the portal".into(),
-            ));
+        _ => {
+            let e = ApiError::Forbidden("your organisation does not allow this from the portal".into());
+            let event = AuditEvent::new(principal.actor.clone(), format!("portal.{what}"), Outcome::Denied)
+                .target(id.as_str())
+                .reason(e.to_string());
+            audit(&state, with_source(event, &req)).await;
+            return Err(e);
         }
-        _ => return Err(ApiError::NotFound),
     };
     let params = ActionParams {
         reason: format!("requested by {username} in the self-service portal"),
         message: body.message,
         phone_number: body.phone_number,
+        pin: body.pin,
         ..ActionParams::default()
     };
     let (mdm, now, label, i2) = (
@@ -491,10 +497,14 @@ pub async fn delete_user(
     username: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = authenticate(&state, &req).await?;
-    let username = username.into_inner();
+    let username = crate::iam::accounts::normalise_username(&username.into_inner());
     let (store, u) = (state.store.clone(), username.clone());
     let removed = web::block(move || -> Result<bool, ApiError> {
         let removed = portal::delete_user(store.as_ref(), &u)?;
+        // Their devices belong to nobody now: a later user of the same name inherits nothing.
+        for id in portal::devices_of(store.as_ref(), &u)? {
+            portal::set_device_user(store.as_ref(), &id, None)?;
+        }
         // Their portal sessions end with them.
         sessions::revoke_all_in(store.as_ref(), &u, sessions::Realm::Portal)?;
         Ok(removed)

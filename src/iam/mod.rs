@@ -160,7 +160,11 @@ mod tests {
 
     #[test]
     fn destructive_permissions_need_a_recent_sign_in_from_a_session() {
-        let fresh = session(NOW + time::Duration::minutes(3), vec![], BuiltinRole::Administrator);
+        let fresh = session(
+            NOW + time::Duration::minutes(3),
+            vec![],
+            BuiltinRole::Administrator,
+        );
         assert_eq!(fresh.require(Permission::DevicesErase, NOW), Ok(()));
         // Five minutes later the same session may still lock, but not erase.
         let later = NOW + time::Duration::minutes(5);

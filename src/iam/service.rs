@@ -211,6 +211,18 @@ impl IamService {
             .map_err(|until| IamError::Throttled { until })
     }
 
+    /// [`Self::begin_attempt`] for the self-service portal, counted apart from administrators.
+    pub fn begin_portal_attempt(
+        &self,
+        username: &str,
+        ctx: &ClientContext,
+        now: OffsetDateTime,
+    ) -> Result<Attempt, IamError> {
+        self.throttle
+            .begin_in("portal|", username, ctx.source.as_deref(), now)
+            .map_err(|until| IamError::Throttled { until })
+    }
+
     /// The error for a failed attempt (already counted), naming any lock it caused.
     pub fn fail(&self, attempt: &Attempt, reason: FailureReason) -> IamError {
         IamError::InvalidCredentials {

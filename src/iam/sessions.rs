@@ -199,21 +199,26 @@ pub fn end(store: &dyn Store, token: &str) -> Result<Option<SessionRecord>, Stor
     Ok(record)
 }
 
-/// Every session of `username`, live or not yet swept.
-pub fn of_user(store: &dyn Store, username: &str) -> Result<Vec<(Vec<u8>, SessionRecord)>, StoreError> {
+/// Every session of `username` in `realm`, live or not yet swept. (An administrator and an
+/// end user may share a name and still be two people.)
+pub fn of_user(
+    store: &dyn Store,
+    username: &str,
+    realm: Realm,
+) -> Result<Vec<(Vec<u8>, SessionRecord)>, StoreError> {
     let mut out = Vec::new();
     for (key, value) in scan_all(store, Tree::Sessions, b"")? {
         let record: SessionRecord = decode(Tree::Sessions, &key, &value)?;
-        if record.username == username {
+        if record.username == username && record.realm == realm {
             out.push((key, record));
         }
     }
     Ok(out)
 }
 
-/// Ends `username`'s session with public id `id`; false when they have none such.
+/// Ends administrator `username`'s session with public id `id`; false when they have none such.
 pub fn revoke(store: &dyn Store, username: &str, id: &str) -> Result<bool, StoreError> {
-    for (key, record) in of_user(store, username)? {
+    for (key, record) in of_user(store, username, Realm::Admin)? {
         if record.id == id {
             store.delete(Tree::Sessions, &key)?;
             return Ok(true);
@@ -222,10 +227,11 @@ pub fn revoke(store: &dyn Store, username: &str, id: &str) -> Result<bool, Store
     Ok(false)
 }
 
-/// Ends every session of `username` except `keep` (a public id); returns how many ended.
+/// Ends every session of administrator `username` except `keep` (a public id); returns how
+/// many ended.
 pub fn revoke_all(store: &dyn Store, username: &str, keep: Option<&str>) -> Result<usize, StoreError> {
     let mut n = 0;
-    for (key, record) in of_user(store, username)? {
+    for (key, record) in of_user(store, username, Realm::Admin)? {
         if keep != Some(record.id.as_str()) {
             store.delete(Tree::Sessions, &key)?;
             n += 1;
@@ -237,11 +243,9 @@ pub fn revoke_all(store: &dyn Store, username: &str, keep: Option<&str>) -> Resu
 /// Ends every session of `username` in `realm`; returns how many ended.
 pub fn revoke_all_in(store: &dyn Store, username: &str, realm: Realm) -> Result<usize, StoreError> {
     let mut n = 0;
-    for (key, record) in of_user(store, username)? {
-        if record.realm == realm {
-            store.delete(Tree::Sessions, &key)?;
-            n += 1;
-        }
+    for (key, _) in of_user(store, username, realm)? {
+        store.delete(Tree::Sessions, &key)?;
+        n += 1;
     }
     Ok(n)
 }
@@ -343,7 +347,7 @@ mod tests {
         let a1 = start(&store, "alice");
         let a2 = start(&store, "alice");
         let b = start(&store, "bob");
-        assert_eq!(of_user(&store, "alice").unwrap().len(), 2);
+        assert_eq!(of_user(&store, "alice", Realm::Admin).unwrap().len(), 2);
         assert!(
             !revoke(&store, "alice", &b.record.id).unwrap(),
             "not hers to revoke"

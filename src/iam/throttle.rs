@@ -50,13 +50,13 @@ impl Counter {
 }
 
 /// The keys of one attempt.
-fn keys(account: &str, source: Option<&str>) -> Vec<String> {
+fn keys(scope: &str, account: &str, source: Option<&str>) -> Vec<String> {
     let mut keys = Vec::with_capacity(2);
     if let Some(source) = source.map(source_group) {
         if !account.is_empty() {
-            keys.push(format!("pair:{account}\0{source}"));
+            keys.push(format!("pair:{scope}{account}\0{source}"));
         }
-        keys.push(format!("source:{source}"));
+        keys.push(format!("source:{scope}{source}"));
     }
     keys
 }
@@ -120,7 +120,19 @@ impl LoginThrottle {
         source: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Attempt, OffsetDateTime> {
-        let keys = keys(account, source);
+        self.begin_in("", account, source, now)
+    }
+
+    /// [`Self::begin`] with counters of their own (`scope`): the portal's end users, whose
+    /// typos must not lock administrators sharing an office's address out, nor the reverse.
+    pub fn begin_in(
+        &self,
+        scope: &str,
+        account: &str,
+        source: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Attempt, OffsetDateTime> {
+        let keys = keys(scope, account, source);
         let mut counters = self.counters();
         if let Some(until) = keys
             .iter()

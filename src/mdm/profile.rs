@@ -21,9 +21,6 @@ pub struct ProfileParams<'a> {
     pub root_der: &'a [u8],
     /// A fresh one-time SCEP challenge for this profile.
     pub challenge: &'a str,
-    /// A one-time tag (portal enrollments) carried in the check-in URL, naming whom the
-    /// enrolling device belongs to.
-    pub assignment_tag: Option<&'a str>,
 }
 
 fn payload(kind: &str, identifier: &str, uuid: &str, name: &str) -> Dictionary {
@@ -115,10 +112,7 @@ pub fn build(p: &ProfileParams<'_>) -> Result<Vec<u8>, plist::Error> {
     );
     mdm.insert(
         "CheckInURL".into(),
-        Value::String(match p.assignment_tag {
-            Some(tag) => format!("{}/mdm/checkin?assign={tag}", p.base_url),
-            None => format!("{}/mdm/checkin", p.base_url),
-        }),
+        Value::String(format!("{}/mdm/checkin", p.base_url)),
     );
     mdm.insert("SignMessage".into(), Value::Boolean(true));
     mdm.insert("AccessRights".into(), Value::Integer(8191.into()));
@@ -254,7 +248,6 @@ mod tests {
             organization: "Ministry",
             root_der: b"DER",
             challenge: "CHALLENGE",
-            assignment_tag: None,
         })
         .unwrap();
         let top: Dictionary = plist::from_bytes(&xml).unwrap();

@@ -255,51 +255,35 @@ impl MdmService {
         ))
     }
 
-    /// A device enrolling with a portal profile: its check-in URL carries a one-time tag; the
-    /// first accepted Authenticate or TokenUpdate with it makes the device its user's
-    /// (personal). Returns the user, when this request assigned the device.
-    pub fn claim_assignment(
+    /// Who a freshly authenticated device belongs to: the portal user its certificate's
+    /// challenge was made for (their personal link), made personal unless an administrator
+    /// already said otherwise; a device re-enrolling without one belongs to nobody any more.
+    fn apply_assignment(
         &self,
+        id: &str,
         identity: &DeviceIdentity,
-        body: &[u8],
-        tag: &str,
         now: OffsetDateTime,
-    ) -> Result<Option<String>, MdmError> {
-        let msg = parse_plist(body)?;
-        if !matches!(string(&msg, "MessageType"), Some("Authenticate" | "TokenUpdate")) {
-            return Ok(None);
+    ) -> Result<(), MdmError> {
+        let store = self.store.as_ref();
+        let assigned = crate::scep::registry::get(store, &identity.serial)?.and_then(|c| c.assigned_user);
+        let current = crate::portal::device_user(store, id)?;
+        if assigned == current {
+            return Ok(());
         }
-        let target = enrollment::resolve(&msg).map_err(|e| bad(e.to_string()))?;
-        if target.kind.is_user_channel() {
-            return Ok(None);
-        }
-        let record = self.authorise(&target, identity, now)?;
-        if crate::portal::device_user(self.store.as_ref(), &record.id)?.is_some() {
-            return Ok(None);
-        }
-        let Some(assignment) = crate::portal::take_assignment(self.store.as_ref(), tag, now)? else {
-            return Ok(None);
-        };
-        crate::portal::set_device_user(self.store.as_ref(), &record.id, Some(&assignment.username))?;
-        self.set_ownership(&record.id, assignment.ownership)?;
-        if let Some(log) = &self.audit {
-            use crate::audit::{Actor, AuditEvent, Outcome};
-            let event = AuditEvent::new(
-                Actor::User(assignment.username.clone()),
-                "device.assign",
-                Outcome::Success,
-            )
-            .target(record.id.as_str())
-            .reason(format!(
-                "enrolled from the portal as {}",
-                assignment.ownership.name()
-            ));
-            if let Err(e) = log.append(event, now) {
-                tracing::error!(enrollment = %record.id, error = %e, "audit record not written");
+        crate::portal::set_device_user(store, id, assigned.as_deref())?;
+        let reason = match &assigned {
+            Some(user) => {
+                if store.get(Tree::Ownership, id.as_bytes())?.is_none() {
+                    inventory::set_ownership(store, id, inventory::Ownership::Personal)?;
+                    inventory::drop_forbidden(store, id)?;
+                }
+                format!("enrolled with {user}'s personal link from the portal")
             }
-        }
-        tracing::info!(enrollment = %record.id, user = %assignment.username, "device assigned to its portal user");
-        Ok(Some(assignment.username))
+            None => "re-enrolled without a portal link: belongs to nobody".to_owned(),
+        };
+        self.audit_device(id, "device.assign", reason, now);
+        tracing::info!(enrollment = %id, user = ?assigned, "device assignment set at enrolment");
+        Ok(())
     }
 
     /// Records a device's own act (enrolment, check-out) in the audit log.
@@ -441,6 +425,7 @@ impl MdmService {
             target.id.as_bytes(),
         )?;
         self.put_enrollment(&record)?;
+        self.apply_assignment(&record.id, identity, now)?;
         tracing::info!(
             enrollment = %record.id, kind = ?record.kind, serial = %identity.serial, re_enrolled = previous.is_some(),
             cleared_commands = cleared, "device authenticated"
@@ -568,6 +553,10 @@ impl MdmService {
         record.bootstrap_token_sealed = None;
         self.put_enrollment(record)?;
         if !record.kind.is_user_channel() {
+            // A device that left management belongs to nobody: whoever enrols it next does.
+            if crate::portal::device_user(self.store.as_ref(), &record.id)?.is_some() {
+                crate::portal::set_device_user(self.store.as_ref(), &record.id, None)?;
+            }
             self.store
                 .delete(Tree::CertificateBindings, record.certificate_sha256.as_bytes())?;
             if let Err(e) = self.scep.revoke(&record.certificate_serial, now) {

@@ -21,6 +21,10 @@ pub struct ChallengeRecord {
     pub expires_at: OffsetDateTime,
     /// Who asked for it, for the audit trail ("cli", "api").
     pub created_by: String,
+    /// The portal user whose personal device this challenge enrols (from their enrollment
+    /// link): carried into the certificate it pays for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +50,7 @@ pub fn create(
     ttl: time::Duration,
     now: OffsetDateTime,
     created_by: &str,
+    assign_to: Option<&str>,
 ) -> Result<NewChallenge, StoreError> {
     let bytes: [u8; CHALLENGE_BYTES] = rand::random();
     let challenge = data_encoding::BASE32_NOPAD.encode(&bytes);
@@ -53,6 +58,7 @@ pub fn create(
         created_at: now,
         expires_at: now + ttl,
         created_by: created_by.to_owned(),
+        assign_to: assign_to.map(str::to_owned),
     };
     store.put_record(Tree::ScepChallenges, &key(&challenge), &record)?;
     Ok(NewChallenge {
@@ -62,11 +68,15 @@ pub fn create(
 }
 
 /// A read-only look, to refuse early before spending CA work on a request.
-pub fn check(store: &dyn Store, challenge: &str, now: OffsetDateTime) -> Result<(), ChallengeCheckError> {
+pub fn check(
+    store: &dyn Store,
+    challenge: &str,
+    now: OffsetDateTime,
+) -> Result<ChallengeRecord, ChallengeCheckError> {
     match store.get_record::<ChallengeRecord>(Tree::ScepChallenges, &key(challenge))? {
         None => Err(ChallengeRejection::Unknown.into()),
         Some(r) if r.expires_at <= now => Err(ChallengeRejection::Expired.into()),
-        Some(_) => Ok(()),
+        Some(r) => Ok(r),
     }
 }
 
@@ -126,7 +136,7 @@ mod tests {
     #[test]
     fn a_challenge_is_redeemed_once() {
         let store = MemoryStore::new();
-        let c = create(&store, time::Duration::hours(1), NOW, "test").unwrap();
+        let c = create(&store, time::Duration::hours(1), NOW, "test", None).unwrap();
         assert_eq!(c.challenge.len(), 32);
         check(&store, &c.challenge, NOW).unwrap();
         let redeem_once = || {
@@ -150,13 +160,13 @@ mod tests {
     #[test]
     fn expired_challenges_are_refused_and_purged() {
         let store = MemoryStore::new();
-        let c = create(&store, time::Duration::minutes(5), NOW, "test").unwrap();
+        let c = create(&store, time::Duration::minutes(5), NOW, "test", None).unwrap();
         let later = NOW + time::Duration::minutes(5);
         assert!(matches!(
             check(&store, &c.challenge, later),
             Err(ChallengeCheckError::Rejected(ChallengeRejection::Expired))
         ));
-        create(&store, time::Duration::hours(1), NOW, "test").unwrap();
+        create(&store, time::Duration::hours(1), NOW, "test", None).unwrap();
         assert_eq!(purge_expired(&store, later).unwrap(), 1);
         assert_eq!(
             store
@@ -172,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SledStore::open(&dir.path().join("db"), &Default::default()).unwrap());
-        let c = create(store.as_ref(), time::Duration::hours(1), NOW, "test").unwrap();
+        let c = create(store.as_ref(), time::Duration::hours(1), NOW, "test", None).unwrap();
         let winners: usize = (0..8)
             .map(|_| {
                 let (store, challenge) = (Arc::clone(&store), c.challenge.clone());

@@ -188,11 +188,15 @@ impl ScepService {
         let Some(challenge) = request.csr.challenge_password.as_deref() else {
             return self.refuse(request, FailInfo::BadRequest, "no challenge password");
         };
+        let mut assigned_user = None;
         let one_time = if self.static_challenge_matches(challenge) {
             None
         } else {
             match challenges::check(self.store.as_ref(), challenge, now) {
-                Ok(()) => Some(challenge),
+                Ok(record) => {
+                    assigned_user = record.assign_to;
+                    Some(challenge)
+                }
                 Err(ChallengeCheckError::Rejected(ChallengeRejection::Unknown)) => {
                     return self.refuse(request, FailInfo::BadRequest, "unknown or already used challenge");
                 }
@@ -207,7 +211,7 @@ impl ScepService {
         } else {
             IssuedVia::StaticChallenge
         };
-        self.issue_and_record(request, now, via, |tx| match one_time {
+        self.issue_and_record(request, now, via, assigned_user, |tx| match one_time {
             None => Ok(Settlement::Issued),
             Some(c) => Ok(match challenges::redeem(tx, c, now)? {
                 Ok(()) => Settlement::Issued,
@@ -235,6 +239,7 @@ impl ScepService {
             IssuedVia::Renewal {
                 previous_serial: previous.clone(),
             },
+            None,
             |tx| {
                 // Checked inside the transaction, so a revocation racing the renewal wins.
                 Ok(match registry::get_in(tx, &previous)?.map(|old| old.status) {
@@ -260,6 +265,7 @@ impl ScepService {
         request: &ScepRequest,
         now: OffsetDateTime,
         via: IssuedVia,
+        assigned_user: Option<String>,
         settle: impl Fn(&dyn crate::store::Txn) -> Result<Settlement, StoreError>,
     ) -> Result<Vec<u8>, ScepError> {
         let ca = self.pki.issuing_ca();
@@ -277,6 +283,7 @@ impl ScepService {
             issued_via: via,
             transaction_id: request.transaction_id.clone(),
             status: CertificateStatus::Active,
+            assigned_user,
         };
         let settlement = Mutex::new(Settlement::Refused(FailInfo::BadRequest, "not settled"));
         self.store.transaction(&|tx| {
@@ -350,11 +357,24 @@ impl ScepService {
         now: OffsetDateTime,
         created_by: &str,
     ) -> Result<challenges::NewChallenge, StoreError> {
+        self.create_challenge_for(ttl, now, created_by, None)
+    }
+
+    /// A challenge whose certificate marks the device as `assign_to`'s (a portal user's
+    /// personal enrollment).
+    pub fn create_challenge_for(
+        &self,
+        ttl: Option<time::Duration>,
+        now: OffsetDateTime,
+        created_by: &str,
+        assign_to: Option<&str>,
+    ) -> Result<challenges::NewChallenge, StoreError> {
         let created = challenges::create(
             self.store.as_ref(),
             ttl.unwrap_or(self.options.challenge_ttl),
             now,
             created_by,
+            assign_to,
         )?;
         tracing::info!(%created_by, expires_at = %created.expires_at, "SCEP challenge created");
         Ok(created)

@@ -45,6 +45,10 @@ pub struct CertificateRecord {
     /// SCEP transaction that obtained it.
     pub transaction_id: String,
     pub status: CertificateStatus,
+    /// The portal user the challenge was made for: the device enrolling with this certificate
+    /// is theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_user: Option<String>,
 }
 
 impl CertificateRecord {

@@ -1441,7 +1441,6 @@ mod tests {
             organization: "Ministry",
             root_der: b"DER",
             challenge: "CHALLENGE",
-            assignment_tag: None,
         })
         .unwrap();
         let p = EnrollmentProfile::parse(&xml).unwrap();

@@ -87,15 +87,12 @@ pub enum Tree {
     DeviceUsers,
     /// The same, the other way: `user name \0 enrollment ID` → empty.
     UserDevices,
-    /// One-time assignments carried by a portal user's enrollment profile: SHA-256 of the tag
-    /// → who the enrolling device belongs to.
-    PortalAssignments,
     /// Erase requests from the portal: `enrollment ID \0 micros` → request.
     EraseRequests,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 32] = [
+    pub const ALL: [Tree; 31] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
@@ -126,7 +123,6 @@ impl Tree {
         Tree::PortalUsers,
         Tree::DeviceUsers,
         Tree::UserDevices,
-        Tree::PortalAssignments,
         Tree::EraseRequests,
     ];
 
@@ -162,7 +158,6 @@ impl Tree {
             Tree::PortalUsers => "portal_users",
             Tree::DeviceUsers => "device_users",
             Tree::UserDevices => "user_devices",
-            Tree::PortalAssignments => "portal_assignments",
             Tree::EraseRequests => "erase_requests",
         }
     }

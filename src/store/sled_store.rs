@@ -65,8 +65,7 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::PortalUsers => 28,
         Tree::DeviceUsers => 29,
         Tree::UserDevices => 30,
-        Tree::PortalAssignments => 31,
-        Tree::EraseRequests => 32,
+        Tree::EraseRequests => 31,
     }
 }
 

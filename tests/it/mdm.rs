@@ -93,7 +93,12 @@ pub struct Device {
 impl Device {
     pub fn enrol(a: &Appliance, name: &str) -> Device {
         let c = challenge(a, None);
-        let e = scepclient(a, name, &c, &[]);
+        Self::enrol_with(a, name, &c)
+    }
+
+    /// Enrols with a given one-time challenge (e.g. the one in a downloaded profile).
+    pub fn enrol_with(a: &Appliance, name: &str, c: &str) -> Device {
+        let e = scepclient(a, name, c, &[]);
         assert!(
             e.out.status.success(),
             "scepclient: {}{}",

@@ -7,7 +7,7 @@ use reqwest::blocking::{Client, Response};
 use serde_json::{Value, json};
 
 use crate::harness::Appliance;
-use crate::mdm::{Device, api_token, plist, verify_profile};
+use crate::mdm::{Device, api_token, verify_profile};
 
 const COOKIE: &str = "__Host-citadel_portal";
 
@@ -122,30 +122,24 @@ fn users_enrol_and_act_on_their_own_devices_only() {
         .bytes()
         .unwrap();
     let profile = verify_profile(&a, &signed);
-    let mdm = profile["PayloadContent"]
+    let scep = profile["PayloadContent"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["PayloadType"] == "com.apple.mdm")
+        .find(|p| p["PayloadType"] == "com.apple.security.scep")
         .unwrap()
         .clone();
-    let check_in = mdm["CheckInURL"].as_str().unwrap().to_owned();
-    assert!(check_in.contains("/mdm/checkin?assign="), "{check_in}");
-    let check_in_path = &check_in[check_in.find("/mdm/").unwrap()..];
+    let challenge = scep["PayloadContent"]["Challenge"].as_str().unwrap().to_owned();
 
-    // Her phone enrols through that URL; Bob's iPad is enrolled by IT and assigned to him.
+    // Her phone enrols with that profile's challenge: its certificate names her, so the
+    // device is hers. Bob's iPad is enrolled by IT and assigned to him.
     let client = a.client();
-    let phone = Device::enrol(&a, "alice-phone");
-    let res = phone.send(
-        &client,
-        &a.url(check_in_path),
-        plist(
-            &json!({"MessageType": "Authenticate", "UDID": phone.udid, "Topic": "com.apple.mgmt.test",
-                      "Model": "iPhone15,2", "SerialNumber": "ALICEPHONE1", "OSVersion": "18.1"}),
-        ),
-    );
-    assert_eq!(res.status(), 200, "{}", res.text().unwrap_or_default());
+    let phone = Device::enrol_with(&a, "alice-phone", &challenge);
+    phone.authenticate(&a, &client);
     phone.token_update(&a, &client);
+    // A device enrolled with an administrator's challenge belongs to nobody.
+    let spare = Device::enrol(&a, "spare-phone");
+    spare.authenticate(&a, &client);
     let ipad = Device::enrol(&a, "bob-ipad");
     ipad.authenticate(&a, &client);
     ipad.token_update(&a, &client);
@@ -277,12 +271,33 @@ fn users_enrol_and_act_on_their_own_devices_only() {
     for expected in [
         "portal.login",
         "enrollment_link.create",
-        "device.assign",
         "device.action.lock",
         "portal.request_erase",
     ] {
         assert!(actions.contains(&expected), "{expected} not in {actions:?}");
     }
+    let assigned: Value = admin(
+        &a,
+        &token,
+        Method::GET,
+        &format!("/api/v1/audit?action=device.assign&target={}", phone.udid),
+        None,
+    )
+    .json()
+    .unwrap();
+    assert!(
+        assigned["items"][0]["reason"].as_str().unwrap().contains("alice"),
+        "{assigned}"
+    );
+    // When the phone leaves management it belongs to nobody: whoever enrols it next does.
+    let r = phone.checkin(
+        &a,
+        &client,
+        json!({"MessageType": "CheckOut", "UDID": phone.udid, "Topic": "com.apple.mgmt.test"}),
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(alice.me()["devices"].as_array().unwrap().len(), 0);
+
     // Signing out ends the portal session.
     assert_eq!(
         alice.send(Method::POST, "/api/v1/portal/logout", None).status(),
