@@ -402,6 +402,27 @@ impl MdmService {
             ));
         }
         let previous = enrollment::get(self.store.as_ref(), &target.id)?;
+        // A personal enrolment (a certificate from someone's portal link) never takes over a
+        // device that is enrolled and not already theirs: otherwise anyone with a portal
+        // account could claim, and cut off, a colleague's device by naming its UDID.
+        if let Some(old) = &previous
+            && old.status != EnrollmentStatus::Unenrolled
+            && old.certificate_sha256 != identity.sha256
+            && let Some(user) = crate::scep::registry::get(self.store.as_ref(), &identity.serial)?
+                .and_then(|c| c.assigned_user)
+            && crate::portal::device_user(self.store.as_ref(), &target.id)?.as_deref() != Some(user.as_str())
+        {
+            tracing::warn!(enrollment = %target.id, %user, "personal enrolment over an enrolled device refused");
+            self.audit_device(
+                &target.id,
+                "device.identity_mismatch",
+                format!("a certificate from {user}'s portal link tried to take over this enrolled device"),
+                now,
+            );
+            return Err(MdmError::Unauthorized(
+                "this device is enrolled; it must leave management before a personal enrolment".into(),
+            ));
+        }
         let cleared = queue::clear(self.store.as_ref(), &target.id, now)?;
         if let Some(old) = &previous
             && old.certificate_sha256 != identity.sha256

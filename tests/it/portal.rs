@@ -289,6 +289,41 @@ fn users_enrol_and_act_on_their_own_devices_only() {
         assigned["items"][0]["reason"].as_str().unwrap().contains("alice"),
         "{assigned}"
     );
+    // Bob cannot take Alice's enrolled phone over with a certificate from his own link.
+    let res = bob.send(Method::POST, "/api/v1/portal/enrollment-link", None);
+    let url = res.json::<Value>().unwrap()["url"].as_str().unwrap().to_owned();
+    let signed = a
+        .client()
+        .get(a.url(&url[url.find("/enroll/").unwrap()..]))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let bobs = verify_profile(&a, &signed)["PayloadContent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["PayloadType"] == "com.apple.security.scep")
+        .unwrap()["PayloadContent"]["Challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let impostor = Device::enrol_with(&a, "bob-impostor", &bobs);
+    let r = impostor.checkin(
+        &a,
+        &client,
+        json!({"MessageType": "Authenticate", "UDID": phone.udid, "Topic": "com.apple.mgmt.test"}),
+    );
+    assert_eq!(r.status(), 401);
+    assert_eq!(alice.me()["devices"].as_array().unwrap().len(), 1, "still hers");
+    assert!(
+        bob.me()["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["enrollment_id"] != phone.udid.as_str())
+    );
+
     // When the phone leaves management it belongs to nobody: whoever enrols it next does.
     let r = phone.checkin(
         &a,
