@@ -163,7 +163,9 @@ async fn refused(
 
 /// `POST /api/v1/portal/logout`.
 pub async fn logout(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    authenticate(&state, &req).await?;
+    let principal = authenticate(&state, &req).await?;
+    let event = AuditEvent::new(principal.actor.clone(), "portal.logout", Outcome::Success);
+    audit(&state, with_source(event, &req)).await;
     if let Some(token) = req.cookie(sessions::PORTAL_COOKIE).map(|c| c.value().to_owned()) {
         let iam = state.iam.clone();
         web::block(move || iam.logout(&token))
@@ -278,6 +280,9 @@ pub async fn privacy(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
     Ok(HttpResponse::Ok().json(PRIVACY_RULES))
 }
 
+/// Unused enrollment links one portal user may hold at once.
+const MAX_OPEN_LINKS: usize = 5;
+
 #[derive(Serialize)]
 struct PersonalLink {
     url: String,
@@ -294,8 +299,20 @@ pub async fn enrollment_link(state: web::Data<AppState>, req: HttpRequest) -> Re
     let username = user_of(&principal)?;
     let (store, now, ttl) = (state.store.clone(), state.clock.now(), state.enrollment.link_ttl);
     let u = username.clone();
-    let (token, link) = web::block(move || {
-        crate::mdm::profile::create_link(store.as_ref(), ttl, &format!("portal:{u}"), Some(&u), now)
+    let (token, link) = web::block(move || -> Result<_, ApiError> {
+        // Each link can mint a SCEP challenge: a person holds a few at a time, not thousands.
+        if crate::mdm::profile::open_links_of(store.as_ref(), &u, now)? >= MAX_OPEN_LINKS {
+            return Err(ApiError::Conflict(format!(
+                "you already have {MAX_OPEN_LINKS} unused enrollment links; use one or wait for them to expire"
+            )));
+        }
+        Ok(crate::mdm::profile::create_link(
+            store.as_ref(),
+            ttl,
+            &format!("portal:{u}"),
+            Some(&u),
+            now,
+        )?)
     })
     .await
     .map_err(blocking_err)??;

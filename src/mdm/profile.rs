@@ -198,6 +198,18 @@ pub enum LinkRefusal {
 }
 
 /// Redeems a link exactly once, even under concurrent requests.
+/// Unused, unexpired links made for `user` (the portal caps how many one person holds).
+pub fn open_links_of(store: &dyn Store, user: &str, now: OffsetDateTime) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for (k, v) in crate::store::scan_all(store, Tree::EnrollmentLinks, b"")? {
+        let link: EnrollmentLink = crate::store::decode(Tree::EnrollmentLinks, &k, &v)?;
+        if link.assigned_user.as_deref() == Some(user) && link.used_at.is_none() && link.expires_at > now {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 pub fn redeem_link(
     store: &dyn Store,
     token: &str,

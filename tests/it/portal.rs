@@ -112,6 +112,21 @@ fn users_enrol_and_act_on_their_own_devices_only() {
     let res = alice.send(Method::POST, "/api/v1/portal/enrollment-link", None);
     assert_eq!(res.status(), 201);
     let link: Value = res.json().unwrap();
+    // A person holds a few unused links at a time, not thousands.
+    for _ in 0..4 {
+        assert_eq!(
+            alice
+                .send(Method::POST, "/api/v1/portal/enrollment-link", None)
+                .status(),
+            201
+        );
+    }
+    assert_eq!(
+        alice
+            .send(Method::POST, "/api/v1/portal/enrollment-link", None)
+            .status(),
+        409
+    );
     assert!(link["qr_svg"].as_str().unwrap().contains("<svg"));
     let url = link["url"].as_str().unwrap();
     let signed = a
