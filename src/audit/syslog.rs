@@ -282,7 +282,19 @@ pub async fn forward(
     .unwrap_or_default();
     set(&|s| s.sent_through = sent.records);
     let mut connection: Option<(Box<dyn Stream>, std::time::Instant, Cursor)> = None;
-    let mut backoff = Duration::from_secs(1);
+    let backoff = std::cell::Cell::new(Duration::from_secs(1));
+    // Every failure: recorded for /healthz, then a growing pause before the next try.
+    let failing = |error: String| {
+        let now = clock.now();
+        set(&|s| {
+            s.connected = false;
+            s.last_error = Some(error.clone());
+            s.failing_since.get_or_insert(now);
+        });
+        let pause = backoff.get();
+        backoff.set((pause * 2).min(MAX_BACKOFF));
+        tokio::time::sleep(pause)
+    };
     loop {
         let lost = match connection.as_mut() {
             Some((stream, _, _)) => closed_by_peer(stream).await,
@@ -293,14 +305,7 @@ pub async fn forward(
             if let Some((_, _, connected_at)) = connection.take() {
                 sent = resend_point(connected_at, sent);
             }
-            let (now, text) = (clock.now(), "the collector closed the connection".to_owned());
-            set(&|s| {
-                s.connected = false;
-                s.last_error = Some(text.clone());
-                s.failing_since.get_or_insert(now);
-            });
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            failing("the collector closed the connection".to_owned()).await;
             continue;
         }
         let (l, s, h) = (Arc::clone(&log), Arc::clone(&store), target.hostname.clone());
@@ -332,15 +337,8 @@ pub async fn forward(
                     set(&|s| s.connected = true);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_secs = backoff.as_secs(), "audit forwarding cannot connect");
-                    let now = clock.now();
-                    set(&|s| {
-                        s.connected = false;
-                        s.last_error = Some(e.clone());
-                        s.failing_since.get_or_insert(now);
-                    });
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tracing::warn!(error = %e, retry_in_secs = backoff.get().as_secs(), "audit forwarding cannot connect");
+                    failing(e).await;
                     continue;
                 }
             }
@@ -362,7 +360,7 @@ pub async fn forward(
                 sent = through;
                 let resume = resend_point(*connected_at, sent);
                 if opened.elapsed() >= HEALTHY_AFTER {
-                    backoff = Duration::from_secs(1);
+                    backoff.set(Duration::from_secs(1));
                     set(&|s| {
                         s.last_error = None;
                         s.failing_since = None;
@@ -380,21 +378,14 @@ pub async fn forward(
                     tracing::error!(
                         "audit forwarding cursor not saved; records may be sent again after a restart"
                     );
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(backoff.get()).await;
                 }
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "audit forwarding lost its connection; resending");
                 sent = resend_point(*connected_at, sent);
                 connection = None;
-                let (now, text) = (clock.now(), e.to_string());
-                set(&|s| {
-                    s.connected = false;
-                    s.last_error = Some(text.clone());
-                    s.failing_since.get_or_insert(now);
-                });
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                failing(e.to_string()).await;
             }
             Err(_) => {
                 tracing::warn!("audit forwarding write timed out; reconnecting");

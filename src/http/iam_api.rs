@@ -132,16 +132,20 @@ async fn reachable(
     }
 }
 
-pub async fn list_users(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    authenticate(&state, &req).await?;
+/// Every administrator as the API shows them.
+async fn account_views(state: &web::Data<AppState>) -> Result<Vec<AccountView>, ApiError> {
     let store = state.store.clone();
-    let list: Vec<AccountView> = web::block(move || accounts::list(store.as_ref()))
+    Ok(web::block(move || accounts::list(store.as_ref()))
         .await
         .map_err(blocking_err)??
         .iter()
         .map(accounts::Account::view)
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
+        .collect())
+}
+
+pub async fn list_users(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    Ok(HttpResponse::Ok().json(account_views(&state).await?))
 }
 
 pub async fn get_user(
@@ -787,14 +791,7 @@ pub struct PasswordReset {
 }
 
 pub async fn socket_list_admins(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let store = state.store.clone();
-    let list: Vec<AccountView> = web::block(move || accounts::list(store.as_ref()))
-        .await
-        .map_err(blocking_err)??
-        .iter()
-        .map(accounts::Account::view)
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
+    Ok(HttpResponse::Ok().json(account_views(&state).await?))
 }
 
 pub async fn socket_reset_mfa(

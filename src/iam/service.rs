@@ -647,18 +647,7 @@ impl IamService {
         new_password: &str,
         now: OffsetDateTime,
     ) -> Result<crate::portal::PortalUser, IamError> {
-        let username = accounts::normalise_username(username);
-        if !accounts::valid_username(&username) {
-            return Err(IamError::BadRequest(
-                "a user name is 1 to 64 lower-case letters, digits, '.', '_', '-' or '@'".into(),
-            ));
-        }
-        let display_name = clean_display_name(display_name, &username)?;
-        password::check_policy(
-            new_password,
-            self.settings.min_password_chars,
-            &[&username, &display_name],
-        )?;
+        let (username, display_name) = self.new_identity(username, display_name, new_password)?;
         if crate::portal::get_user(self.store(), &username)?.is_some() {
             return Err(IamError::Conflict(format!(
                 "a portal user named {username} exists"
@@ -793,18 +782,7 @@ impl IamService {
             return Err(self.fail(&attempt, FailureReason::WrongBootstrapSecret));
         }
         self.attempt_undecided(&attempt);
-        let username = accounts::normalise_username(username);
-        if !accounts::valid_username(&username) {
-            return Err(IamError::BadRequest(
-                "a user name is 1 to 64 lower-case letters, digits, '.', '_', '-' or '@'".into(),
-            ));
-        }
-        let display_name = clean_display_name(display_name, &username)?;
-        password::check_policy(
-            new_password,
-            self.settings.min_password_chars,
-            &[&username, &display_name],
-        )?;
+        let (username, display_name) = self.new_identity(username, display_name, new_password)?;
         let account = Account {
             username: username.clone(),
             display_name,
@@ -1009,6 +987,29 @@ impl IamService {
         Ok(account)
     }
 
+    /// A new person's user name (normalised, checked), display name, and a password that
+    /// passes the policy.
+    fn new_identity(
+        &self,
+        username: &str,
+        display_name: &str,
+        new_password: &str,
+    ) -> Result<(String, String), IamError> {
+        let username = accounts::normalise_username(username);
+        if !accounts::valid_username(&username) {
+            return Err(IamError::BadRequest(
+                "a user name is 1 to 64 lower-case letters, digits, '.', '_', '-' or '@'".into(),
+            ));
+        }
+        let display_name = clean_display_name(display_name, &username)?;
+        password::check_policy(
+            new_password,
+            self.settings.min_password_chars,
+            &[&username, &display_name],
+        )?;
+        Ok((username, display_name))
+    }
+
     // --- administration of accounts and roles (the handlers check permissions) ---
 
     fn require_role(&self, role: &str) -> Result<(), IamError> {
@@ -1020,19 +1021,8 @@ impl IamService {
 
     pub fn create_account(&self, new: NewAccount, now: OffsetDateTime) -> Result<Account, IamError> {
         let _serial = self.serialise_administration();
-        let username = accounts::normalise_username(&new.username);
-        if !accounts::valid_username(&username) {
-            return Err(IamError::BadRequest(
-                "a user name is 1 to 64 lower-case letters, digits, '.', '_', '-' or '@'".into(),
-            ));
-        }
-        let display_name = clean_display_name(&new.display_name, &username)?;
         self.require_role(&new.role)?;
-        password::check_policy(
-            &new.password,
-            self.settings.min_password_chars,
-            &[&username, &display_name],
-        )?;
+        let (username, display_name) = self.new_identity(&new.username, &new.display_name, &new.password)?;
         let account = Account {
             username: username.clone(),
             display_name,
