@@ -132,6 +132,19 @@ pub fn request_erase(store: &dyn Store, request: &EraseRequest) -> Result<(), St
     store.put(Tree::EraseRequests, &key, &encode(request)?)
 }
 
+/// Removes the erase requests for `enrollment_id` (erased, or dismissed); returns how many.
+pub fn clear_erase_requests(store: &dyn Store, enrollment_id: &str) -> Result<usize, StoreError> {
+    let mut prefix = enrollment_id.as_bytes().to_vec();
+    prefix.push(0);
+    let mut n = 0;
+    for (k, _) in scan_all(store, Tree::EraseRequests, &prefix)? {
+        if store.delete(Tree::EraseRequests, &k)? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 pub fn erase_requests(store: &dyn Store) -> Result<Vec<EraseRequest>, StoreError> {
     scan_all(store, Tree::EraseRequests, b"")?
         .iter()

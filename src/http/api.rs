@@ -448,6 +448,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
                 );
                 r.add(
                     cfg,
+                    ApiResource::new("/erase-requests/{id}")
+                        .delete(perm(P::DevicesErase), portal_api::dismiss_erase_requests),
+                );
+                r.add(
+                    cfg,
                     ApiResource::new("/permissions").get(SignedIn, iam_api::permissions),
                 );
                 r.add(cfg, ApiResource::new("/routes").get(SignedIn, iam_api::routes));

@@ -249,6 +249,15 @@ pub async fn perform(
     match performed {
         Ok(taken) => {
             audit(&state, event.reason(reason)).await;
+            if action == Action::Erase {
+                // What a user asked for from the portal is done.
+                let (store, id) = (state.store.clone(), taken.enrollment_id.clone());
+                if let Ok(Err(e)) =
+                    web::block(move || crate::portal::clear_erase_requests(store.as_ref(), &id)).await
+                {
+                    tracing::warn!(error = %e, "erase requests not cleared");
+                }
+            }
             Ok(HttpResponse::Accepted().json(taken))
         }
         Err(e) => {

@@ -352,8 +352,8 @@ pub struct PortalAction {
     reason: Option<String>,
 }
 
-/// `POST /api/v1/portal/devices/{id}/{lock|lost_mode|locate|request_erase}` on one's own
-/// device.
+/// `POST /api/v1/portal/devices/{id}/{lock|lost_mode|found|locate|request_erase}` on one's
+/// own device (`found` ends lost mode).
 pub async fn act(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -363,7 +363,11 @@ pub async fn act(
     let principal = authenticate(&state, &req).await?;
     let username = user_of(&principal)?;
     let (id, what) = path.into_inner();
-    if !matches!(what.as_str(), "lock" | "lost_mode" | "locate" | "request_erase") || id.len() > 128 {
+    if !matches!(
+        what.as_str(),
+        "lock" | "lost_mode" | "found" | "locate" | "request_erase"
+    ) || id.len() > 128
+    {
         return Err(ApiError::NotFound);
     }
     let body = body.into_inner();
@@ -383,6 +387,7 @@ pub async fn act(
     let action = match what.as_str() {
         "lock" if settings.allow_lock => Action::Lock,
         "lost_mode" if settings.allow_locate => Action::EnableLostMode,
+        "found" if settings.allow_locate => Action::DisableLostMode,
         "locate" if settings.allow_locate => Action::Locate,
         "request_erase" if settings.allow_erase_request => {
             let reason: String = body.reason.unwrap_or_default().chars().take(500).collect();
@@ -589,4 +594,31 @@ pub async fn erase_requests(state: web::Data<AppState>, req: HttpRequest) -> Res
         .await
         .map_err(blocking_err)??;
     Ok(HttpResponse::Ok().json(list))
+}
+
+/// `DELETE /api/v1/erase-requests/{id}`: an administrator dismisses the requests for a device
+/// (erasing it clears them too).
+pub async fn dismiss_erase_requests(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = authenticate(&state, &req).await?;
+    let id = id.into_inner();
+    let (store, i2) = (state.store.clone(), id.clone());
+    let removed = web::block(move || portal::clear_erase_requests(store.as_ref(), &i2))
+        .await
+        .map_err(blocking_err)??;
+    if removed == 0 {
+        return Err(ApiError::NotFound);
+    }
+    let event = AuditEvent::new(
+        principal.actor.clone(),
+        "portal.erase_request.dismiss",
+        Outcome::Success,
+    )
+    .target(id.as_str())
+    .reason(format!("{removed} request(s)"));
+    audit(&state, with_source(event, &req)).await;
+    Ok(HttpResponse::NoContent().finish())
 }

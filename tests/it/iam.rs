@@ -584,6 +584,7 @@ const SPEC: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/v1/portal-users/{username}", "users.manage"),
     ("PUT", "/api/v1/devices/{id}/user", "devices.manage"),
     ("GET", "/api/v1/erase-requests", "devices.read"),
+    ("DELETE", "/api/v1/erase-requests/{id}", "devices.erase"),
 ];
 
 /// The path of a route with sample values for its parameters.

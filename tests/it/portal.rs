@@ -236,6 +236,22 @@ fn users_enrol_and_act_on_their_own_devices_only() {
         ),
         (Some("alice"), Some(phone.udid.as_str()))
     );
+    // An administrator may dismiss it (erasing the device would clear it too).
+    assert_eq!(
+        admin(
+            &a,
+            &token,
+            Method::DELETE,
+            &format!("/api/v1/erase-requests/{}", phone.udid),
+            None
+        )
+        .status(),
+        204
+    );
+    let requests: Vec<Value> = admin(&a, &token, Method::GET, "/api/v1/erase-requests", None)
+        .json()
+        .unwrap();
+    assert!(requests.is_empty());
     // The lock reached the device's queue.
     let next = phone
         .answer(&a, &client, "Idle", None, json!({}))
