@@ -131,6 +131,21 @@ fn session_info(
     }
 }
 
+/// The account a session belongs to and what it may do now.
+async fn account_and_permissions(
+    state: &web::Data<AppState>,
+    username: String,
+) -> Result<(accounts::Account, PermissionSet), ApiError> {
+    let store = state.store.clone();
+    web::block(move || -> Result<_, ApiError> {
+        let account = accounts::get(store.as_ref(), &username)?.ok_or(ApiError::Unauthorized)?;
+        let permissions = accounts::account_permissions(store.as_ref(), &account)?;
+        Ok((account, permissions))
+    })
+    .await
+    .map_err(super::blocking_err)?
+}
+
 /// Answers a successful sign-in: the new session's cookie and what it grants.
 async fn signed_in_response(state: &web::Data<AppState>, signed: SignedIn) -> Result<HttpResponse, ApiError> {
     let (store, account) = (state.store.clone(), signed.account.clone());
@@ -514,15 +529,8 @@ async fn respond_with_session(
     state: &web::Data<AppState>,
     session: NewSession,
 ) -> Result<HttpResponse, ApiError> {
-    let (store, username) = (state.store.clone(), session.record.username.clone());
-    let account = web::block(move || -> Result<_, ApiError> {
-        let account = accounts::get(store.as_ref(), &username)?.ok_or(ApiError::Unauthorized)?;
-        let permissions = accounts::account_permissions(store.as_ref(), &account)?;
-        Ok((account, permissions))
-    })
-    .await
-    .map_err(super::blocking_err)??;
-    let info = session_info(state, &account.0, &session.record, account.1);
+    let (account, permissions) = account_and_permissions(state, session.record.username.clone()).await?;
+    let info = session_info(state, &account, &session.record, permissions);
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&session.token))
         .json(info))
@@ -600,14 +608,7 @@ pub async fn confirm_totp(
         .reason(format!("{} recovery codes issued", codes.len()));
     audit(&state, with_source(event, &req)).await;
     let session = rotated(&state, &req, record, token).await?;
-    let (store, username) = (state.store.clone(), session.record.username.clone());
-    let (account, permissions) = web::block(move || -> Result<_, ApiError> {
-        let account = accounts::get(store.as_ref(), &username)?.ok_or(ApiError::Unauthorized)?;
-        let permissions = accounts::account_permissions(store.as_ref(), &account)?;
-        Ok((account, permissions))
-    })
-    .await
-    .map_err(super::blocking_err)??;
+    let (account, permissions) = account_and_permissions(&state, session.record.username.clone()).await?;
     let info = session_info(&state, &account, &session.record, permissions);
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&session.token))

@@ -379,11 +379,7 @@ impl IamService {
         ctx: &ClientContext,
         now: OffsetDateTime,
     ) -> Result<NewSession, StoreError> {
-        if let Err(e) = sessions::sweep(self.store(), &self.settings.sessions, now) {
-            tracing::warn!(error = %e, "expired sessions not swept");
-        }
-        sessions::create(
-            self.store(),
+        self.open_session(
             SessionStart {
                 username: &account.username,
                 realm: sessions::Realm::Admin,
@@ -395,6 +391,14 @@ impl IamService {
             },
             now,
         )
+    }
+
+    /// Creates a session, first sweeping expired ones so abandoned sessions do not pile up.
+    fn open_session(&self, start: SessionStart<'_>, now: OffsetDateTime) -> Result<NewSession, StoreError> {
+        if let Err(e) = sessions::sweep(self.store(), &self.settings.sessions, now) {
+            tracing::warn!(error = %e, "expired sessions not swept");
+        }
+        sessions::create(self.store(), start, now)
     }
 
     /// Signs in with user name, password and (when enrolled) a TOTP or recovery code.
@@ -602,11 +606,7 @@ impl IamService {
         ctx: &ClientContext,
         now: OffsetDateTime,
     ) -> Result<NewSession, StoreError> {
-        if let Err(e) = sessions::sweep(self.store(), &self.settings.sessions, now) {
-            tracing::warn!(error = %e, "expired sessions not swept");
-        }
-        sessions::create(
-            self.store(),
+        self.open_session(
             SessionStart {
                 username,
                 realm: sessions::Realm::Portal,

@@ -175,25 +175,21 @@ impl LoginThrottle {
     /// afresh; the address's counter drops by one (one good password must not wipe out its
     /// failures with other names).
     pub fn succeeded(&self, attempt: &Attempt) {
-        let mut counters = self.counters();
-        for key in &attempt.keys {
-            if key.starts_with("pair:") {
-                counters.remove(key);
-            } else if let Some(c) = counters.get_mut(key) {
-                c.failures = c.failures.saturating_sub(1);
-                if c.failures < c.limit {
-                    c.locked_until = None;
-                }
-            }
-        }
+        self.take_back(attempt, true);
     }
 
     /// Takes back an attempt that decided nothing (the directory could not be reached): every
     /// counter drops by one.
     pub fn cancel(&self, attempt: &Attempt) {
+        self.take_back(attempt, false);
+    }
+
+    fn take_back(&self, attempt: &Attempt, forget_pair: bool) {
         let mut counters = self.counters();
         for key in &attempt.keys {
-            if let Some(c) = counters.get_mut(key) {
+            if forget_pair && key.starts_with("pair:") {
+                counters.remove(key);
+            } else if let Some(c) = counters.get_mut(key) {
                 c.failures = c.failures.saturating_sub(1);
                 if c.failures < c.limit {
                     c.locked_until = None;
