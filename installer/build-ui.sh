@@ -62,8 +62,8 @@ if [[ "$installed_wb" != "$wb_version" ]]; then
 fi
 
 # 3. Compile the UI crate to wasm. The `wasm-release` profile optimises for
-# size (opt-level z, fat LTO, one codegen unit: ~410 KB wasm, ~113 KB brotli,
-# vs ~565 KB / 131 KB with the server's `release` profile). It is defined here
+# size (opt-level z, fat LTO, one codegen unit; for the first console shell this gave
+# ~410 KB wasm, ~113 KB brotli, vs ~565 KB / 131 KB with the server's `release` profile). It is defined here
 # through cargo's environment configuration unless the workspace defines it.
 profile="${CITADEL_UI_PROFILE:-wasm-release}"
 if [[ "$profile" == wasm-release ]] && ! grep -q '^\[profile\.wasm-release\]' Cargo.toml; then

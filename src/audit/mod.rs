@@ -329,6 +329,42 @@ impl AuditLog {
     }
 }
 
+impl AuditLog {
+    /// Records before sequence number `before` (all when `None`), newest first, that `filter`
+    /// keeps, at most `limit`: what a viewer shows first.
+    pub fn list_newest(
+        &self,
+        filter: &AuditFilter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let head = read_head(self.store.as_ref())?.map_or(0, |h| h.seq);
+        // Records run 1..=head; read them back in windows of PAGE.
+        let mut end = before.map_or(head, |b| b.saturating_sub(1).min(head));
+        let mut out = Vec::new();
+        while end > 0 {
+            let start = end.saturating_sub(PAGE as u64);
+            let page = self
+                .store
+                .scan_prefix(Tree::Audit, b"", Some(&key(start)), PAGE)?;
+            for (k, v) in page.iter().rev() {
+                let record: AuditRecord = decode(Tree::Audit, k, v)?;
+                if record.seq > end {
+                    continue;
+                }
+                if filter.keeps(&record) {
+                    out.push(record);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            end = start;
+        }
+        Ok(out)
+    }
+}
+
 /// Which records [`AuditLog::list`] returns.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

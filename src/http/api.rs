@@ -16,7 +16,9 @@ use actix_web::{FromRequest, Handler, HttpMessage, HttpRequest, HttpResponse, Re
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::{AppState, audit_api, auth_api, iam_api, inventory_api, mdm_api, portal_api, push_api};
+use super::{
+    AppState, audit_api, auth_api, iam_api, inventory_api, mdm_api, portal_api, push_api, reports_api,
+};
 use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::iam::permissions::Permission;
@@ -526,6 +528,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
                 );
                 r.add(
                     cfg,
+                    ApiResource::new("/commands/catalog").get(perm(P::CommandsRead), reports_api::catalog),
+                );
+                r.add(
+                    cfg,
                     ApiResource::new("/commands/{uuid}").get(perm(P::CommandsRead), mdm_api::get_command),
                 );
                 r.add(
@@ -539,6 +545,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
                 r.add(
                     cfg,
                     ApiResource::new("/reports/fleet").get(perm(P::DevicesRead), inventory_api::fleet_report),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/reports/fleet/{chart}")
+                        .get(perm(P::DevicesRead), reports_api::fleet_chart),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/status").get(SignedIn, reports_api::status),
                 );
                 r.add(
                     cfg,

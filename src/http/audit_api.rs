@@ -31,6 +31,10 @@ pub struct AuditQuery {
     until: Option<OffsetDateTime>,
     /// Records after this sequence number (the previous page's `next`).
     after: Option<u64>,
+    /// Newest first: records before this sequence number (the previous page's `next`).
+    before: Option<u64>,
+    /// `oldest` (default) or `newest` first.
+    order: Option<String>,
     limit: Option<usize>,
 }
 
@@ -51,7 +55,7 @@ impl AuditQuery {
 #[derive(Serialize)]
 struct AuditPage {
     items: Vec<AuditRecord>,
-    /// Pass as `after` for the next page; absent on the last one.
+    /// Pass as `after` (or, newest first, `before`) for the next page; absent on the last one.
     next: Option<u64>,
 }
 
@@ -62,15 +66,40 @@ pub async fn list(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate(&state, &req).await?;
-    let (filter, after, limit) = query.into_inner().into_parts();
+    let query = query.into_inner();
+    let newest_first = match query.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "order is oldest or newest, not {other:?}"
+            )));
+        }
+    };
+    let before = query.before;
+    if before.is_some() && !newest_first {
+        return Err(ApiError::BadRequest("before goes with order=newest".into()));
+    }
+    let (filter, after, limit) = query.into_parts();
+    if after.is_some() && newest_first {
+        return Err(ApiError::BadRequest(
+            "order=newest pages with before, not after".into(),
+        ));
+    }
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
     }
     let log = state.audit.clone();
-    let items = web::block(move || log.list(&filter, after.unwrap_or(0), limit))
-        .await
-        .map_err(blocking_err)??;
+    let items = web::block(move || {
+        if newest_first {
+            log.list_newest(&filter, before, limit)
+        } else {
+            log.list(&filter, after.unwrap_or(0), limit)
+        }
+    })
+    .await
+    .map_err(blocking_err)??;
     let next = (items.len() == limit)
         .then(|| items.last().map(|r| r.seq))
         .flatten();

@@ -13,7 +13,9 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::{Error, HttpRequest, HttpResponse, guard, web};
 use citadel_ui::{App, RouteMethod, shell};
 use leptos::config::LeptosOptions;
-use leptos_actix::{LeptosRoutes, generate_route_list, render_app_to_stream_with_context};
+use leptos::nonce::Nonce;
+use leptos::prelude::{provide_context, use_context};
+use leptos_actix::{LeptosRoutes, ResponseOptions, generate_route_list, render_app_to_stream_with_context};
 
 /// One embedded file of the built site (`target/site/pkg`).
 struct Asset {
@@ -65,7 +67,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(favicon))
             .route(web::head().to(favicon)),
     );
-    cfg.leptos_routes(generate_route_list(App), app_shell.clone());
+    cfg.leptos_routes_with_context(generate_route_list(App), page_context, app_shell.clone());
     // Everything else a browser might navigate to gets the console's 404 page.
     cfg.service(
         web::resource("/{tail:.*}")
@@ -73,11 +75,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .guard(guard::fn_guard(|ctx| !is_api_path(ctx.head().uri.path())))
             .wrap(from_fn(not_found_status))
             .route(render_app_to_stream_with_context(
-                || {},
+                page_context,
                 app_shell,
                 RouteMethod::Get,
             )),
     );
+}
+
+/// The Content-Security-Policy of a console page: scripts only from the appliance and the one
+/// inline module that starts hydration (by its per-response nonce), WebAssembly compiled from
+/// the appliance's bundle, no inline styles, nothing from anywhere else.
+pub fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self'; \
+         img-src 'self'; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// Runs before each page renders: a fresh nonce for the hydration script, and the policy that
+/// names it.
+fn page_context() {
+    let bytes: [u8; 16] = rand::random();
+    let nonce = data_encoding::BASE64URL_NOPAD.encode(&bytes);
+    if let Some(response) = use_context::<ResponseOptions>()
+        && let Ok(value) = header::HeaderValue::from_str(&content_security_policy(&nonce))
+    {
+        response.insert_header(header::CONTENT_SECURITY_POLICY, value);
+    }
+    provide_context(Nonce::from_value(nonce));
 }
 
 fn is_api_path(path: &str) -> bool {
@@ -190,6 +216,34 @@ mod tests {
             assert!(body.contains("/pkg/citadel_bg.wasm"), "{path}");
             assert!(!body.contains("data-hydrated"), "{path}");
         }
+
+        // Each page names a fresh nonce in its policy, and only the hydration script has it.
+        let mut nonces = Vec::new();
+        for _ in 0..2 {
+            let res = atest::call_service(&app, atest::TestRequest::get().uri("/devices").to_request()).await;
+            let policy = res
+                .headers()
+                .get(header::CONTENT_SECURITY_POLICY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            assert!(!policy.contains("unsafe-inline"), "{policy}");
+            let nonce = policy
+                .split("'nonce-")
+                .nth(1)
+                .and_then(|rest| rest.split('\'').next())
+                .unwrap_or_default()
+                .to_owned();
+            assert!(nonce.len() >= 22, "{policy}");
+            let body = String::from_utf8(atest::read_body(res).await.to_vec()).unwrap_or_default();
+            assert!(body.contains(&format!("nonce=\"{nonce}\"")), "{body}");
+            for (i, _) in body.match_indices("<script") {
+                let tag = body[i..].split('>').next().unwrap_or_default();
+                assert!(tag.contains(&format!("nonce=\"{nonce}\"")), "{tag}");
+            }
+            nonces.push(nonce);
+        }
+        assert_ne!(nonces[0], nonces[1]);
 
         let res =
             atest::call_service(&app, atest::TestRequest::get().uri("/no/such/page").to_request()).await;

@@ -312,9 +312,20 @@ pub async fn locations(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
+    /// The devices the list's filters match…
+    #[serde(default)]
     filter: DeviceFilter,
+    /// …or exactly these (a selection in the console); at most [`MAX_BULK_TARGETS`].
+    #[serde(default)]
+    targets: Option<Vec<String>>,
     params: ActionParams,
+    /// Only answer how many devices the action would reach and why the others would not.
+    #[serde(default)]
+    dry_run: bool,
 }
+
+/// The most devices a bulk action may name one by one (larger sets go by filter).
+const MAX_BULK_TARGETS: usize = 10_000;
 
 #[derive(Serialize)]
 struct BulkAccepted {
@@ -328,6 +339,15 @@ struct BulkAccepted {
     skipped: BTreeMap<String, usize>,
     /// Devices queued per second.
     pace_per_second: usize,
+}
+
+/// What a bulk action would do (`dry_run`): nothing is queued or audited.
+#[derive(Serialize)]
+struct BulkPlan {
+    action: Action,
+    matched: usize,
+    eligible: usize,
+    skipped: BTreeMap<String, usize>,
 }
 
 /// Devices per step of a bulk action, and the pause between steps: a bulk restart of every
@@ -346,18 +366,43 @@ pub async fn bulk(
 ) -> Result<HttpResponse, ApiError> {
     let actor = authenticate(&state, &req).await?;
     let action = parse_action(&action.into_inner())?;
-    let BulkRequest { mut filter, params } = body.into_inner();
+    let BulkRequest {
+        mut filter,
+        targets,
+        params,
+        dry_run,
+    } = body.into_inner();
+    if targets.as_ref().is_some_and(|t| t.len() > MAX_BULK_TARGETS) {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_BULK_TARGETS} targets; use a filter for more"
+        )));
+    }
     filter.status = Some(EnrollmentStatus::Active);
     let (mdm, now) = (state.mdm.clone(), state.clock.now());
     let plan_params = params.clone();
     let (ids, eligible, skipped) = web::block(move || -> Result<_, ApiError> {
-        let ids = mdm
-            .index()
-            .query(&filter, None, None, 0, usize::MAX, now)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?
-            .ids;
-        let mut eligible = Vec::new();
         let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+        let ids = match targets {
+            None => {
+                mdm.index()
+                    .query(&filter, None, None, 0, usize::MAX, now)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?
+                    .ids
+            }
+            Some(mut targets) => {
+                targets.sort();
+                targets.dedup();
+                let mut active = Vec::with_capacity(targets.len());
+                for id in targets {
+                    match mdm.enrollment(&id)? {
+                        Some(r) if r.status == EnrollmentStatus::Active => active.push(id),
+                        _ => *skipped.entry("not an active enrollment".to_owned()).or_default() += 1,
+                    }
+                }
+                active
+            }
+        };
+        let mut eligible = Vec::new();
         for id in &ids {
             let per_device = per_device_params(action, &plan_params, mdm.as_ref(), id)?;
             match mdm.check_action(id, action, &per_device) {
@@ -371,6 +416,14 @@ pub async fn bulk(
     })
     .await
     .map_err(blocking_err)??;
+    if dry_run {
+        return Ok(HttpResponse::Ok().json(BulkPlan {
+            action,
+            matched: ids.len() + skipped.values().sum::<usize>(),
+            eligible: eligible.len(),
+            skipped,
+        }));
+    }
     if action.is_destructive() {
         let expected = format!("ERASE {} DEVICES", eligible.len());
         if params.confirm.as_deref().map(str::trim) != Some(expected.as_str()) {

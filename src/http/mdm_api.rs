@@ -47,6 +47,8 @@ pub struct LinkRequest {
 struct LinkCreated {
     id: String,
     url: String,
+    /// The URL as a QR code (SVG) for a device's camera.
+    qr_svg: String,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
     warnings: Vec<&'static str>,
@@ -84,9 +86,11 @@ pub async fn create_link(
     if !state.push.topic().1 {
         warnings.push("no push certificate is imported: enrolled devices cannot be woken until one is");
     }
+    let url = format!("{}/enroll/{token}", state.enrollment.public_url);
     Ok(HttpResponse::Created().json(LinkCreated {
         id: link.id,
-        url: format!("{}/enroll/{token}", state.enrollment.public_url),
+        qr_svg: super::qr_svg(&url)?,
+        url,
         expires_at: link.expires_at,
         warnings,
     }))
@@ -257,6 +261,9 @@ struct DeliveryView {
     error_chain: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<serde_json::Value>,
+    /// The device's answer as it sent it (XML plist), with the full result only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_plist: Option<String>,
 }
 
 impl DeliveryView {
@@ -269,10 +276,13 @@ impl DeliveryView {
             .as_ref()
             .and_then(|p| p.get("ErrorChain"))
             .map(schema::plist_to_json);
-        let result = if with_result {
-            parsed.map(|p| schema::plist_to_json(&Value::Dictionary(p)))
+        let (result, result_plist) = if with_result {
+            (
+                parsed.map(|p| schema::plist_to_json(&Value::Dictionary(p))),
+                d.result.as_ref().map(|raw| xml_text(&raw.bytes())),
+            )
         } else {
-            None
+            (None, None)
         };
         Self {
             enrollment_id: d.enrollment_id,
@@ -283,8 +293,23 @@ impl DeliveryView {
             not_now_count: d.not_now_count,
             error_chain,
             result,
+            result_plist,
         }
     }
+}
+
+/// A plist as XML text for people to read (binary plists converted; anything else as lossy
+/// UTF-8).
+fn xml_text(bytes: &[u8]) -> String {
+    if bytes.starts_with(b"bplist")
+        && let Ok(value) = plist::from_bytes::<Value>(bytes)
+    {
+        let mut out = Vec::new();
+        if plist::to_writer_xml(&mut out, &value).is_ok() {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+    }
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[derive(Serialize)]
@@ -296,6 +321,8 @@ struct CommandView {
     created_by: String,
     priority: u8,
     command: serde_json::Value,
+    /// The command exactly as devices receive it (XML plist).
+    command_plist: String,
     targets: Vec<DeliveryView>,
 }
 
@@ -328,6 +355,7 @@ pub async fn get_command(
         created_by: record.created_by,
         priority: record.priority,
         command,
+        command_plist: record.plist,
         targets: deliveries
             .into_iter()
             .map(|d| DeliveryView::new(d, true))
@@ -735,6 +763,19 @@ struct DeviceDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_push: Option<crate::push::PushState>,
     commands: Vec<HistoryItem>,
+    /// The remote actions: whether the caller may take them and whether this device can.
+    actions: Vec<ActionAvailability>,
+}
+
+#[derive(Serialize)]
+struct ActionAvailability {
+    action: crate::mdm::actions::Action,
+    request_type: &'static str,
+    /// The caller holds the action's permission.
+    permitted: bool,
+    /// Why the device cannot take it now (ownership's privacy rules, platform, state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unavailable: Option<String>,
 }
 
 pub async fn get_device(
@@ -742,7 +783,7 @@ pub async fn get_device(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&state, &req).await?;
+    let principal = authenticate(&state, &req).await?;
     let id = id.into_inner();
     let (mdm, store) = (state.mdm.clone(), state.store.clone());
     let found = web::block(move || -> Result<Option<DeviceDetail>, ApiError> {
@@ -764,7 +805,20 @@ pub async fn get_device(
                 delivery: DeliveryView::new(d, false),
             })
             .collect();
+        let actions = mdm
+            .action_availability(&id)?
+            .into_iter()
+            .map(|(action, unavailable)| ActionAvailability {
+                action,
+                request_type: action.request_type(),
+                permitted: principal
+                    .permissions
+                    .contains(crate::iam::permissions::Permission::for_action(action)),
+                unavailable,
+            })
+            .collect();
         Ok(Some(DeviceDetail {
+            actions,
             device,
             pending_commands: pending,
             inventory,

@@ -11,6 +11,7 @@ mod mdm_api;
 pub mod middleware;
 pub mod portal_api;
 mod push_api;
+mod reports_api;
 pub mod scep;
 pub mod tls;
 
@@ -177,6 +178,15 @@ struct TlsHealth {
     #[serde(with = "time::serde::rfc3339")]
     expires_at: time::OffsetDateTime,
     days_left: i64,
+}
+
+/// `text` as a QR code (SVG, drawn here: the appliance is offline).
+pub(crate) fn qr_svg(text: &str) -> Result<String, crate::error::ApiError> {
+    Ok(qrcode::QrCode::new(text.as_bytes())
+        .map_err(|e| crate::error::ApiError::Internal(e.to_string()))?
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build())
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {

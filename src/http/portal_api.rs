@@ -196,6 +196,8 @@ struct MyDevice {
 #[derive(Serialize)]
 struct Me {
     username: String,
+    /// The session's CSRF token (a reloaded page has lost the one sign-in returned).
+    csrf_token: String,
     devices: Vec<MyDevice>,
 }
 
@@ -204,6 +206,16 @@ struct Me {
 pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let principal = authenticate(&state, &req).await?;
     let username = user_of(&principal)?;
+    let token = req
+        .cookie(sessions::PORTAL_COOKIE)
+        .map(|c| c.value().to_owned())
+        .ok_or(ApiError::Unauthorized)?;
+    let (iam, now) = (state.iam.clone(), state.clock.now());
+    let csrf_token = web::block(move || iam.portal_session(&token, now))
+        .await
+        .map_err(blocking_err)??
+        .ok_or(ApiError::Unauthorized)?
+        .csrf_token;
     let (store, u, settings) = (state.store.clone(), username.clone(), state.portal.clone());
     let devices = web::block(move || -> Result<Vec<MyDevice>, ApiError> {
         let mut out = Vec::new();
@@ -224,7 +236,13 @@ pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
     })
     .await
     .map_err(blocking_err)??;
-    Ok(HttpResponse::Ok().json(Me { username, devices }))
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(Me {
+            username,
+            csrf_token,
+            devices,
+        }))
 }
 
 #[derive(Serialize)]
@@ -317,11 +335,7 @@ pub async fn enrollment_link(state: web::Data<AppState>, req: HttpRequest) -> Re
     .await
     .map_err(blocking_err)??;
     let url = format!("{}/enroll/{token}", state.enrollment.public_url);
-    let qr_svg = qrcode::QrCode::new(url.as_bytes())
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(200, 200)
-        .build();
+    let qr_svg = super::qr_svg(&url)?;
     let event = AuditEvent::new(
         principal.actor.clone(),
         "enrollment_link.create",

@@ -33,6 +33,20 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order the console shows them.
+    pub const ALL: [Action; 10] = [
+        Action::Lock,
+        Action::EnableLostMode,
+        Action::DisableLostMode,
+        Action::Locate,
+        Action::PlaySound,
+        Action::Restart,
+        Action::ShutDown,
+        Action::ClearPasscode,
+        Action::Retire,
+        Action::Erase,
+    ];
+
     pub fn parse(name: &str) -> Option<Self> {
         serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
     }

@@ -660,6 +660,26 @@ impl MdmService {
         self.checked_action(id, action, params).map(|_| ())
     }
 
+    /// For each action, why this device cannot take it now (`None`: it can, given the right
+    /// parameters). The console offers only what could work.
+    pub fn action_availability(&self, id: &str) -> Result<Vec<(actions::Action, Option<String>)>, MdmError> {
+        let probe = actions::ActionParams {
+            reason: "availability check".into(),
+            ..actions::ActionParams::default()
+        };
+        let mut out = Vec::with_capacity(actions::Action::ALL.len());
+        for action in actions::Action::ALL {
+            let why = match self.checked_action(id, action, &probe) {
+                // Missing parameters are the administrator's to give.
+                Ok(_) | Err(MdmError::BadRequest(_)) => None,
+                Err(e @ (MdmError::Refused(_) | MdmError::Precondition(_))) => Some(e.to_string()),
+                Err(e) => return Err(e),
+            };
+            out.push((action, why));
+        }
+        Ok(out)
+    }
+
     fn checked_action(
         &self,
         id: &str,

@@ -8,9 +8,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{Appliance, free_port, text};
+use crate::iam::{bootstrap_secret, totp};
+use crate::mdm::api_token;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct Browser {
     driver: Child,
@@ -138,10 +142,80 @@ impl Browser {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "timed out waiting for {what}"
+                "timed out waiting for {what} at {}: {}",
+                self.js("return location.href"),
+                self.js("return document.body.innerText")
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Runs `script` with a `done` callback as its last argument and returns what it passes.
+    fn js_async(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/async",
+            json!({ "script": script, "args": [] }),
+        )
+    }
+
+    /// The WebDriver element matching `css`, waiting for it to appear.
+    fn find(&self, css: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let url = format!("{}/session/{}/element", self.base, self.session);
+            let res: Value = self
+                .http
+                .post(url)
+                .json(&json!({ "using": "css selector", "value": css }))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if let Some(id) = res["value"][ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no element {css}: {}",
+                self.js("return document.body.innerText")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.find(css);
+        self.call(reqwest::Method::POST, &format!("/element/{id}/click"), json!({}));
+    }
+
+    /// Types into a field as a user would (key events, so the page's bindings see it).
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.call(reqwest::Method::POST, &format!("/element/{id}/clear"), json!({}));
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        );
+    }
+
+    fn text_of(&self, css: &str) -> String {
+        self.find(css);
+        self.js(&format!(
+            "return document.querySelector({}).innerText",
+            json!(css)
+        ))
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
+    fn wait_text(&self, what: &str, needle: &str) {
+        self.wait_for(
+            what,
+            &format!("return document.body.innerText.includes({})", json!(needle)),
+        );
     }
 
     /// Browser console entries since the last call.
@@ -172,62 +246,437 @@ impl Drop for Browser {
     }
 }
 
+/// Screenshots of the main pages, kept as CI artefacts: `target/ui-screenshots/`.
 fn screenshot_path(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let dir = target.join("ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
 
+/// Signs in through the form; `code` for accounts with a second factor.
+fn sign_in(browser: &Browser, a: &Appliance, username: &str, password: &str, code: Option<&str>) {
+    browser.goto(&a.url("/login"));
+    browser.wait_for("hydration", "return document.body.dataset.hydrated === 'true'");
+    browser.type_into("#username", username);
+    browser.type_into("#password", password);
+    if let Some(code) = code {
+        browser.type_into("#code", code);
+    }
+    browser.click("form button[type=submit]");
+    browser.wait_for(
+        "signed in",
+        "return location.pathname !== '/login' && document.body.dataset.hydrated === 'true' && !!document.querySelector('.user-menu')",
+    );
+}
+
+fn sign_out(browser: &Browser) {
+    browser.click(".user-menu button");
+    browser.wait_for("sign-in page", "return location.pathname === '/login'");
+}
+
+/// Every console error or CSP violation the browser logged.
+fn assert_no_console_errors(browser: &Browser) {
+    let errors: Vec<Value> = browser
+        .console()
+        .into_iter()
+        .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
+        // Refused API calls are logged by the browser: the session probe before signing in
+        // (401) and the help desk's erase attempt (403).
+        .filter(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            !m.contains("status of 403") && !m.contains("/api/v1/auth/session - Failed to load resource: the server responded with a status of 401")
+        })
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}
+
+const OWNER: &str = "olivia";
+const OWNER_PASSWORD: &str = "violet tram orbits the quay";
+const HELP_DESK: &str = "harold";
+const HELP_DESK_PASSWORD: &str = "seven lanterns over the weir";
+
+/// The issue's walk through the console in Chromium: first sign-in and TOTP set-up, sign-in with
+/// TOTP, simulated devices appearing, filtering, a device's page, DeviceLock sent and
+/// acknowledged, the audit entry; a help-desk user without the Erase button who gets 403 when
+/// calling erase anyway. Screenshots of each main page.
 #[test]
-fn console_renders_hydrates_and_navigates_in_chromium() {
+fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
     let a = Appliance::start();
     // The server-rendered page must not claim to be hydrated: only the wasm may set it.
-    let html = a.client().get(a.url("/")).send().unwrap().text().unwrap();
+    let res = a.client().get(a.url("/devices")).send().unwrap();
+    let policy = res
+        .headers()
+        .get("content-security-policy")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(policy.contains("script-src 'self' 'nonce-"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = res.text().unwrap();
     assert!(html.contains("<nav"), "{html}");
     assert!(!html.contains("data-hydrated"), "{html}");
 
+    // The first Owner, with the bootstrap secret (as `citadel serve` printed it).
+    let setup = a
+        .client()
+        .post(a.url("/api/v1/setup"))
+        .json(
+            &json!({ "bootstrap_secret": bootstrap_secret(&a), "username": OWNER,
+                       "display_name": "Olivia Owner", "password": OWNER_PASSWORD }),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(setup.status(), 200, "{}", setup.text().unwrap());
+
     let home = a.tmp.path().join("browser-home");
     let browser = Browser::launch(&home, &a.export_ca());
-    browser.goto(&a.url("/"));
-    browser.wait_for("hydration", "return document.body.dataset.hydrated === 'true'");
 
+    // Not signed in: any page leads to the sign-in form, and back after it.
+    browser.goto(&a.url("/devices?platform=ios"));
+    browser.wait_for(
+        "redirect to sign-in",
+        "return location.pathname === '/login' && document.body.dataset.hydrated === 'true'",
+    );
     let loaded =
         browser.js("return performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)");
     let loaded: Vec<String> = serde_json::from_value(loaded).unwrap();
-    assert!(
-        loaded
-            .iter()
-            .any(|p| p.starts_with("/pkg/") && p.ends_with(".js")),
-        "{loaded:?}"
-    );
-    assert!(
-        loaded
-            .iter()
-            .any(|p| p.starts_with("/pkg/") && p.ends_with(".wasm")),
-        "{loaded:?}"
-    );
-    let title = browser.js("return document.title");
-    assert!(title.as_str().unwrap_or_default().contains("Citadel"), "{title}");
-    browser.screenshot(&screenshot_path("dashboard.png"));
+    assert!(loaded.iter().any(|p| p == "/pkg/citadel.js"), "{loaded:?}");
+    assert!(loaded.iter().any(|p| p == "/pkg/citadel_bg.wasm"), "{loaded:?}");
+    // Nothing from anywhere but the appliance.
+    let origin = a.url("");
+    let foreign = browser.js(&format!(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith({}))",
+        json!(origin.trim_end_matches('/'))
+    ));
+    assert_eq!(foreign, json!([]));
+    browser.screenshot(&screenshot_path("sign-in.png"));
 
-    // Client-side navigation works after hydration: no full page load.
-    browser.js("window.__citadel_marker = 1; return null");
+    // First sign-in: no second factor yet, so the account page asks for one.
+    browser.type_into("#username", OWNER);
+    browser.type_into("#password", OWNER_PASSWORD);
+    browser.click("form button[type=submit]");
+    browser.wait_for(
+        "account set-up",
+        "return location.pathname === '/account' && !!document.querySelector('#totp-secret')",
+    );
+    let secret = browser.text_of("#totp-secret");
+    browser.type_into("#totp-code", &totp(&secret, 0));
+    browser.click("#totp-code ~ button[type=submit]");
+    browser.wait_for(
+        "recovery codes",
+        "return document.querySelectorAll('.codes li').length === 10",
+    );
+    sign_out(&browser);
+
+    // Signing in with the TOTP code (the next step's: each code works once).
+    sign_in(&browser, &a, OWNER, OWNER_PASSWORD, Some(&totp(&secret, 1)));
+    browser.wait_for(
+        "dashboard",
+        "return location.pathname === '/' && document.querySelector('h1')?.textContent === 'Dashboard'",
+    );
+    browser.wait_text("empty fleet", "No devices yet");
+
+    // Simulated devices enrol (polling every second, so commands are answered without APNs).
+    let token = api_token(&a);
+    let mut simulator = a
+        .cmd()
+        .args([
+            "simulate",
+            "--server",
+            &a.url(""),
+            "--ca",
+            a.export_ca().to_str().unwrap(),
+            "--api-token",
+            &token,
+            "--devices",
+            "6",
+            "--concurrency",
+            "3",
+            "--duration",
+            "300s",
+            "--mix",
+            "iphone=1,mac=1",
+            "--poll-interval",
+            "1s",
+            "--seed",
+            "9",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _simulator = Kill(&mut simulator);
+
     browser.js("document.querySelector('nav a[href=\"/devices\"]').click(); return null");
-    browser.wait_for("devices page", "return location.pathname === '/devices' && document.querySelector('h1')?.textContent.includes('Devices')");
+    let started = Instant::now();
+    loop {
+        browser.wait_for(
+            "device list",
+            "return !!document.querySelector('.table.devices, .empty-state')",
+        );
+        if browser.js("return document.body.innerText.includes('of 6 devices')") == json!(true) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "devices did not appear"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        browser.goto(&a.url("/devices"));
+    }
+    browser.wait_for("hydration", "return document.body.dataset.hydrated === 'true'");
+    browser.screenshot(&screenshot_path("devices.png"));
+
+    // Client-side navigation and filtering: no full page load.
+    browser.js("window.__citadel_marker = 1; return null");
+    browser.js("const s = document.querySelector('#filter-platform'); s.value = 'ios'; s.dispatchEvent(new Event('change')); return null");
+    browser.wait_for(
+        "filtered list",
+        "return location.search.includes('platform=ios') && document.body.innerText.includes('of 3 devices')",
+    );
+    let platforms = browser.js("return [...document.querySelectorAll('.table.devices tbody tr')].map(r => r.innerText.includes('iOS'))");
+    assert_eq!(platforms, json!([true, true, true]));
     assert_eq!(
         browser.js("return window.__citadel_marker"),
         json!(1),
-        "navigation reloaded the page"
+        "filtering reloaded the page"
     );
     assert_eq!(
         browser.js("return document.querySelector('nav a[aria-current=\"page\"]')?.getAttribute('href')"),
         json!("/devices")
     );
 
-    let errors: Vec<Value> = browser
-        .console()
-        .into_iter()
-        .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
-        .collect();
-    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    // Open the first iPhone, lock it, and watch the command be acknowledged.
+    browser.click(".table.devices tbody tr td a");
+    browser.wait_for("device page", "return location.pathname.startsWith('/devices/') && !!document.querySelector('button[data-action=lock]')");
+    let device_path = browser
+        .js("return location.pathname")
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let device_id = device_path.trim_start_matches("/devices/").to_owned();
+    assert!(browser.js("return !!document.querySelector('button[data-action=erase]')") == json!(true));
+    browser.click("button[data-action=lock]");
+    browser.type_into("#action-reason", "Reported lost in ward 4");
+    browser.type_into("#action-message", "Please return to IT");
+    browser.click("button[data-confirm=action]");
+    browser.wait_text("command in history", "DeviceLock");
+    browser.wait_for(
+        "DeviceLock acknowledged",
+        "return [...document.querySelectorAll('#commands tr')].some(r => r.innerText.includes('DeviceLock') && r.innerText.toLowerCase().includes('acknowledged'))",
+    );
+    browser.screenshot(&screenshot_path("device.png"));
+
+    // The raw plist of the command and of the device's answer.
+    browser.js("const d = [...document.querySelectorAll('#commands tr')].find(r => r.innerText.includes('DeviceLock')).querySelector('details'); d.open = true; d.dispatchEvent(new Event('toggle')); return null");
+    browser.wait_for(
+        "plists",
+        "return [...document.querySelectorAll('pre.plist')].length === 2",
+    );
+    let plists = browser.js("return [...document.querySelectorAll('pre.plist')].map(p => p.innerText)");
+    assert!(
+        plists[0]
+            .as_str()
+            .unwrap()
+            .contains("<string>DeviceLock</string>"),
+        "{plists}"
+    );
+    assert!(
+        plists[1]
+            .as_str()
+            .unwrap()
+            .contains("<string>Acknowledged</string>"),
+        "{plists}"
+    );
+
+    // The audit log shows who locked it and why.
+    browser.js("document.querySelector('nav a[href=\"/audit\"]').click(); return null");
+    browser.wait_for(
+        "audit entry",
+        &format!(
+            "return [...document.querySelectorAll('.table.audit tbody tr')].some(r => r.innerText.includes('device.action.lock') && r.innerText.includes({}) && r.innerText.includes('Reported lost in ward 4'))",
+            json!(device_id)
+        ),
+    );
+    browser.screenshot(&screenshot_path("audit.png"));
+
+    browser.js("document.querySelector('nav a[href=\"/\"]').click(); return null");
+    browser.wait_for("dashboard charts", "return [...document.querySelectorAll('.chart img')].length === 3 && [...document.querySelectorAll('.chart img')].every(i => i.complete && i.naturalWidth > 0)");
+    assert!(browser.js("return document.body.textContent.includes('Enrolled devices')") == json!(true));
+    browser.screenshot(&screenshot_path("dashboard.png"));
+
+    // Keyboard: on a freshly loaded page the first Tab reaches the skip link, which is visible
+    // when focused.
+    browser.goto(&a.url("/"));
+    browser.wait_for("hydration", "return document.body.dataset.hydrated === 'true'");
+    browser.call(
+        reqwest::Method::POST,
+        "/actions",
+        json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": [
+            { "type": "keyDown", "value": "\u{E004}" }, { "type": "keyUp", "value": "\u{E004}" }] }] }),
+    );
+    assert_eq!(
+        browser.js("return document.activeElement?.className"),
+        json!("skip-link")
+    );
+    assert_eq!(
+        browser.js("return document.activeElement.getBoundingClientRect().top >= 0"),
+        json!(true)
+    );
+
+    // The other main pages render their data (screenshots for the record).
+    for (path, ready) in [
+        ("/enrollment", "document.querySelector('#link-ttl')"),
+        (
+            "/commands",
+            "document.querySelectorAll('#command-type option').length > 50",
+        ),
+        (
+            "/settings",
+            "document.body.innerText.includes('Certificate authority') && !document.querySelector('.loading')",
+        ),
+        (
+            "/settings/administrators",
+            "document.body.innerText.includes(\"olivia\") && !document.querySelector('.loading')",
+        ),
+        (
+            "/settings/tokens",
+            "!document.querySelector('.loading') && !!document.querySelector('#token-name')",
+        ),
+    ] {
+        browser.goto(&a.url(path));
+        browser.wait_for(
+            path,
+            &format!("return document.body.dataset.hydrated === 'true' && !!({ready})"),
+        );
+        browser.screenshot(&screenshot_path(&format!(
+            "{}.png",
+            path.trim_start_matches('/').replace('/', "-")
+        )));
+    }
+
+    // A tablet's width: the layout fits (wide tables scroll inside their frame).
+    browser.call(
+        reqwest::Method::POST,
+        "/window/rect",
+        json!({ "width": 820, "height": 1180 }),
+    );
+    browser.goto(&a.url("/devices"));
+    browser.wait_for(
+        "devices at tablet width",
+        "return document.body.dataset.hydrated === 'true' && document.querySelectorAll('.table.devices tbody tr').length > 0",
+    );
+    assert_eq!(
+        browser.js("return document.documentElement.scrollWidth <= window.innerWidth"),
+        json!(true),
+        "the page is wider than a tablet"
+    );
+    browser.screenshot(&screenshot_path("devices-tablet.png"));
+    browser.call(
+        reqwest::Method::POST,
+        "/window/rect",
+        json!({ "width": 1280, "height": 800 }),
+    );
+    assert_no_console_errors(&browser);
+
+    // A help-desk user (made by the Owner over the API, second factor set up over the API).
+    let help_desk_secret = make_help_desk_user(&a, &token);
+    sign_out(&browser);
+    sign_in(
+        &browser,
+        &a,
+        HELP_DESK,
+        HELP_DESK_PASSWORD,
+        Some(&totp(&help_desk_secret, 1)),
+    );
+    browser.goto(&a.url(&device_path));
+    browser.wait_for("device page", "return document.body.dataset.hydrated === 'true' && !!document.querySelector('button[data-action=lock]')");
+    assert_eq!(
+        browser.js("return !!document.querySelector('button[data-action=erase]')"),
+        json!(false),
+        "the help desk must not see Erase"
+    );
+    let status = browser.js_async(&format!(
+        "const done = arguments[arguments.length - 1];
+         fetch('/api/v1/auth/session').then(r => r.json()).then(s =>
+           fetch('/api/v1/devices/{device_id}/actions/erase', {{method: 'POST',
+             headers: {{'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token}},
+             body: JSON.stringify({{reason: 'trying anyway', confirm: 'x'}})}}))
+         .then(r => done(r.status)).catch(e => done(String(e)));"
+    ));
+    assert_eq!(status, json!(403));
+    assert_no_console_errors(&browser);
+}
+
+/// A help-desk account with its second factor enrolled; returns the TOTP secret.
+fn make_help_desk_user(a: &Appliance, owner_token: &str) -> String {
+    let client = a.client();
+    let initial = "a first password chosen by olivia";
+    let res = client
+        .post(a.url("/api/v1/users"))
+        .bearer_auth(owner_token)
+        .json(
+            &json!({ "username": HELP_DESK, "display_name": "Harold Help", "role": "help_desk",
+                       "password": initial }),
+        )
+        .send()
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().unwrap());
+    let session_of = |res: reqwest::blocking::Response| -> (String, String) {
+        assert_eq!(res.status(), 200);
+        let cookie = res
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+            .find(|c| c.starts_with("__Host-citadel_session="))
+            .unwrap();
+        let body: Value = res.json().unwrap();
+        (cookie, body["csrf_token"].as_str().unwrap().to_owned())
+    };
+    let (cookie, csrf) = session_of(
+        client
+            .post(a.url("/api/v1/auth/login"))
+            .json(&json!({ "username": HELP_DESK, "password": initial }))
+            .send()
+            .unwrap(),
+    );
+    // His own password first (the Owner's is temporary), then the authenticator.
+    let (cookie, csrf) = session_of(
+        client
+            .post(a.url("/api/v1/auth/password"))
+            .header("Cookie", &cookie)
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({ "current_password": initial, "new_password": HELP_DESK_PASSWORD }))
+            .send()
+            .unwrap(),
+    );
+    let begun: Value = client
+        .post(a.url("/api/v1/auth/totp"))
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let secret = begun["secret"].as_str().unwrap().to_owned();
+    let confirmed = client
+        .post(a.url("/api/v1/auth/totp/confirm"))
+        .header("Cookie", &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({ "code": totp(&secret, 0) }))
+        .send()
+        .unwrap();
+    assert_eq!(confirmed.status(), 200, "{}", confirmed.text().unwrap());
+    secret
 }

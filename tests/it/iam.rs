@@ -18,7 +18,7 @@ const OWNER_PASSWORD: &str = "violet tram orbits the quay";
 
 /// The TOTP code for `secret` (base32) at the current 30-second step plus `offset` steps,
 /// computed by Python's hmac/hashlib (an implementation independent of the server's).
-fn totp(secret: &str, offset: i64) -> String {
+pub(crate) fn totp(secret: &str, offset: i64) -> String {
     let script = "import base64,hmac,hashlib,struct,time,sys\n\
         s=sys.argv[1]; k=base64.b32decode(s+'='*(-len(s)%8))\n\
         c=int(time.time())//30+int(sys.argv[2])\n\
@@ -29,7 +29,7 @@ fn totp(secret: &str, offset: i64) -> String {
     text(&out.stdout).trim().to_owned()
 }
 
-fn bootstrap_secret(a: &Appliance) -> String {
+pub(crate) fn bootstrap_secret(a: &Appliance) -> String {
     a.stdout()
         .lines()
         .map(str::trim)
@@ -552,10 +552,13 @@ const SPEC: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/enrollment/profile", "enrollment.manage"),
     ("POST", "/api/v1/enrollment/links", "enrollment.manage"),
     ("POST", "/api/v1/commands", "commands.send"),
+    ("GET", "/api/v1/commands/catalog", "commands.read"),
     ("GET", "/api/v1/commands/{uuid}", "commands.read"),
     ("GET", "/api/v1/devices", "devices.read"),
     ("GET", "/api/v1/devices/export", "devices.read"),
     ("GET", "/api/v1/reports/fleet", "devices.read"),
+    ("GET", "/api/v1/reports/fleet/{chart}", "devices.read"),
+    ("GET", "/api/v1/status", "signed_in"),
     ("POST", "/api/v1/devices/actions/{action}", "device_action"),
     ("POST", "/api/v1/devices/{id}/actions/{action}", "device_action"),
     ("GET", "/api/v1/devices/{id}/actions", "devices.read"),
@@ -594,6 +597,7 @@ fn sample_path(path: &str, action: &str) -> String {
         .replace("{action}", action)
         .replace("{username}", "no-such-user")
         .replace("{name}", "no-such-role")
+        .replace("{chart}", "platforms.svg")
         .replace("{uuid}", "00000000-0000-0000-0000-000000000000")
 }
 

@@ -59,3 +59,21 @@ pub fn Settings() -> impl IntoView {
         </svg>
     }
 }
+
+#[component]
+pub fn Commands() -> impl IntoView {
+    view! {
+        <svg class="icon" viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
+            <path fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" d="m5 8 4 4-4 4M12 17h7" />
+        </svg>
+    }
+}
+
+#[component]
+pub fn Audit() -> impl IntoView {
+    view! {
+        <svg class="icon" viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false">
+            <path fill="none" stroke="currentColor" stroke-width="2" stroke-linejoin="round" d="M6 3h9l4 4v14H6V3Zm3 7h7M9 14h7M9 18h4" />
+        </svg>
+    }
+}

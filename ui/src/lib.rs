@@ -5,18 +5,29 @@
 //! The server mounts [`App`] inside [`shell`]; the browser entry point is
 //! [`hydrate`]. After hydration the client marks `<body data-hydrated="true">`,
 //! which end-to-end tests wait for. The server never renders that attribute.
+//!
+//! Data comes only from the public JSON API (`api`), after hydration: the server renders
+//! every page in its loading state, so nothing an administrator may not see is ever in the
+//! HTML, and the console can do nothing a script with the same rights could not.
+
+// Leptos views are deeply nested types; the default limit is too low for the admin frame.
+#![recursion_limit = "256"]
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::{
-    components::{A, Route, Router, Routes},
+    components::{A, Outlet, ParentRoute, Route, Router, Routes},
     path,
 };
 
+pub mod api;
+mod components;
 mod icons;
 mod pages;
+mod session;
 
-use pages::{Dashboard, Devices, Enrollment, NotFound, Settings};
+use api::{Api, Load};
+use session::{RequireSession, provide_session, use_session};
 
 /// HTTP method type of `leptos_router`, re-exported for the server integration
 /// (so the server needs no direct `leptos_router` dependency).
@@ -50,80 +61,167 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
-/// The console application: top bar, main navigation and routed pages.
+/// The console application: the sign-in page, the administrators' pages inside their frame,
+/// and the end-user portal.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    // Navigation is expanded by default; the toggle in the top bar collapses it.
-    let (nav_open, set_nav_open) = signal(true);
+    let api = Api::new();
+    provide_context(api);
 
     view! {
         <Title formatter=|page: String| format!("{page} · {PRODUCT_NAME}") />
         <Router>
-            <div class="app" class:nav-collapsed=move || !nav_open.get()>
-                <a class="skip-link" href="#main">
-                    "Skip to main content"
+            <Routes fallback=pages::NotFound>
+                <Route path=path!("/login") view=pages::login::Login />
+                <ParentRoute path=path!("/portal") view=pages::portal::PortalFrame>
+                    <Route path=path!("") view=pages::portal::PortalHome />
+                    <Route path=path!("/login") view=pages::portal::PortalLogin />
+                    <Route path=path!("/privacy") view=pages::portal::PortalPrivacy />
+                </ParentRoute>
+                <ParentRoute path=path!("") view=AdminOutlet>
+                    <Route path=path!("") view=pages::dashboard::Dashboard />
+                    <Route path=path!("/account") view=pages::account::Account />
+                    <Route path=path!("/devices") view=pages::devices::Devices />
+                    <Route path=path!("/devices/:id") view=pages::device::DeviceDetail />
+                    <Route path=path!("/commands") view=pages::commands::Commands />
+                    <Route path=path!("/enrollment") view=pages::enrollment::Enrollment />
+                    <Route path=path!("/settings") view=pages::settings::Settings />
+                    <Route path=path!("/settings/administrators") view=pages::settings::Administrators />
+                    <Route path=path!("/settings/tokens") view=pages::settings::Tokens />
+                    <Route path=path!("/audit") view=pages::audit::Audit />
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}
+
+#[component]
+fn AdminOutlet() -> impl IntoView {
+    view! {
+        <AdminFrame>
+            <Outlet />
+        </AdminFrame>
+    }
+}
+
+/// Top bar, navigation and the signed-in area around every administrator page.
+#[component]
+fn AdminFrame(children: ChildrenFn) -> impl IntoView {
+    let api = api::use_api();
+    let session = provide_session(api);
+    // Navigation is expanded by default; the toggle in the top bar collapses it.
+    let (nav_open, set_nav_open) = signal(true);
+    let can = move |p: &'static str| session.can(p);
+
+    view! {
+        <div class="app" class:nav-collapsed=move || !nav_open.get()>
+            <a class="skip-link" href="#main">
+                "Skip to main content"
+            </a>
+            <header class="topbar">
+                <button
+                    type="button"
+                    class="nav-toggle"
+                    aria-controls="main-nav"
+                    aria-expanded=move || if nav_open.get() { "true" } else { "false" }
+                    title=move || if nav_open.get() { "Hide navigation" } else { "Show navigation" }
+                    on:click=move |_| set_nav_open.update(|open| *open = !*open)
+                >
+                    <icons::Menu />
+                    <span class="visually-hidden">"Navigation"</span>
+                </button>
+                <a class="brand" href="/">
+                    <icons::Logo />
+                    <span class="brand-name">{PRODUCT_NAME}</span>
+                    <span class="brand-tag">"Device management"</span>
                 </a>
-                <header class="topbar">
-                    <button
-                        type="button"
-                        class="nav-toggle"
-                        aria-controls="main-nav"
-                        aria-expanded=move || if nav_open.get() { "true" } else { "false" }
-                        title=move || {
-                            if nav_open.get() { "Hide navigation" } else { "Show navigation" }
-                        }
-                        on:click=move |_| set_nav_open.update(|open| *open = !*open)
-                    >
-                        <icons::Menu />
-                        <span class="visually-hidden">"Navigation"</span>
-                    </button>
-                    <a class="brand" href="/">
-                        <icons::Logo />
-                        <span class="brand-name">{PRODUCT_NAME}</span>
-                        <span class="brand-tag">"Device management"</span>
-                    </a>
-                </header>
-                <div class="layout">
-                    <nav id="main-nav" class="sidenav" aria-label="Main">
-                        <ul>
+                <UserMenu />
+            </header>
+            <div class="layout">
+                <nav id="main-nav" class="sidenav" aria-label="Main">
+                    <ul>
+                        <li>
+                            <A href="/" exact=true>
+                                <icons::Home />
+                                <span>"Dashboard"</span>
+                            </A>
+                        </li>
+                        <li>
+                            <A href="/devices">
+                                <icons::Devices />
+                                <span>"Devices"</span>
+                            </A>
+                        </li>
+                        <Show when=move || can("commands.send")>
                             <li>
-                                <A href="/" exact=true>
-                                    <icons::Home />
-                                    <span>"Dashboard"</span>
+                                <A href="/commands">
+                                    <icons::Commands />
+                                    <span>"Commands"</span>
                                 </A>
                             </li>
-                            <li>
-                                <A href="/devices">
-                                    <icons::Devices />
-                                    <span>"Devices"</span>
-                                </A>
-                            </li>
+                        </Show>
+                        <Show when=move || can("enrollment.manage")>
                             <li>
                                 <A href="/enrollment">
                                     <icons::Enroll />
                                     <span>"Enrollment"</span>
                                 </A>
                             </li>
+                        </Show>
+                        <Show when=move || can("audit.read")>
                             <li>
-                                <A href="/settings">
-                                    <icons::Settings />
-                                    <span>"Settings"</span>
+                                <A href="/audit">
+                                    <icons::Audit />
+                                    <span>"Audit log"</span>
                                 </A>
                             </li>
-                        </ul>
-                    </nav>
-                    <main id="main" class="content" tabindex="-1">
-                        <Routes fallback=NotFound>
-                            <Route path=path!("/") view=Dashboard />
-                            <Route path=path!("/devices") view=Devices />
-                            <Route path=path!("/enrollment") view=Enrollment />
-                            <Route path=path!("/settings") view=Settings />
-                        </Routes>
-                    </main>
-                </div>
+                        </Show>
+                        <li>
+                            <A href="/settings">
+                                <icons::Settings />
+                                <span>"Settings"</span>
+                            </A>
+                        </li>
+                    </ul>
+                </nav>
+                <main id="main" class="content" tabindex="-1">
+                    <RequireSession>{children()}</RequireSession>
+                </main>
             </div>
-        </Router>
+        </div>
+    }
+    // Erased: the frame's full type is deep enough to overflow the compiler's query depth.
+    .into_any()
+}
+
+/// Who is signed in, and the way out.
+#[component]
+fn UserMenu() -> impl IntoView {
+    let session = use_session();
+    let api = api::use_api();
+    let sign_out = move |_| {
+        crate::api::spawn(async move {
+            // Whatever the answer, the session is over for this page.
+            let _ = api.post::<_, serde_json::Value>("/api/v1/auth/logout", &()).await;
+            api.set_csrf(None);
+            api.session_ended.set(true);
+        });
+    };
+    move || match &*session.info.read() {
+        Load::Ready(info) => view! {
+            <div class="user-menu">
+                <a href="/account" class="user-name">
+                    {info.display_name.clone()}
+                    <span class="user-role">{info.role.replace('_', " ")}</span>
+                </a>
+                <button type="button" class="button subtle" on:click=sign_out>
+                    "Sign out"
+                </button>
+            </div>
+        }
+        .into_any(),
+        _ => ().into_any(),
     }
 }
 
@@ -139,6 +237,7 @@ pub fn hydrate() {
         // Failure to set an attribute on <body> is not actionable here.
         let _ = body.set_attribute(HYDRATED_ATTR, "true");
     }
+    components::mark("citadel-hydrated");
 }
 
 #[cfg(all(test, feature = "ssr"))]
@@ -155,26 +254,38 @@ mod tests {
     }
 
     #[test]
-    fn dashboard_renders_shell_and_navigation() {
+    fn admin_pages_render_the_frame_and_their_loading_state() {
         let html = render("/");
         assert!(html.contains(r#"<nav id="main-nav" aria-label="Main""#), "{html}");
-        assert!(html.contains("Enrolled devices"));
         assert!(html.contains("/pkg/citadel.css"));
         assert!(html.contains("/pkg/citadel.js"));
         assert!(html.contains("/pkg/citadel_bg.wasm"));
         assert!(html.contains(r#"aria-expanded="true""#));
         assert!(html.contains(r#"href="/" aria-current="page""#), "{html}");
+        assert!(html.contains(r#"role="status""#), "{html}");
         assert!(!html.contains(HYDRATED_ATTR));
+        for path in [
+            "/devices",
+            "/devices/ABC",
+            "/audit",
+            "/settings",
+            "/enrollment",
+            "/commands",
+        ] {
+            let html = render(path);
+            assert!(html.contains("Loading"), "{path}: {html}");
+            assert!(html.contains(r#"aria-label="Main""#), "{path}");
+        }
+        assert!(render("/no/such/page").contains("Page not found"));
     }
 
     #[test]
-    fn placeholder_pages_and_fallback_render() {
-        let html = render("/devices");
-        assert!(html.contains("No devices yet"));
-        assert!(html.contains(r#"href="/devices" aria-current="page""#));
-        assert!(!html.contains(r#"href="/" aria-current="page""#));
-        assert!(render("/enrollment").contains("<h1"));
-        assert!(render("/settings").contains("<h1"));
-        assert!(render("/no/such/page").contains("Page not found"));
+    fn sign_in_and_portal_pages_render_without_the_admin_frame() {
+        let html = render("/login");
+        assert!(html.contains(r#"autocomplete="one-time-code""#), "{html}");
+        assert!(!html.contains(r#"aria-label="Main""#), "{html}");
+        let html = render("/portal/login");
+        assert!(html.contains("<form"), "{html}");
+        assert!(!html.contains(r#"aria-label="Main""#), "{html}");
     }
 }

@@ -1,0 +1,553 @@
+//! One device: overview, hardware, security, apps, profiles, certificates, lost-mode
+//! locations, the command history with each command's and answer's plist, and the remote
+//! actions the signed-in role may take on a device of this ownership.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::api::{ApiError, Load, encode, load, use_api};
+use crate::components::{
+    Badge, ErrorNotice, Facts, Modal, PageHeader, field, show_load, text_of, when_field,
+};
+use crate::pages::devices::platform_name;
+use crate::session::use_session;
+
+/// How often the page asks again while a command is on its way.
+const POLL_MS: u64 = 2000;
+
+fn inv(d: &Value, key: &str) -> String {
+    d.get("inventory")
+        .and_then(|i| i.get(key))
+        .map(text_of)
+        .unwrap_or_default()
+}
+
+fn label_of(action: &str) -> &'static str {
+    match action {
+        "lock" => "Lock",
+        "enable_lost_mode" => "Enable lost mode",
+        "disable_lost_mode" => "End lost mode",
+        "locate" => "Locate",
+        "play_sound" => "Play a sound",
+        "restart" => "Restart",
+        "shut_down" => "Shut down",
+        "clear_passcode" => "Clear passcode",
+        "retire" => "Remove from management",
+        "erase" => "Erase",
+        _ => "Action",
+    }
+}
+
+#[component]
+pub fn DeviceDetail() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let reload = RwSignal::new(0u64);
+    let detail = load::<Value>(move || Some(format!("/api/v1/devices/{}", encode(&id()))), reload);
+
+    // Poll while a command is still on its way to the device.
+    Effect::new(move |_| {
+        let waiting = detail.with(|d| match d {
+            Load::Ready(v) => v.get("commands").and_then(Value::as_array).is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.get("status")
+                        .and_then(Value::as_str)
+                        .is_some_and(crate::components::is_pending)
+                })
+            }),
+            _ => false,
+        });
+        if waiting {
+            // The page may be gone when the timer fires.
+            set_timeout(
+                move || {
+                    let _ = reload.try_update(|n| *n += 1);
+                },
+                std::time::Duration::from_millis(POLL_MS),
+            );
+        }
+    });
+
+    let title = Signal::derive(move || match &*detail.read() {
+        Load::Ready(d) => {
+            let name = field(d, "device_name");
+            if name.is_empty() {
+                field(d, "enrollment_id")
+            } else {
+                name
+            }
+        }
+        _ => "Device".to_owned(),
+    });
+
+    view! {
+        <PageHeader title>
+            <a class="button subtle" href="/devices">"All devices"</a>
+        </PageHeader>
+        {show_load(detail, "the device", move |d: &Value| {
+            let d = d.clone();
+            view! { <DeviceBody device=d reload /> }
+        })}
+    }
+}
+
+#[component]
+fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
+    let session = use_session();
+    let d = device;
+    let id = field(&d, "enrollment_id");
+    let lost = d
+        .get("inventory")
+        .and_then(|i| i.get("lost_mode_enabled"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let overview = vec![
+        ("Status", field(&d, "status")),
+        ("Platform", platform_name(&field(&d, "platform"))),
+        ("Ownership", field(&d, "ownership")),
+        ("Compliance", field(&d, "compliance")),
+        ("User", field(&d, "user_long_name")),
+        ("Enrolled", when_field(&d, "enrolled_at")),
+        ("Last seen", when_field(&d, "last_seen_at")),
+        ("Commands waiting", field(&d, "pending_commands")),
+        ("Next inventory", when_field(&d, "next_inventory_at")),
+        ("Enrollment ID", id.clone()),
+    ];
+    let hardware = vec![
+        ("Model", field(&d, "model_name")),
+        ("Model number", inv(&d, "model_number")),
+        ("Product", field(&d, "product_name")),
+        ("Serial number", field(&d, "serial_number")),
+        ("OS version", field(&d, "os_version")),
+        ("Build", field(&d, "build_version")),
+        ("IMEI", field(&d, "imei")),
+        ("MEID", field(&d, "meid")),
+        ("Storage capacity (GB)", inv(&d, "storage_capacity_gb")),
+        ("Storage free (GB)", inv(&d, "storage_available_gb")),
+        (
+            "Battery",
+            d.get("battery_level")
+                .and_then(Value::as_f64)
+                .map(|b| format!("{:.0} %", b * 100.0))
+                .unwrap_or_default(),
+        ),
+        ("Wi-Fi MAC", inv(&d, "wifi_mac")),
+        ("Bluetooth MAC", inv(&d, "bluetooth_mac")),
+    ];
+    let security = vec![
+        ("Supervised", field(&d, "is_supervised")),
+        ("Passcode set", field(&d, "passcode_present")),
+        ("Storage encrypted", field(&d, "storage_encrypted")),
+        ("Passcode compliant", inv(&d, "passcode_compliant")),
+        ("Activation lock", inv(&d, "activation_lock_enabled")),
+        ("FileVault", inv(&d, "filevault_enabled")),
+        ("Firewall", inv(&d, "firewall_enabled")),
+        ("System Integrity Protection", inv(&d, "sip_enabled")),
+        ("Lost mode", if lost { "On".to_owned() } else { String::new() }),
+        ("Bootstrap token escrowed", field(&d, "bootstrap_token_escrowed")),
+        (
+            "Identity certificate serial",
+            field(&d, "identity_certificate_serial"),
+        ),
+    ];
+    let actions: Vec<Value> = d
+        .get("actions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let commands: Vec<Value> = d
+        .get("commands")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let serial = {
+        let s = field(&d, "serial_number");
+        if s.is_empty() { id.clone() } else { s }
+    };
+    let platform = field(&d, "platform");
+    let can_locate = session.can("devices.locate");
+    let base = format!("/api/v1/devices/{}", encode(&id));
+
+    view! {
+        <nav class="section-nav" aria-label="Sections">
+            <a href="#overview">"Overview"</a>
+            <a href="#actions">"Actions"</a>
+            <a href="#hardware">"Hardware"</a>
+            <a href="#security">"Security"</a>
+            <a href="#apps">"Apps"</a>
+            <a href="#profiles">"Profiles"</a>
+            <a href="#certificates">"Certificates"</a>
+            {(lost && can_locate).then(|| view! { <a href="#location">"Location"</a> })}
+            <a href="#commands">"Commands"</a>
+        </nav>
+        <section id="overview" class="card" aria-labelledby="overview-title">
+            <h2 id="overview-title">"Overview"</h2>
+            <Facts rows=overview />
+        </section>
+        <section id="actions" class="card" aria-labelledby="actions-title">
+            <h2 id="actions-title">"Actions"</h2>
+            <Actions id=id.clone() actions serial platform reload />
+        </section>
+        <section id="hardware" class="card" aria-labelledby="hardware-title">
+            <h2 id="hardware-title">"Hardware"</h2>
+            <Facts rows=hardware />
+        </section>
+        <section id="security" class="card" aria-labelledby="security-title">
+            <h2 id="security-title">"Security"</h2>
+            <Facts rows=security />
+        </section>
+        <ListSection id="apps" title="Installed apps" path=format!("{base}/apps")
+            columns=vec![("name", "Name"), ("bundle_id", "Identifier"), ("short_version", "Version"), ("managed", "Managed")] />
+        <ListSection id="profiles" title="Profiles" path=format!("{base}/profiles")
+            columns=vec![("display_name", "Name"), ("identifier", "Identifier"), ("organization", "Organization"), ("is_managed", "Managed")] />
+        <ListSection id="certificates" title="Certificates" path=format!("{base}/certificates")
+            columns=vec![("common_name", "Common name"), ("issuer", "Issuer"), ("is_identity", "Identity"), ("not_after", "Expires")] />
+        {(lost && can_locate).then(|| view! {
+            <ListSection id="location" title="Location history (lost mode)" path=format!("{base}/locations")
+                columns=vec![("at", "When"), ("latitude", "Latitude"), ("longitude", "Longitude"), ("horizontal_accuracy", "Accuracy (m)")] />
+        })}
+        <section id="commands" class="card" aria-labelledby="commands-title">
+            <h2 id="commands-title">"Command history"</h2>
+            <CommandHistory commands />
+        </section>
+    }
+}
+
+/// A table of `items` from one of the device's inventory lists.
+#[component]
+fn ListSection(
+    id: &'static str,
+    title: &'static str,
+    path: String,
+    columns: Vec<(&'static str, &'static str)>,
+) -> impl IntoView {
+    let reload = RwSignal::new(0u64);
+    let list = load::<Value>(move || Some(path.clone()), reload);
+    let title_id = format!("{id}-title");
+    let heading_id = title_id.clone();
+    view! {
+        <section id=id class="card" aria-labelledby=title_id>
+            <h2 id=heading_id>{title}</h2>
+            {show_load(list, "", move |v: &Value| {
+                let items: Vec<Value> = v.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                if items.is_empty() {
+                    return view! { <p class="muted">"Nothing reported yet."</p> }.into_any();
+                }
+                let cols = columns.clone();
+                view! {
+                    <div class="table-wrap">
+                        <table class="table">
+                            <thead><tr>{cols.iter().map(|(_, h)| view! { <th scope="col">{*h}</th> }).collect_view()}</tr></thead>
+                            <tbody>
+                                {items.iter().map(|item| view! {
+                                    <tr>{cols.iter().map(|(k, _)| {
+                                        let text = if k.ends_with("_at") || *k == "not_after" || *k == "at" { when_field(item, k) } else { field(item, k) };
+                                        view! { <td>{text}</td> }
+                                    }).collect_view()}</tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </div>
+                }.into_any()
+            })}
+        </section>
+    }
+}
+
+#[component]
+fn CommandHistory(commands: Vec<Value>) -> impl IntoView {
+    if commands.is_empty() {
+        return view! { <p class="muted">"No commands sent yet."</p> }.into_any();
+    }
+    view! {
+        <div class="table-wrap">
+            <table class="table commands">
+                <thead>
+                    <tr>
+                        <th scope="col">"Command"</th>
+                        <th scope="col">"Status"</th>
+                        <th scope="col">"Queued"</th>
+                        <th scope="col">"Answered"</th>
+                        <th scope="col">"Details"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {commands.into_iter().map(|c| {
+                        let uuid = field(&c, "command_uuid");
+                        let row_uuid = uuid.clone();
+                        let not_now = c.get("not_now_count").and_then(Value::as_u64).unwrap_or(0);
+                        view! {
+                            <tr data-command=row_uuid>
+                                <td>{field(&c, "request_type")}</td>
+                                <td class="command-status">
+                                    <Badge text=field(&c, "status") />
+                                    {(not_now > 0).then(|| view! { <span class="muted">{format!(" (not now ×{not_now})")}</span> })}
+                                </td>
+                                <td>{when_field(&c, "queued_at")}</td>
+                                <td>{when_field(&c, "answered_at")}</td>
+                                <td><CommandPlists uuid /></td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+    .into_any()
+}
+
+/// The command and the device's answer, as plists, loaded when opened.
+#[component]
+fn CommandPlists(uuid: String) -> impl IntoView {
+    let opened = RwSignal::new(false);
+    let reload = RwSignal::new(0u64);
+    let path_uuid = uuid.clone();
+    let command = load::<Value>(
+        move || {
+            opened
+                .get()
+                .then(|| format!("/api/v1/commands/{}", encode(&path_uuid)))
+        },
+        reload,
+    );
+    view! {
+        <details on:toggle=move |_| opened.set(true)>
+            <summary>"Plist"</summary>
+            <Show when=move || opened.get()>
+                {show_load(command, "the command", |c: &Value| {
+                    let result = c.get("targets").and_then(Value::as_array).and_then(|t| t.first()).cloned().unwrap_or_default();
+                    view! {
+                        <h3>"Command"</h3>
+                        <pre class="plist">{field(c, "command_plist")}</pre>
+                        <h3>"Answer"</h3>
+                        {match result.get("result_plist").and_then(Value::as_str) {
+                            Some(p) => view! { <pre class="plist">{p.to_owned()}</pre> }.into_any(),
+                            None => view! { <p class="muted">"No answer yet."</p> }.into_any(),
+                        }}
+                    }
+                })}
+            </Show>
+        </details>
+    }
+}
+
+#[derive(Serialize, Default)]
+struct ActionParams {
+    reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    footnote: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirm: Option<String>,
+}
+
+fn some(s: String) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
+/// The action buttons: only those the role holds; those the device cannot take now are
+/// disabled with the reason next to them. Each opens a dialog that asks why (and what the
+/// action needs), and erasing asks for the serial number typed out.
+#[component]
+fn Actions(
+    id: String,
+    actions: Vec<Value>,
+    serial: String,
+    platform: String,
+    reload: RwSignal<u64>,
+) -> impl IntoView {
+    let api = use_api();
+    let permitted: Vec<Value> = actions
+        .into_iter()
+        .filter(|a| a.get("permitted").and_then(Value::as_bool) == Some(true))
+        .collect();
+    if permitted.is_empty() {
+        return view! { <p class="muted">"Your role cannot take remote actions on devices."</p> }.into_any();
+    }
+    let open = RwSignal::new(false);
+    let chosen = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
+    let message = RwSignal::new(String::new());
+    let phone = RwSignal::new(String::new());
+    let footnote = RwSignal::new(String::new());
+    let pin = RwSignal::new(String::new());
+    let confirm = RwSignal::new(String::new());
+    let outcome = RwSignal::new(None::<Result<String, ApiError>>);
+    let reauth = RwSignal::new(false);
+    let mac = platform == "macos";
+    let serial_text = serial.clone();
+
+    let send = Callback::new({
+        let id = id.clone();
+        move |()| {
+            let action = chosen.get_untracked();
+            let body = ActionParams {
+                reason: reason.get_untracked(),
+                message: some(message.get_untracked()),
+                phone_number: some(phone.get_untracked()),
+                footnote: some(footnote.get_untracked()),
+                pin: some(pin.get_untracked()),
+                confirm: (action == "erase").then(|| confirm.get_untracked()),
+            };
+            let path = format!("/api/v1/devices/{}/actions/{action}", encode(&id));
+            crate::api::spawn(async move {
+                match api.post::<_, Value>(&path, &body).await {
+                    Ok(_) => {
+                        outcome.set(Some(Ok(format!(
+                            "{} sent. The device receives it the next time it connects.",
+                            label_of(&action)
+                        ))));
+                        open.set(false);
+                        reload.update(|n| *n += 1);
+                    }
+                    Err(e) if e.needs_reauthentication() => reauth.set(true),
+                    Err(e) => outcome.set(Some(Err(e))),
+                }
+            });
+        }
+    });
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        outcome.set(None);
+        send.run(());
+    };
+    let title = Signal::derive(move || format!("{}?", label_of(&chosen.get())));
+    let needs = move |what: &str| {
+        let a = chosen.get();
+        match what {
+            "message" => matches!(a.as_str(), "lock" | "enable_lost_mode"),
+            "footnote" => a == "enable_lost_mode",
+            "pin" => mac && matches!(a.as_str(), "lock" | "erase"),
+            "confirm" => a == "erase",
+            _ => false,
+        }
+    };
+
+    view! {
+        <div class="action-buttons">
+            {permitted.into_iter().map(|a| {
+                let name = field(&a, "action");
+                let unavailable = a.get("unavailable").and_then(Value::as_str).map(str::to_owned);
+                let destructive = matches!(name.as_str(), "erase" | "retire" | "clear_passcode");
+                let class = if destructive { "button danger" } else { "button" };
+                let describe = format!("why-{name}");
+                let n = name.clone();
+                view! {
+                    <div class="action">
+                        <button type="button" class=class data-action=name.clone()
+                            disabled=unavailable.is_some()
+                            aria-describedby=unavailable.is_some().then(|| describe.clone())
+                            on:click=move |_| {
+                                chosen.set(n.clone());
+                                for s in [reason, message, phone, footnote, pin, confirm] { s.set(String::new()); }
+                                outcome.set(None);
+                                reauth.set(false);
+                                open.set(true);
+                            }>
+                            {label_of(&name)}
+                        </button>
+                        {unavailable.map(|why| view! { <span id=describe class="help">{why}</span> })}
+                    </div>
+                }
+            }).collect_view()}
+        </div>
+        {move || outcome.get().map(|r| match r {
+            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
+            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
+        })}
+        <Modal open title id="action-dialog">
+            <Show when=move || reauth.get() fallback={
+                let serial_text = serial_text.clone();
+                move || {
+                    let serial_text = serial_text.clone();
+                    view! {
+                        <form class="stacked" on:submit=submit>
+                            <Show when=move || chosen.get() == "erase">
+                                <p class="notice error">"Erasing removes everything on the device and cannot be undone."</p>
+                            </Show>
+                            <label for="action-reason">"Reason (kept in the audit log)"</label>
+                            <textarea id="action-reason" required minlength="3" bind:value=reason></textarea>
+                            <Show when=move || needs("message")>
+                                <label for="action-message">"Message on the screen (optional)"</label>
+                                <input id="action-message" maxlength="500" bind:value=message />
+                                <label for="action-phone">"Phone number on the screen (optional)"</label>
+                                <input id="action-phone" type="tel" maxlength="500" bind:value=phone />
+                            </Show>
+                            <Show when=move || needs("footnote")>
+                                <label for="action-footnote">"Footnote (optional)"</label>
+                                <input id="action-footnote" maxlength="500" bind:value=footnote />
+                            </Show>
+                            <Show when=move || needs("pin")>
+                                <label for="action-pin">"Six-digit PIN to unlock the Mac"</label>
+                                <input id="action-pin" inputmode="numeric" pattern="[0-9]{6}" bind:value=pin />
+                            </Show>
+                            <Show when=move || needs("confirm")>
+                                <label for="action-confirm">{format!("Type the serial number ({}) to confirm", serial_text)}</label>
+                                <input id="action-confirm" required autocomplete="off" bind:value=confirm />
+                            </Show>
+                            <div class="dialog-buttons">
+                                <button type="button" class="button" on:click=move |_| open.set(false)>"Cancel"</button>
+                                <button type="submit" class="button danger" data-confirm="action">{move || label_of(&chosen.get())}</button>
+                            </div>
+                        </form>
+                    }
+                }
+            }>
+                <Reauthenticate on_done=move || { reauth.set(false); send.run(()); } />
+            </Show>
+        </Modal>
+    }
+    .into_any()
+}
+
+/// Destructive actions need a recent sign-in: password (and code) again.
+#[component]
+pub fn Reauthenticate<F>(on_done: F) -> impl IntoView
+where
+    F: Fn() + Clone + Send + Sync + 'static,
+{
+    let api = use_api();
+    let session = use_session();
+    let password = RwSignal::new(String::new());
+    let code = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<ApiError>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = serde_json::json!({
+            "password": password.get_untracked(),
+            "code": some(code.get_untracked()),
+        });
+        let on_done = on_done.clone();
+        crate::api::spawn(async move {
+            match api
+                .post::<_, crate::session::SessionInfo>("/api/v1/auth/reauthenticate", &body)
+                .await
+            {
+                Ok(info) => {
+                    session.set(api, info);
+                    on_done();
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <form class="stacked" on:submit=submit>
+            <p>"This action needs you to confirm who you are."</p>
+            <label for="reauth-password">"Password"</label>
+            <input id="reauth-password" type="password" autocomplete="current-password" required bind:value=password />
+            <label for="reauth-code">"Authentication code"</label>
+            <input id="reauth-code" inputmode="numeric" autocomplete="one-time-code" bind:value=code />
+            {move || error.get().map(|e| view! { <ErrorNotice error=e /> })}
+            <button type="submit" class="button primary">"Confirm and continue"</button>
+        </form>
+    }
+}
