@@ -1084,3 +1084,202 @@ fn remote_actions_round_trip_with_their_preconditions_and_privacy_rules() {
         assert_eq!(s, status, "{path}: {v}");
     }
 }
+
+/// What the console reads besides the device list, checked against independent parsers: a bulk
+/// action's dry run (exact count, nothing queued, nothing audited) by filter and by named
+/// devices; each device's action availability; the fleet charts (SVG parsed by Python's XML
+/// parser); the command catalog; the command's plists (parsed by `plistlib`); the appliance's
+/// certificate lifetimes; the audit log newest first.
+#[test]
+fn the_console_api_answers_dry_runs_charts_catalog_and_plists() {
+    let w = World::start(4, 0.0);
+    let enrolment = w.runtime.block_on(w.fleet.enrol_all(|_| {}));
+    assert_eq!(enrolment.enrolled, 4);
+    let ids = w.fleet.enrollment_ids();
+    let (_, before) = w.api(Method::GET, "/api/v1/audit?order=newest&limit=1", None);
+
+    // Dry runs: by filter (every active device) and by name (one unknown name is left out).
+    let (s, plan) = w.api(
+        Method::POST,
+        "/api/v1/devices/actions/lock",
+        Some(json!({"filter": {}, "params": {"reason": "dry run", "pin": "123456"}, "dry_run": true})),
+    );
+    assert_eq!(s, 200, "{plan}");
+    assert_eq!(
+        (plan["matched"].as_u64(), plan["eligible"].as_u64()),
+        (Some(4), Some(4)),
+        "{plan}"
+    );
+    let mut named = ids[..2].to_vec();
+    named.push("NO-SUCH-DEVICE".into());
+    let (s, plan) = w.api(
+        Method::POST,
+        "/api/v1/devices/actions/lock",
+        Some(json!({"targets": named, "params": {"reason": "dry run", "pin": "123456"}, "dry_run": true})),
+    );
+    assert_eq!(s, 200, "{plan}");
+    assert_eq!(
+        (plan["matched"].as_u64(), plan["eligible"].as_u64()),
+        (Some(3), Some(2)),
+        "{plan}"
+    );
+    assert_eq!(plan["skipped"]["not an active enrollment"], 1, "{plan}");
+    let (_, after) = w.api(Method::GET, "/api/v1/audit?order=newest&limit=1", None);
+    assert_eq!(
+        before["items"][0]["seq"], after["items"][0]["seq"],
+        "a dry run is not audited"
+    );
+    for id in &ids {
+        let (_, d) = w.api(Method::GET, &format!("/api/v1/devices/{id}"), None);
+        assert_eq!(d["pending_commands"], 0, "a dry run queued something: {d}");
+    }
+    // Too many names is refused.
+    let many: Vec<String> = (0..501).map(|i| format!("D{i}")).collect();
+    let (s, _) = w.api(
+        Method::POST,
+        "/api/v1/devices/actions/lock",
+        Some(json!({"targets": many, "params": {"reason": "x"}, "dry_run": true})),
+    );
+    assert_eq!(s, 400);
+
+    // Named devices, for real: exactly those two are locked.
+    let (s, accepted) = w.api(
+        Method::POST,
+        "/api/v1/devices/actions/lock",
+        Some(json!({"targets": ids[..2], "params": {"reason": "two selected in the console", "pin": "123456"}})),
+    );
+    assert_eq!(s, 202, "{accepted}");
+    assert_eq!(accepted["eligible"], 2, "{accepted}");
+
+    // Each device lists the actions with permission and availability.
+    let (_, d) = w.api(Method::GET, &format!("/api/v1/devices/{}", ids[0]), None);
+    let actions = d["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 10, "{d}");
+    let erase = actions.iter().find(|a| a["action"] == "erase").unwrap();
+    assert_eq!(erase["permitted"], true);
+    assert_eq!(erase["request_type"], "EraseDevice");
+
+    // Charts: well-formed SVG with one bar per platform and the counts in its description.
+    let res = w
+        .client
+        .get(w.a.url("/api/v1/reports/fleet/platforms.svg"))
+        .bearer_auth(&w.token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/svg+xml");
+    let svg = res.text().unwrap();
+    let script = "import sys, xml.etree.ElementTree as ET\n\
+        root = ET.fromstring(sys.stdin.read()); ns = '{http://www.w3.org/2000/svg}'\n\
+        print(len(root.findall(ns + 'rect')), root.find(ns + 'desc').text)";
+    let mut py = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    py.stdin.take().unwrap().write_all(svg.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success(), "{svg}");
+    let parsed = text(&out.stdout);
+    let (_, report) = w.api(Method::GET, "/api/v1/reports/fleet", None);
+    let platforms = report["by_platform"].as_object().unwrap();
+    assert!(
+        parsed.starts_with(&format!("{} ", platforms.len())),
+        "{parsed} vs {report}"
+    );
+    for (name, n) in platforms {
+        assert!(parsed.contains(&format!("{name}: {n}")), "{parsed}");
+    }
+    let res = w
+        .client
+        .get(w.a.url("/api/v1/reports/fleet/secrets.svg"))
+        .bearer_auth(&w.token)
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    // The catalog, from Apple's schema.
+    let (s, catalog) = w.api(Method::GET, "/api/v1/commands/catalog", None);
+    assert_eq!(s, 200);
+    let lock = catalog["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["request_type"] == "DeviceLock")
+        .unwrap();
+    assert_eq!(lock["permission"], "devices.lock");
+    assert!(lock["platforms"]["ios"]["introduced"].is_string(), "{lock}");
+    assert!(
+        lock["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["name"] == "Message" && k["type"] == "string")
+    );
+
+    // A command's plists, as sent and as answered.
+    let view = w.command(&[ids[0].as_str()], json!({"RequestType": "SecurityInfo"}));
+    let plist_field = |v: &Value, key: &str| {
+        let script = format!(
+            "import plistlib,sys; d = plistlib.loads(sys.stdin.buffer.read()); print(d[{key:?}] if {key:?} in d else d['Command']['RequestType'])"
+        );
+        let mut py = std::process::Command::new("python3")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        py.stdin
+            .take()
+            .unwrap()
+            .write_all(v.as_str().unwrap().as_bytes())
+            .unwrap();
+        let out = py.wait_with_output().unwrap();
+        assert!(out.status.success(), "{v}");
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(plist_field(&view["command_plist"], "RequestType"), "SecurityInfo");
+    assert_eq!(
+        plist_field(&view["targets"][0]["result_plist"], "Status"),
+        "Acknowledged"
+    );
+
+    // Certificate lifetimes for the banners.
+    let (s, status) = w.api(Method::GET, "/api/v1/status", None);
+    assert_eq!(s, 200);
+    assert!(status["ca"]["days_left"].as_i64().unwrap() > 300, "{status}");
+    assert!(status["tls"]["not_after"].is_string(), "{status}");
+    assert_eq!(status["push"]["configured"], true, "{status}");
+
+    // The audit log newest first, paging backwards with `before`.
+    let (s, newest) = w.api(Method::GET, "/api/v1/audit?order=newest&limit=3", None);
+    assert_eq!(s, 200);
+    let seqs: Vec<u64> = newest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|p| p[0] == p[1] + 1), "{seqs:?}");
+    let next = newest["next"].as_u64().unwrap();
+    let (_, older) = w.api(
+        Method::GET,
+        &format!("/api/v1/audit?order=newest&limit=3&before={next}"),
+        None,
+    );
+    assert_eq!(older["items"][0]["seq"].as_u64().unwrap(), next - 1);
+    let (s, _) = w.api(Method::GET, "/api/v1/audit?before=5", None);
+    assert_eq!(s, 400, "before without order=newest");
+    let (_, lock_records) = w.api(
+        Method::GET,
+        "/api/v1/audit?order=newest&action=device.bulk_action.lock",
+        None,
+    );
+    assert_eq!(
+        lock_records["items"].as_array().unwrap().len(),
+        1,
+        "one real bulk action, no dry runs"
+    );
+}

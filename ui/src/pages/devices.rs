@@ -525,6 +525,7 @@ fn BulkDialog(
     let action = RwSignal::new("lock".to_owned());
     let reason = RwSignal::new(String::new());
     let typed = RwSignal::new(String::new());
+    let pin = RwSignal::new(String::new());
     let plan = RwSignal::new(None::<Result<BulkPlan, ApiError>>);
     let done = RwSignal::new(None::<Result<String, ApiError>>);
 
@@ -542,6 +543,10 @@ fn BulkDialog(
             filter.insert(k.to_owned(), value);
         }
         let mut params = json!({ "reason": reason.get_untracked() });
+        let pin = pin.get_untracked();
+        if !pin.trim().is_empty() {
+            params["pin"] = Value::String(pin.trim().to_owned());
+        }
         if action.get_untracked() == "erase" {
             params["confirm"] = Value::String(typed.get_untracked());
         }
@@ -555,7 +560,9 @@ fn BulkDialog(
 
     // A fresh dry run whenever the dialog opens or the action changes.
     Effect::new(move |_| {
+        // Again when the PIN changes: locking or erasing Macs needs one.
         let (is_open, act) = (open.get(), action.get());
+        pin.track();
         if !is_open {
             return;
         }
@@ -624,6 +631,11 @@ fn BulkDialog(
                         }.into_any(),
                     }}
                 </div>
+                <Show when=move || matches!(action.get().as_str(), "lock" | "erase")>
+                    <label for="bulk-pin">"Six-digit PIN to unlock Macs (needed when Macs are included)"</label>
+                    <input id="bulk-pin" inputmode="numeric" pattern="[0-9]{6}" autocomplete="off"
+                        prop:value=move || pin.get() on:change=move |ev| pin.set(event_target_value(&ev)) />
+                </Show>
                 <label for="bulk-reason">"Reason (kept in the audit log)"</label>
                 <textarea id="bulk-reason" required minlength="3" bind:value=reason></textarea>
                 <Show when=move || action.get() == "erase">
