@@ -135,12 +135,14 @@ fn main() {
         .args([
             "--data-dir",
             data.to_str().unwrap(),
+            "serve",
+            "--listen",
+            &listen,
             "--config",
             config.to_str().unwrap(),
-            "serve",
         ])
         .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("serve.err")).unwrap())
         .spawn()
         .unwrap();
     let _server = Killed(server);
@@ -158,7 +160,8 @@ fn main() {
     {
         assert!(
             started.elapsed() < Duration::from_secs(120),
-            "the appliance did not start"
+            "the appliance did not start: {}",
+            std::fs::read_to_string(tmp.path().join("serve.err")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -166,8 +169,8 @@ fn main() {
         "appliance healthy after {:.1} s (index of {devices} built)",
         started.elapsed().as_secs_f64()
     );
-    let secret = std::fs::read_to_string(&stdout)
-        .unwrap()
+    // `init` made the data directory, so it printed the one-time bootstrap secret.
+    let secret = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::trim)
         .find(|l| l.len() == 39 && l.matches('-').count() == 7)

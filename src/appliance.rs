@@ -299,6 +299,7 @@ pub async fn serve(config: Config, clock: SharedClock) -> Result<(), StartupErro
         directory,
         syslog: syslog_status.clone(),
         portal: config.portal.clone(),
+        settings: Arc::new(http::reports_api::SettingsView::from_config(&config)),
     });
 
     let listen = config.server.listen;

@@ -557,6 +557,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
                 );
                 r.add(
                     cfg,
+                    ApiResource::new("/settings").get(perm(P::SettingsRead), reports_api::settings),
+                );
+                r.add(
+                    cfg,
                     ApiResource::new("/devices/actions/{action}").post(DeviceAction, inventory_api::bulk),
                 );
                 r.add(
@@ -613,6 +617,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_command_bytes: usize) {
                     ApiResource::new("/push-cert")
                         .get(perm(P::SettingsRead), push_api::api_get)
                         .put(perm(P::SettingsManage), push_api::api_put),
+                );
+                r.add(
+                    cfg,
+                    ApiResource::new("/push-cert/csr").post(perm(P::SettingsManage), push_api::api_csr),
                 );
                 r.add(
                     cfg,

@@ -11,7 +11,7 @@ mod mdm_api;
 pub mod middleware;
 pub mod portal_api;
 mod push_api;
-mod reports_api;
+pub mod reports_api;
 pub mod scep;
 pub mod tls;
 
@@ -52,6 +52,8 @@ pub struct AppState {
     pub syslog: Option<Arc<std::sync::Mutex<crate::audit::syslog::SyslogStatus>>>,
     /// What portal users may do.
     pub portal: crate::config::PortalSection,
+    /// What `GET /api/v1/settings` shows.
+    pub settings: Arc<reports_api::SettingsView>,
 }
 
 /// A blocking-pool task that could not run or panicked.

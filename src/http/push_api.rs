@@ -4,8 +4,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::AppState;
 use super::api::{audit, authenticate, source, with_source};
+use super::{AppState, blocking_err};
 use crate::audit::{Actor, AuditEvent, Outcome};
 use crate::error::ApiError;
 use crate::pki::push::{ImportSource, PushCertError, PushCertUpload};
@@ -85,6 +85,45 @@ pub async fn socket_put(
     upload: web::Json<PushCertUpload>,
 ) -> Result<HttpResponse, ApiError> {
     import(state, upload.into_inner(), Actor::Cli, "cli", None).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsrRequest {
+    /// Shown to Apple with the request (optional).
+    email: Option<String>,
+}
+
+/// `POST /api/v1/push-cert/csr`: a certificate request (PEM) to upload to Apple's push
+/// certificates portal; the certificate Apple returns is then uploaded with `PUT /push-cert`.
+/// A new request replaces a pending one's key.
+pub async fn api_csr(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Option<web::Json<CsrRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = authenticate(&state, &req).await?;
+    let email = body
+        .and_then(|b| b.into_inner().email)
+        .filter(|e| !e.trim().is_empty());
+    if email.as_ref().is_some_and(|e| e.len() > 254 || !e.contains('@')) {
+        return Err(ApiError::BadRequest("email is not an address".into()));
+    }
+    let (push, organization) = (state.push.clone(), state.enrollment.organization.clone());
+    let pem = web::block(move || push.create_request(&organization, email.as_deref()))
+        .await
+        .map_err(blocking_err)??;
+    let event = AuditEvent::new(actor.actor.clone(), "push_cert.request", Outcome::Success)
+        .reason("certificate request for Apple's push portal; its key stays on the appliance");
+    audit(&state, with_source(event, &req)).await;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CONTENT_TYPE, "application/pkcs10"))
+        .insert_header((
+            actix_web::http::header::CONTENT_DISPOSITION,
+            "attachment; filename=\"citadel-push.csr\"",
+        ))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .body(pem))
 }
 
 #[derive(Debug, Deserialize)]

@@ -54,6 +54,89 @@ pub async fn status(state: web::Data<AppState>, req: HttpRequest) -> Result<Http
     }))
 }
 
+/// The settings an administrator reads in the console: what `citadel.toml` (and the
+/// environment) set, without secrets — a secret shows only whether it is set, and a proxy
+/// URL loses its user name and password.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingsView {
+    scep: Value,
+    mdm: Value,
+    apns: Value,
+    webhook: Value,
+    sessions: Value,
+    directory: Value,
+    audit_forwarding: Value,
+    portal: Value,
+}
+
+/// `scheme://user:pass@host…` → `scheme://host…`.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://{host}"),
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+impl SettingsView {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            scep: json!({
+                "static_challenge_set": c.scep.static_challenge.is_some() || c.scep.static_challenge_file.is_some(),
+                "challenge_ttl_secs": c.scep.challenge_ttl_secs,
+                "certificate_validity_days": c.scep.certificate_validity_days,
+                "allow_legacy_des": c.scep.allow_legacy_des,
+                "max_message_bytes": c.scep.max_message_bytes,
+            }),
+            mdm: json!({
+                "organization": c.mdm.organization,
+                "enrollment_link_ttl_secs": c.mdm.enrollment_link_ttl_secs,
+                "inventory_interval_hours": c.mdm.inventory_interval_hours,
+                "inventory_on_enrollment": c.mdm.inventory_on_enrollment,
+                "retention_days": c.mdm.retention_days,
+            }),
+            apns: json!({
+                "base_url": c.apns.base_url,
+                "proxy": c.apns.proxy.as_deref().map(without_credentials),
+                "expiration_secs": c.apns.expiration_secs,
+                "concurrency": c.apns.concurrency,
+            }),
+            webhook: json!({
+                "url": c.webhook.url.as_deref().map(without_credentials),
+                "secret_set": c.webhook.secret.is_some() || c.webhook.secret_file.is_some(),
+            }),
+            sessions: json!({
+                "require_mfa": c.admin.require_mfa,
+                "password_min_chars": c.admin.password_min_chars,
+                "session_idle_minutes": c.admin.session_idle_minutes,
+                "session_absolute_hours": c.admin.session_absolute_hours,
+                "reauthenticate_minutes": c.admin.reauthenticate_minutes,
+                "lockout_failures": c.admin.lockout_failures,
+                "lockout_minutes": c.admin.lockout_minutes,
+            }),
+            directory: json!({ "configured": c.admin.directory.is_some() }),
+            audit_forwarding: json!({
+                "checkpoint_minutes": c.audit.checkpoint_minutes,
+                "syslog": c.audit.syslog.as_ref().map(|s| json!({ "address": s.address, "tls": s.tls })),
+            }),
+            portal: json!({
+                "enabled": c.portal.enabled,
+                "allow_lock": c.portal.allow_lock,
+                "allow_locate": c.portal.allow_locate,
+                "allow_erase_request": c.portal.allow_erase_request,
+            }),
+        }
+    }
+}
+
+/// `GET /api/v1/settings`: the effective settings, read-only (they change in `citadel.toml`).
+pub async fn settings(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    authenticate(&state, &req).await?;
+    Ok(HttpResponse::Ok().json(state.settings.as_ref()))
+}
+
 #[derive(Deserialize)]
 pub struct ChartQuery {
     stale_days: Option<u32>,
@@ -235,6 +318,26 @@ pub async fn catalog(state: web::Data<AppState>, req: HttpRequest) -> Result<Htt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_leave_out_secrets_and_proxy_credentials() {
+        assert_eq!(
+            without_credentials("http://u:p@proxy.dmz:3128"),
+            "http://proxy.dmz:3128"
+        );
+        assert_eq!(
+            without_credentials("https://siem.example/hook"),
+            "https://siem.example/hook"
+        );
+        assert_eq!(without_credentials("https://h/x@y"), "https://h/x@y");
+        let mut c = crate::config::Config::default();
+        c.apns.proxy = Some("http://alice:s3cret@proxy:3128".into());
+        let shown = serde_json::to_string(&SettingsView::from_config(&c)).unwrap_or_default();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("http://proxy:3128"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn charts_escape_labels_sort_and_fold_the_tail() {

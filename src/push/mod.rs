@@ -213,6 +213,14 @@ impl PushService {
         }
     }
 
+    /// A new certificate request for Apple's push portal (PEM); its key waits, mode 0600, in
+    /// the data directory for the certificate Apple returns.
+    pub fn create_request(&self, organization: &str, email: Option<&str>) -> Result<String, PushError> {
+        let (pem, _der) =
+            push_files::create_request(&self.data, organization, email).map_err(PushCertError::from)?;
+        Ok(pem)
+    }
+
     /// Imports a push certificate (refusing a topic change) and puts it in service.
     pub fn import(&self, source: ImportSource) -> Result<PushCertificateInfo, PushError> {
         let now = self.clock.now();

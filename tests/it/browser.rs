@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Appliance, free_port, text};
+use crate::harness::{Appliance, free_port, run, text};
 use crate::iam::{bootstrap_secret, totp};
 use crate::mdm::api_token;
+use crate::push::AppleCa;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -284,11 +285,16 @@ fn assert_no_console_errors(browser: &Browser) {
         .console()
         .into_iter()
         .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
-        // Refused API calls are logged by the browser: the session probe before signing in
-        // (401) and the help desk's erase attempt (403).
+        // Refused API calls are logged by the browser: the session probes before signing in
+        // (401, console and portal) and the help desk's erase attempt (403).
         .filter(|e| {
             let m = e["message"].as_str().unwrap_or_default();
-            !m.contains("status of 403") && !m.contains("/api/v1/auth/session - Failed to load resource: the server responded with a status of 401")
+            let probe = |path: &str| {
+                m.contains(&format!(
+                    "{path} - Failed to load resource: the server responded with a status of 401"
+                ))
+            };
+            !m.contains("status of 403") && !probe("/api/v1/auth/session") && !probe("/api/v1/portal/me")
         })
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
@@ -319,18 +325,6 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
     assert!(html.contains("<nav"), "{html}");
     assert!(!html.contains("data-hydrated"), "{html}");
 
-    // The first Owner, with the bootstrap secret (as `citadel serve` printed it).
-    let setup = a
-        .client()
-        .post(a.url("/api/v1/setup"))
-        .json(
-            &json!({ "bootstrap_secret": bootstrap_secret(&a), "username": OWNER,
-                       "display_name": "Olivia Owner", "password": OWNER_PASSWORD }),
-        )
-        .send()
-        .unwrap();
-    assert_eq!(setup.status(), 200, "{}", setup.text().unwrap());
-
     let home = a.tmp.path().join("browser-home");
     let browser = Browser::launch(&home, &a.export_ca());
 
@@ -354,9 +348,18 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
     assert_eq!(foreign, json!([]));
     browser.screenshot(&screenshot_path("sign-in.png"));
 
-    // First sign-in: no second factor yet, so the account page asks for one.
-    browser.type_into("#username", OWNER);
-    browser.type_into("#password", OWNER_PASSWORD);
+    // First start: the bootstrap secret (as `citadel serve` printed it) makes the first Owner,
+    // who is signed in and asked for a second factor.
+    browser.click("a[href='/setup']");
+    browser.wait_for(
+        "set-up page",
+        "return location.pathname === '/setup' && !!document.querySelector('#setup-secret')",
+    );
+    browser.type_into("#setup-secret", &bootstrap_secret(&a));
+    browser.type_into("#setup-username", OWNER);
+    browser.type_into("#setup-display", "Olivia Owner");
+    browser.type_into("#setup-password", OWNER_PASSWORD);
+    browser.type_into("#setup-repeat", OWNER_PASSWORD);
     browser.click("form button[type=submit]");
     browser.wait_for(
         "account set-up",
@@ -543,7 +546,7 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
         ),
         (
             "/settings",
-            "document.body.innerText.includes('Certificate authority') && !document.querySelector('.loading')",
+            "document.body.innerText.includes('Certificate authority') && document.body.innerText.includes('Enrollment and inventory') && !document.querySelector('.loading')",
         ),
         (
             "/settings/administrators",
@@ -564,6 +567,53 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
             path.trim_start_matches('/').replace('/', "-")
         )));
     }
+
+    // A command from Apple's schema to the three iPhones, with its progress counting up live.
+    browser.goto(&a.url("/commands"));
+    browser.wait_for("command catalog", "return document.body.dataset.hydrated === 'true' && document.querySelectorAll('#command-type option').length > 50");
+    browser.js("const s = document.querySelector('#command-type'); s.value = 'SecurityInfo'; s.dispatchEvent(new Event('change')); return null");
+    browser.js("const s = document.querySelector('#target-platform'); s.value = 'ios'; s.dispatchEvent(new Event('change')); return null");
+    browser.wait_text("targets counted", "3 active devices will receive the command.");
+    browser.click(".command-form > button[type=submit]");
+    browser.wait_for(
+        "command acknowledged by all three",
+        "return document.querySelector('.progress dd[data-status=Acknowledged]')?.innerText === '3'",
+    );
+    browser.screenshot(&screenshot_path("commands-progress.png"));
+
+    // The push certificate from the console: a request made on the appliance (checked by
+    // openssl), signed by a stand-in for Apple, uploaded back.
+    browser.goto(&a.url("/settings"));
+    browser.wait_for(
+        "settings",
+        "return document.body.dataset.hydrated === 'true' && !!document.querySelector('#csr-email')",
+    );
+    browser.click("#csr-email ~ button[type=submit]");
+    browser.wait_for(
+        "certificate request",
+        "return (document.querySelector('#csr-pem')?.value || '').includes('BEGIN CERTIFICATE REQUEST')",
+    );
+    let csr = a.tmp.path().join("console-push.csr");
+    std::fs::write(
+        &csr,
+        browser
+            .js("return document.querySelector('#csr-pem').value")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let out = run(Command::new("openssl")
+        .args(["req", "-noout", "-verify", "-in"])
+        .arg(&csr));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let apple = AppleCa::create(a.tmp.path());
+    let cert =
+        std::fs::read_to_string(apple.issue(&csr, "com.apple.mgmt.External.console-test", "console-push"))
+            .unwrap();
+    browser.type_into("#push-pem", &cert);
+    browser.click("#push-pem ~ button[type=submit]");
+    browser.wait_text("push certificate imported", "Push certificate imported.");
+    browser.wait_text("topic shown", "com.apple.mgmt.External.console-test");
 
     // A tablet's width: the layout fits (wide tables scroll inside their frame).
     browser.call(
@@ -615,6 +665,53 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
          .then(r => done(r.status)).catch(e => done(String(e)));"
     ));
     assert_eq!(status, json!(403));
+    assert_no_console_errors(&browser);
+
+    // The self-service portal: a person sees the device assigned to them and locks it.
+    let client = a.client();
+    let res = client
+        .post(a.url("/api/v1/portal-users"))
+        .bearer_auth(&token)
+        .json(&json!({ "username": "nina", "display_name": "Nina Nurse", "password": "harbour kettles sing at dawn" }))
+        .send()
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().unwrap());
+    let res = client
+        .put(a.url(&format!("/api/v1/devices/{device_id}/user")))
+        .bearer_auth(&token)
+        .json(&json!({ "username": "nina" }))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    browser.goto(&a.url("/portal"));
+    browser.wait_for(
+        "portal sign-in",
+        "return location.pathname === '/portal/login' && document.body.dataset.hydrated === 'true'",
+    );
+    browser.type_into("#portal-username", "nina");
+    browser.type_into("#portal-password", "harbour kettles sing at dawn");
+    browser.click("form button[type=submit]");
+    browser.wait_for("her devices", "return document.querySelectorAll('.portal-devices .card').length === 1 && !!document.querySelector('button[data-action=lock]')");
+    browser.screenshot(&screenshot_path("portal.png"));
+    browser.click(".portal-devices button[data-action=lock]");
+    browser.type_into("#portal-reason", "Left it on the bus");
+    browser.click("#portal-reason ~ .dialog-buttons button[type=submit]");
+    browser.wait_text(
+        "lock sent",
+        "Sent. The device receives it the next time it is online.",
+    );
+    browser.click("a[href='/portal/privacy']");
+    browser.wait_text("privacy rules", "Location");
+    browser.screenshot(&screenshot_path("portal-privacy.png"));
+    let res = client
+        .get(a.url(&format!(
+            "/api/v1/audit?order=newest&action=device.action.lock&actor=nina&target={device_id}"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    let records: Value = res.json().unwrap();
+    assert_eq!(records["items"][0]["actor"]["id"], "nina", "{records}");
     assert_no_console_errors(&browser);
 }
 

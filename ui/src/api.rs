@@ -94,6 +94,16 @@ impl Api {
         self.call("DELETE", path, None::<&()>).await
     }
 
+    /// A POST whose answer is not JSON (a certificate request): the body as text.
+    pub async fn post_for_text<B: Serialize>(self, path: &str, body: &B) -> Result<String, ApiError> {
+        let csrf = self.csrf.get_untracked();
+        let result = transport::send("POST", path, csrf.as_deref(), Some(body)).await;
+        if matches!(&result, Err(e) if e.status == 401) {
+            self.session_ended.set(true);
+        }
+        result
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         self,
         method: &str,

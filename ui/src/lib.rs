@@ -74,6 +74,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=pages::NotFound>
                 <Route path=path!("/login") view=pages::login::Login />
+                <Route path=path!("/setup") view=pages::login::Setup />
                 <ParentRoute path=path!("/portal") view=pages::portal::PortalFrame>
                     <Route path=path!("") view=pages::portal::PortalHome />
                     <Route path=path!("/login") view=pages::portal::PortalLogin />

@@ -47,29 +47,6 @@ pub fn DeviceDetail() -> impl IntoView {
     let reload = RwSignal::new(0u64);
     let detail = load::<Value>(move || Some(format!("/api/v1/devices/{}", encode(&id()))), reload);
 
-    // Poll while a command is still on its way to the device.
-    Effect::new(move |_| {
-        let waiting = detail.with(|d| match d {
-            Load::Ready(v) => v.get("commands").and_then(Value::as_array).is_some_and(|c| {
-                c.iter().any(|c| {
-                    c.get("status")
-                        .and_then(Value::as_str)
-                        .is_some_and(crate::components::is_pending)
-                })
-            }),
-            _ => false,
-        });
-        if waiting {
-            // The page may be gone when the timer fires.
-            set_timeout(
-                move || {
-                    let _ = reload.try_update(|n| *n += 1);
-                },
-                std::time::Duration::from_millis(POLL_MS),
-            );
-        }
-    });
-
     let title = Signal::derive(move || match &*detail.read() {
         Load::Ready(d) => {
             let name = field(d, "device_name");
@@ -88,13 +65,16 @@ pub fn DeviceDetail() -> impl IntoView {
         </PageHeader>
         {show_load(detail, "the device", move |d: &Value| {
             let d = d.clone();
-            view! { <DeviceBody device=d reload /> }
+            view! { <DeviceBody device=d /> }
         })}
     }
 }
 
 #[component]
-fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
+fn DeviceBody(device: Value) -> impl IntoView {
+    // Only the command history is asked for again (after an action, and while a command is
+    // on its way): the rest of the page, and any dialog open on it, stays as it is.
+    let commands_reload = RwSignal::new(0u64);
     let session = use_session();
     let d = device;
     let id = field(&d, "enrollment_id");
@@ -188,7 +168,7 @@ fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
         </section>
         <section id="actions" class="card" aria-labelledby="actions-title">
             <h2 id="actions-title">"Actions"</h2>
-            <Actions id=id.clone() actions serial platform reload />
+            <Actions id=id.clone() actions serial platform reload=commands_reload />
         </section>
         <section id="hardware" class="card" aria-labelledby="hardware-title">
             <h2 id="hardware-title">"Hardware"</h2>
@@ -210,7 +190,7 @@ fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
         })}
         <section id="commands" class="card" aria-labelledby="commands-title">
             <h2 id="commands-title">"Command history"</h2>
-            <CommandHistory commands />
+            <LiveCommands path=base.clone() initial=commands reload=commands_reload />
         </section>
     }
 }
@@ -254,6 +234,53 @@ fn ListSection(
             })}
         </section>
     }
+}
+
+/// The device's command history, asked for again every [`POLL_MS`] while a command is still
+/// on its way to the device.
+#[component]
+fn LiveCommands(path: String, initial: Vec<Value>, reload: RwSignal<u64>) -> impl IntoView {
+    let latest = RwSignal::new(initial);
+    let api = use_api();
+    let pending = move || {
+        latest.with(|c| {
+            c.iter().any(|c| {
+                c.get("status")
+                    .and_then(Value::as_str)
+                    .is_some_and(crate::components::is_pending)
+            })
+        })
+    };
+    Effect::new(move |previous: Option<u64>| {
+        let bumped = reload.get();
+        // The first run shows what the page loaded; later ones fetch.
+        if previous.is_some() {
+            let path = path.clone();
+            crate::api::spawn(async move {
+                if let Ok(d) = api.get::<Value>(&path).await {
+                    let commands = d
+                        .get("commands")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let _ = latest.try_set(commands);
+                }
+            });
+        }
+        bumped
+    });
+    Effect::new(move |_| {
+        if pending() {
+            // The page may be gone when the timer fires.
+            set_timeout(
+                move || {
+                    let _ = reload.try_update(|n| *n += 1);
+                },
+                std::time::Duration::from_millis(POLL_MS),
+            );
+        }
+    });
+    move || view! { <CommandHistory commands=latest.get() /> }
 }
 
 #[component]

@@ -118,6 +118,9 @@ pub fn Login() -> impl IntoView {
                 <p class="muted">
                     <a href="/portal/login">"Looking for your own devices? Use the self-service portal."</a>
                 </p>
+                <p class="muted">
+                    <a href="/setup">"First start? Create the first administrator."</a>
+                </p>
             </div>
         </main>
     }
@@ -134,5 +137,70 @@ mod tests {
         assert_eq!(safe_next(Some("/\\evil.example".into())), "/");
         assert_eq!(safe_next(Some("https://evil.example/".into())), "/");
         assert_eq!(safe_next(None), "/");
+    }
+}
+
+/// First start: the bootstrap secret `citadel serve` printed creates the first Owner (once).
+#[component]
+pub fn Setup() -> impl IntoView {
+    let api = use_api();
+    let secret = RwSignal::new(String::new());
+    let username = RwSignal::new(String::new());
+    let display = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let repeat = RwSignal::new(String::new());
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if password.get_untracked() != repeat.get_untracked() {
+            error.set(Some("The two passwords differ.".into()));
+            return;
+        }
+        let body = serde_json::json!({
+            "bootstrap_secret": secret.get_untracked().trim(),
+            "username": username.get_untracked().trim(),
+            "display_name": display.get_untracked().trim(),
+            "password": password.get_untracked(),
+        });
+        crate::api::spawn(async move {
+            match api.post::<_, Value>("/api/v1/setup", &body).await {
+                // Signed in: next, the authenticator (a full load starts the session clean).
+                Ok(_) => {
+                    let _ = window().location().set_href("/account");
+                }
+                Err(e) => error.set(Some(match e.status {
+                    401 | 403 | 409 => {
+                        "The bootstrap secret is not right, or the first administrator already exists."
+                            .to_owned()
+                    }
+                    _ => e.to_string(),
+                })),
+            }
+        });
+    };
+    view! {
+        <Title text="First start" />
+        <main id="main" class="signin">
+            <div class="signin-card">
+                <p class="signin-brand">{crate::PRODUCT_NAME}</p>
+                <h1>"Create the first administrator"</h1>
+                <p class="help">"Use the one-time bootstrap secret printed when the appliance first started. It works once."</p>
+                <form on:submit=submit>
+                    <label for="setup-secret">"Bootstrap secret"</label>
+                    <input id="setup-secret" required autocomplete="off" bind:value=secret />
+                    <label for="setup-username">"User name"</label>
+                    <input id="setup-username" required autocomplete="username" bind:value=username />
+                    <label for="setup-display">"Full name"</label>
+                    <input id="setup-display" autocomplete="name" bind:value=display />
+                    <label for="setup-password">"Password"</label>
+                    <input id="setup-password" type="password" required minlength="12" autocomplete="new-password" aria-describedby="setup-password-help" bind:value=password />
+                    <p id="setup-password-help" class="help">"At least 12 characters and hard to guess: a few unrelated words work well."</p>
+                    <label for="setup-repeat">"Password again"</label>
+                    <input id="setup-repeat" type="password" required autocomplete="new-password" bind:value=repeat />
+                    {move || error.get().map(|e| view! { <p class="notice error" role="alert">{e}</p> })}
+                    <button type="submit" class="button primary">"Create and continue"</button>
+                </form>
+            </div>
+        </main>
     }
 }

@@ -123,7 +123,11 @@ pub fn PortalLogin() -> impl IntoView {
         crate::api::spawn(async move {
             match api.post::<_, Value>("/api/v1/portal/login", &body).await {
                 Ok(_) => {
-                    user.reload.update(|n| *n += 1);
+                    // Who is signed in must be known before the devices page looks.
+                    if let Ok(me) = api.get::<Me>("/api/v1/portal/me").await {
+                        api.set_csrf(Some(me.csrf_token.clone()));
+                        user.me.set(Load::Ready(me));
+                    }
                     navigate("/portal", Default::default());
                 }
                 Err(e) => {

@@ -40,36 +40,42 @@ pub fn Settings() -> impl IntoView {
     view! {
         <PageHeader title="Settings" lead="The appliance's certificates and who may use it." />
         <SettingsNav />
-        {show_load(status, "the appliance's status", move |s: &Value| {
-            let push = s.get("push").cloned().unwrap_or_default();
-            let push_rows = vec![
-                ("Configured", field(&push, "configured")),
-                ("Topic", field(&push, "topic")),
-                ("Subject", field(&push, "subject")),
-                ("Serial", field(&push, "serial")),
-                ("Expires", when_field(&push, "not_after")),
-                ("Days left", field(&push, "days_left")),
-            ];
-            let warnings: Vec<String> = push
-                .get("warnings")
-                .and_then(Value::as_array)
-                .map(|w| w.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
+        <section class="card" aria-labelledby="push-title">
+            <h2 id="push-title">"APNs push certificate"</h2>
+            {show_load(status, "the push certificate", |s: &Value| {
+                let push = s.get("push").cloned().unwrap_or_default();
+                let push_rows = vec![
+                    ("Configured", field(&push, "configured")),
+                    ("Topic", field(&push, "topic")),
+                    ("Subject", field(&push, "subject")),
+                    ("Serial", field(&push, "serial")),
+                    ("Expires", when_field(&push, "not_after")),
+                    ("Days left", field(&push, "days_left")),
+                ];
+                let warnings: Vec<String> = push
+                    .get("warnings")
+                    .and_then(Value::as_array)
+                    .map(|w| w.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                view! {
+                    {warnings.into_iter().map(|w| view! { <p class="notice" role="status">{w}</p> }).collect_view()}
+                    <Facts rows=push_rows />
+                }
+            })}
+            <p class="help">
+                "To get one: create a certificate request below (or run " <code>"citadel push-cert csr"</code>
+                " on the appliance), upload it to Apple's push certificates portal with your organisation's Apple ID, then upload the certificate Apple returns here. Renew with the same Apple ID: a new topic orphans every enrolled device."
+            </p>
+            // Outside the loaded part: a refresh after an upload keeps the forms and their notices.
+            <Show when=move || session.can("settings.manage")>
+                <PushRequest />
+                <PushUpload reload />
+            </Show>
+        </section>
+        {show_load(status, "the certificates", |s: &Value| {
             let ca = s.get("ca").map(cert_rows).unwrap_or_default();
             let tls = s.get("tls").map(cert_rows).unwrap_or_default();
             view! {
-                <section class="card" aria-labelledby="push-title">
-                    <h2 id="push-title">"APNs push certificate"</h2>
-                    {warnings.into_iter().map(|w| view! { <p class="notice" role="status">{w}</p> }).collect_view()}
-                    <Facts rows=push_rows />
-                    <p class="help">
-                        "To get one: run " <code>"citadel push-cert csr --out push.csr"</code>
-                        " on the appliance, upload the request to Apple's push certificates portal with your organisation's Apple ID, then upload the certificate Apple returns here. Renew with the same Apple ID: a new topic orphans every enrolled device."
-                    </p>
-                    <Show when=move || session.can("settings.manage")>
-                        <PushUpload reload />
-                    </Show>
-                </section>
                 <section class="card" aria-labelledby="ca-title">
                     <h2 id="ca-title">"Certificate authority"</h2>
                     <p class="help">"Issues device identities over SCEP. Its key never leaves the appliance."</p>
@@ -81,6 +87,94 @@ pub fn Settings() -> impl IntoView {
                 </section>
             }
         })}
+        <Show when=move || session.can("settings.read")>
+            <Configuration />
+        </Show>
+    }
+}
+
+/// The effective settings, read-only: they are changed in `citadel.toml` (then restart).
+#[component]
+fn Configuration() -> impl IntoView {
+    let reload = RwSignal::new(0u64);
+    let settings = load::<Value>(|| Some("/api/v1/settings".to_owned()), reload);
+    let titles = [
+        ("scep", "SCEP"),
+        ("mdm", "Enrollment and inventory"),
+        ("apns", "APNs (push) and proxy"),
+        ("webhook", "Webhooks"),
+        ("sessions", "Console sign-in"),
+        ("directory", "Directory"),
+        ("audit_forwarding", "Audit log forwarding"),
+        ("portal", "Self-service portal"),
+    ];
+    view! {
+        <section class="card" aria-labelledby="config-title">
+            <h2 id="config-title">"Configuration"</h2>
+            <p class="help">"Set in citadel.toml (or CITADEL_* environment variables); restart the appliance after a change. Secrets are never shown."</p>
+            {show_load(settings, "the settings", move |s: &Value| {
+                titles
+                    .iter()
+                    .map(|(key, title)| {
+                        let rows: Vec<(String, String)> = s
+                            .get(*key)
+                            .and_then(Value::as_object)
+                            .map(|o| {
+                                o.iter()
+                                    .map(|(k, v)| {
+                                        let shown = match v {
+                                            Value::Null => "not set".to_owned(),
+                                            Value::Object(_) => v.to_string(),
+                                            other => crate::components::text_of(other),
+                                        };
+                                        (k.replace('_', " "), shown)
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        view! {
+                            <h3>{*title}</h3>
+                            <dl class="facts">
+                                {rows.into_iter().map(|(k, v)| view! { <div><dt>{k}</dt><dd>{v}</dd></div> }).collect_view()}
+                            </dl>
+                        }
+                    })
+                    .collect_view()
+            })}
+        </section>
+    }
+}
+
+/// A certificate request for Apple's portal, made on the appliance (its key never leaves it).
+#[component]
+fn PushRequest() -> impl IntoView {
+    let api = use_api();
+    let email = RwSignal::new(String::new());
+    let request = RwSignal::new(None::<Result<String, ApiError>>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = json!({ "email": email.get_untracked() });
+        crate::api::spawn(async move {
+            request.set(Some(api.post_for_text("/api/v1/push-cert/csr", &body).await));
+        });
+    };
+    view! {
+        <form class="stacked" on:submit=submit>
+            <label for="csr-email">"Contact e-mail for Apple (optional)"</label>
+            <input id="csr-email" type="email" autocomplete="email" bind:value=email />
+            <button type="submit" class="button">"Create certificate request"</button>
+            {move || request.get().map(|r| match r {
+                Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
+                Ok(pem) => {
+                    let href = format!("data:application/pkcs10;charset=utf-8,{}", crate::api::encode(&pem));
+                    view! {
+                        <label for="csr-pem">"Certificate request"</label>
+                        <textarea id="csr-pem" readonly rows="6" prop:value=pem></textarea>
+                        <a class="button primary" href=href download="citadel-push.csr">"Download citadel-push.csr"</a>
+                    }.into_any()
+                }
+            })}
+        </form>
     }
 }
 
