@@ -314,7 +314,7 @@ pub async fn locations(
 pub struct BulkRequest {
     /// The devices the list's filters match…
     #[serde(default)]
-    filter: DeviceFilter,
+    filter: Option<DeviceFilter>,
     /// …or exactly these (a selection in the console); at most [`MAX_BULK_TARGETS`].
     #[serde(default)]
     targets: Option<Vec<String>>,
@@ -325,8 +325,8 @@ pub struct BulkRequest {
 }
 
 /// The most devices a bulk action may name one by one (larger sets go by filter); a body of
-/// 500 IDs stays within the API's 16 KiB JSON limit.
-const MAX_BULK_TARGETS: usize = 500;
+/// 400 enrollment IDs (up to 36 characters) stay within the API's 16 KiB JSON limit.
+const MAX_BULK_TARGETS: usize = 400;
 
 #[derive(Serialize)]
 struct BulkAccepted {
@@ -368,20 +368,30 @@ pub async fn bulk(
     let actor = authenticate(&state, &req).await?;
     let action = parse_action(&action.into_inner())?;
     let BulkRequest {
-        mut filter,
+        filter,
         targets,
         params,
         dry_run,
     } = body.into_inner();
-    if targets.as_ref().is_some_and(|t| t.len() > MAX_BULK_TARGETS) {
-        return Err(ApiError::BadRequest(format!(
-            "at most {MAX_BULK_TARGETS} targets; use a filter for more"
-        )));
+    let mut filter = match (filter, &targets) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest("give a filter or targets, not both".into()));
+        }
+        (filter, _) => filter.unwrap_or_default(),
+    };
+    match &targets {
+        Some(t) if t.is_empty() => return Err(ApiError::BadRequest("targets is empty".into())),
+        Some(t) if t.len() > MAX_BULK_TARGETS => {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_BULK_TARGETS} targets; use a filter for more"
+            )));
+        }
+        _ => {}
     }
     filter.status = Some(EnrollmentStatus::Active);
     let (mdm, now) = (state.mdm.clone(), state.clock.now());
     let plan_params = params.clone();
-    let (ids, eligible, skipped) = web::block(move || -> Result<_, ApiError> {
+    let (eligible, skipped, matched) = web::block(move || -> Result<_, ApiError> {
         let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
         let ids = match targets {
             None => {
@@ -413,14 +423,18 @@ pub async fn bulk(
                 Err(e) => *skipped.entry(e.to_string()).or_default() += 1,
             }
         }
-        Ok((ids, eligible, skipped))
+        // Named devices that are not active count as matched (and skipped); the filter only
+        // ever matches active ones.
+        let inactive = skipped.get("not an active enrollment").copied().unwrap_or(0);
+        let matched = ids.len() + inactive;
+        Ok((eligible, skipped, matched))
     })
     .await
     .map_err(blocking_err)??;
     if dry_run {
         return Ok(HttpResponse::Ok().json(BulkPlan {
             action,
-            matched: ids.len() + skipped.values().sum::<usize>(),
+            matched,
             eligible: eligible.len(),
             skipped,
         }));
@@ -435,16 +449,15 @@ pub async fn bulk(
         }
     }
     let bulk_id = uuid::Uuid::new_v4().to_string();
-    tracing::warn!(%bulk_id, %actor, ?action, matched = ids.len(), eligible = eligible.len(), reason = %params.reason, "bulk action started");
+    tracing::warn!(%bulk_id, %actor, ?action, matched, eligible = eligible.len(), reason = %params.reason, "bulk action started");
     let event = AuditEvent::new(
         actor.actor.clone(),
         format!("device.bulk_action.{}", action.name()),
         Outcome::Success,
     )
     .target(format!(
-        "bulk:{bulk_id} ({} of {} matched)",
-        eligible.len(),
-        ids.len()
+        "bulk:{bulk_id} ({} of {matched} matched)",
+        eligible.len()
     ))
     .reason(params.reason.trim());
     audit(&state, with_source(event, &req)).await;
@@ -452,7 +465,7 @@ pub async fn bulk(
     let accepted = BulkAccepted {
         bulk_id: bulk_id.clone(),
         action,
-        matched: ids.len(),
+        matched,
         eligible: eligible.len(),
         skipped,
         pace_per_second: BULK_STEP * 1000 / usize::try_from(BULK_PAUSE.as_millis()).unwrap_or(1000).max(1),

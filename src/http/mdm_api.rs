@@ -298,6 +298,36 @@ impl DeliveryView {
     }
 }
 
+/// Keys of a command whose values are secrets.
+const SECRET_KEYS: &[&str] = &[
+    "PIN",
+    "UnlockToken",
+    "Passcode",
+    "Password",
+    "NewPassword",
+    "CurrentPassword",
+];
+
+/// The command plist with its secret values replaced by `<redacted>`.
+fn redact_secrets(mut plist: Dictionary) -> Dictionary {
+    if let Some(Value::Dictionary(command)) = plist.get_mut("Command") {
+        for key in SECRET_KEYS {
+            if let Some(v) = command.get_mut(key) {
+                *v = Value::String("<redacted>".into());
+            }
+        }
+    }
+    plist
+}
+
+fn xml_text_of(value: &Value) -> String {
+    let mut out = Vec::new();
+    match plist::to_writer_xml(&mut out, value) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
 /// A plist as XML text for people to read (binary plists converted; anything else as lossy
 /// UTF-8).
 fn xml_text(bytes: &[u8]) -> String {
@@ -343,11 +373,19 @@ pub async fn get_command(
     let Some((record, deliveries)) = found else {
         return Err(ApiError::NotFound);
     };
-    let command = plist::from_bytes::<Dictionary>(record.plist.as_bytes())
+    // What a reader sees of the command: the PIN that unlocks a Mac, an UnlockToken or a
+    // password are not for everyone who may read commands.
+    let shown = plist::from_bytes::<Dictionary>(record.plist.as_bytes())
         .ok()
-        .and_then(|mut d| d.remove("Command"))
-        .map(|c| schema::plist_to_json(&c))
+        .map(redact_secrets);
+    let command = shown
+        .as_ref()
+        .and_then(|d| d.get("Command"))
+        .map(schema::plist_to_json)
         .unwrap_or(serde_json::Value::Null);
+    let command_plist = shown
+        .map(|d| xml_text_of(&Value::Dictionary(d)))
+        .unwrap_or_default();
     Ok(HttpResponse::Ok().json(CommandView {
         command_uuid: record.uuid,
         request_type: record.request_type,
@@ -355,7 +393,7 @@ pub async fn get_command(
         created_by: record.created_by,
         priority: record.priority,
         command,
-        command_plist: record.plist,
+        command_plist,
         targets: deliveries
             .into_iter()
             .map(|d| DeliveryView::new(d, true))
@@ -832,4 +870,22 @@ pub async fn get_device(
     found
         .map(|d| HttpResponse::Ok().json(d))
         .ok_or(ApiError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_in_commands_are_not_shown() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict><key>Command</key><dict><key>RequestType</key><string>DeviceLock</string>
+<key>PIN</key><string>482913</string><key>Message</key><string>Call IT</string></dict>
+<key>CommandUUID</key><string>A</string></dict></plist>"#;
+        let parsed = plist::from_bytes::<Dictionary>(xml.as_bytes()).unwrap_or_default();
+        let shown = xml_text_of(&Value::Dictionary(redact_secrets(parsed)));
+        assert!(!shown.contains("482913"), "{shown}");
+        assert!(shown.contains("<string>&lt;redacted&gt;</string>"), "{shown}");
+        assert!(shown.contains("Call IT"), "{shown}");
+    }
 }

@@ -100,12 +100,16 @@ pub struct CsrRequest {
 pub async fn api_csr(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: Option<web::Json<CsrRequest>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let actor = authenticate(&state, &req).await?;
-    let email = body
-        .and_then(|b| b.into_inner().email)
-        .filter(|e| !e.trim().is_empty());
+    // No body is the same as `{}`; a body that is not the request is refused.
+    let request: CsrRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CsrRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?
+    };
+    let email = request.email.filter(|e| !e.trim().is_empty());
     if email.as_ref().is_some_and(|e| e.len() > 254 || !e.contains('@')) {
         return Err(ApiError::BadRequest("email is not an address".into()));
     }

@@ -69,14 +69,27 @@ pub struct SettingsView {
     portal: Value,
 }
 
-/// `scheme://user:pass@host…` → `scheme://host…`.
+/// `scheme://user:pass@host…` → `scheme://host…` (the user part ends at the authority's last
+/// `@`, as HTTP clients read it).
 fn without_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://{host}"),
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparsable>".to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{tail}")
+}
+
+/// Only `scheme://host[:port]`: a webhook's path or query often carries its token.
+fn origin_only(url: &str) -> String {
+    let shown = without_credentials(url);
+    match shown.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            format!("{scheme}://{}", &rest[..end])
+        }
+        None => shown,
     }
 }
 
@@ -104,7 +117,7 @@ impl SettingsView {
                 "concurrency": c.apns.concurrency,
             }),
             webhook: json!({
-                "url": c.webhook.url.as_deref().map(without_credentials),
+                "url": c.webhook.url.as_deref().map(origin_only),
                 "secret_set": c.webhook.secret.is_some() || c.webhook.secret_file.is_some(),
             }),
             sessions: json!({
@@ -330,6 +343,14 @@ mod tests {
             "https://siem.example/hook"
         );
         assert_eq!(without_credentials("https://h/x@y"), "https://h/x@y");
+        assert_eq!(
+            without_credentials("http://alice:p@ss@proxy:3128"),
+            "http://proxy:3128"
+        );
+        assert_eq!(
+            origin_only("https://u:p@hooks.example:8443/services/T/B/XXXX?k=1"),
+            "https://hooks.example:8443"
+        );
         let mut c = crate::config::Config::default();
         c.apns.proxy = Some("http://alice:s3cret@proxy:3128".into());
         let shown = serde_json::to_string(&SettingsView::from_config(&c)).unwrap_or_default();

@@ -1134,13 +1134,21 @@ fn the_console_api_answers_dry_runs_charts_catalog_and_plists() {
         assert_eq!(d["pending_commands"], 0, "a dry run queued something: {d}");
     }
     // Too many names is refused.
-    let many: Vec<String> = (0..501).map(|i| format!("D{i}")).collect();
+    let many: Vec<String> = (0..401).map(|i| format!("D{i}")).collect();
     let (s, _) = w.api(
         Method::POST,
         "/api/v1/devices/actions/lock",
         Some(json!({"targets": many, "params": {"reason": "x"}, "dry_run": true})),
     );
     assert_eq!(s, 400);
+    // A filter and names together, or no names, are refused.
+    for body in [
+        json!({"filter": {}, "targets": [ids[0]], "params": {"reason": "x"}, "dry_run": true}),
+        json!({"targets": [], "params": {"reason": "x"}, "dry_run": true}),
+    ] {
+        let (s, answer) = w.api(Method::POST, "/api/v1/devices/actions/lock", Some(body));
+        assert_eq!(s, 400, "{answer}");
+    }
 
     // Named devices, for real: exactly those two are locked.
     let (s, accepted) = w.api(

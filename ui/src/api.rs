@@ -112,8 +112,10 @@ impl Api {
     ) -> Result<T, ApiError> {
         let csrf = self.csrf.get_untracked();
         let result = transport::send(method, path, csrf.as_deref(), body).await;
+        // A wrong password (re-authentication, password change) is not an ended session.
         if let Err(e) = &result
             && e.status == 401
+            && e.code != "invalid_credentials"
             && !path.ends_with("/login")
         {
             self.session_ended.set(true);

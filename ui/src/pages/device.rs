@@ -271,10 +271,14 @@ fn LiveCommands(path: String, initial: Vec<Value>, reload: RwSignal<u64>) -> imp
     });
     Effect::new(move |_| {
         if pending() {
-            // The page may be gone when the timer fires.
+            // One poll at a time: the timer asks again only if nothing else (an action) did
+            // meanwhile. The page may be gone when it fires.
+            let at = reload.get_untracked();
             set_timeout(
                 move || {
-                    let _ = reload.try_update(|n| *n += 1);
+                    if reload.try_get_untracked() == Some(at) {
+                        let _ = reload.try_update(|n| *n += 1);
+                    }
                 },
                 std::time::Duration::from_millis(POLL_MS),
             );
@@ -314,7 +318,7 @@ fn CommandHistory(commands: Vec<Value>) -> impl IntoView {
                                 </td>
                                 <td>{when_field(&c, "queued_at")}</td>
                                 <td>{when_field(&c, "answered_at")}</td>
-                                <td><CommandPlists uuid /></td>
+                                <td><CommandPlists uuid device=field(&c, "enrollment_id") /></td>
                             </tr>
                         }
                     }).collect_view()}
@@ -327,7 +331,7 @@ fn CommandHistory(commands: Vec<Value>) -> impl IntoView {
 
 /// The command and the device's answer, as plists, loaded when opened.
 #[component]
-fn CommandPlists(uuid: String) -> impl IntoView {
+fn CommandPlists(uuid: String, device: String) -> impl IntoView {
     let opened = RwSignal::new(false);
     let reload = RwSignal::new(0u64);
     let path_uuid = uuid.clone();
@@ -343,8 +347,14 @@ fn CommandPlists(uuid: String) -> impl IntoView {
         <details on:toggle=move |_| opened.set(true)>
             <summary>"Plist"</summary>
             <Show when=move || opened.get()>
-                {show_load(command, "the command", |c: &Value| {
-                    let result = c.get("targets").and_then(Value::as_array).and_then(|t| t.first()).cloned().unwrap_or_default();
+                {let device = device.clone(); show_load(command, "the command", move |c: &Value| {
+                    // A command sent to several devices: this device's answer.
+                    let result = c
+                        .get("targets")
+                        .and_then(Value::as_array)
+                        .and_then(|t| t.iter().find(|d| field(d, "enrollment_id") == device))
+                        .cloned()
+                        .unwrap_or_default();
                     view! {
                         <h3>"Command"</h3>
                         <pre class="plist">{field(c, "command_plist")}</pre>
@@ -533,6 +543,17 @@ fn Actions(
         </Modal>
     }
     .into_any()
+}
+
+/// An API error, or — when the action needs a recent sign-in — the form to give it; after
+/// that `on_retry` runs (the form's owner clears the error, the user sends again).
+#[component]
+pub fn ErrorOrReauth(error: ApiError, on_retry: Callback<()>) -> impl IntoView {
+    if error.needs_reauthentication() {
+        view! { <Reauthenticate on_done=move || on_retry.run(()) /> }.into_any()
+    } else {
+        view! { <ErrorNotice error /> }.into_any()
+    }
 }
 
 /// Destructive actions need a recent sign-in: password (and code) again.

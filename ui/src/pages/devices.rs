@@ -522,7 +522,12 @@ fn BulkDialog(
 ) -> impl IntoView {
     let api = use_api();
     let session = use_session();
-    let action = RwSignal::new("lock".to_owned());
+    // The first action this role may take (a custom role may not lock).
+    let first = BULK_ACTIONS
+        .iter()
+        .find(|(_, _, p)| session.can(p))
+        .map_or("lock", |(a, _, _)| *a);
+    let action = RwSignal::new(first.to_owned());
     let reason = RwSignal::new(String::new());
     let typed = RwSignal::new(String::new());
     let pin = RwSignal::new(String::new());
@@ -621,7 +626,10 @@ fn BulkDialog(
                 <div class="notice" role="status" aria-live="polite">
                     {move || match plan.get() {
                         None => view! { <p>"Counting the devices this reaches…"</p> }.into_any(),
-                        Some(Err(e)) => view! { <ErrorNotice error=e /> }.into_any(),
+                        // Erasing needs a recent sign-in: the form, then the count again.
+                        Some(Err(e)) => view! {
+                            <crate::pages::device::ErrorOrReauth error=e on_retry=Callback::new(move |()| action.update(|_| {})) />
+                        }.into_any(),
                         Some(Ok(p)) => view! {
                             <p class="bulk-count"><strong>{format!("This affects {}.", plural(p.eligible, "device", "devices"))}</strong></p>
                             {(p.matched != p.eligible).then(|| view! {

@@ -20,7 +20,17 @@ struct LoginRequest {
 /// Only same-site paths are followed after sign-in (no open redirect).
 pub fn safe_next(next: Option<String>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n,
+        // Browsers drop tabs and newlines from URLs ("/\t/evil" becomes "//evil"): nothing but
+        // a plain local path is followed.
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+        {
+            n
+        }
         _ => "/".to_owned(),
     }
 }
@@ -137,6 +147,9 @@ mod tests {
         assert_eq!(safe_next(Some("/\\evil.example".into())), "/");
         assert_eq!(safe_next(Some("https://evil.example/".into())), "/");
         assert_eq!(safe_next(None), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example".into())), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example".into())), "/");
+        assert_eq!(safe_next(Some("/a\\b".into())), "/");
     }
 }
 

@@ -181,16 +181,30 @@ fn MyDevices() -> impl IntoView {
     let user = use_portal_user();
     let api = use_api();
     let outcome = RwSignal::new(None::<Result<String, ApiError>>);
-    let pending = RwSignal::new(None::<(String, String, &'static str)>);
+    // (device, its name, the action, whether it is a Mac)
+    let pending = RwSignal::new(None::<(String, String, &'static str, bool)>);
     let open = RwSignal::new(false);
     Effect::new(move |_| open.set(pending.get().is_some()));
     let reason = RwSignal::new(String::new());
+    let pin = RwSignal::new(String::new());
     let confirm = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let Some((id, _, action)) = pending.get_untracked() else {
+        let Some((id, _, action, _)) = pending.get_untracked() else {
             return;
         };
-        let body = json!({ "reason": reason.get_untracked() });
+        let text = reason.get_untracked();
+        // Lock and lost mode show the text on the device's screen; an erase request tells IT.
+        let body = match action {
+            "request_erase" => json!({ "reason": text }),
+            _ => {
+                let mut b = json!({ "message": text });
+                let pin = pin.get_untracked();
+                if !pin.trim().is_empty() {
+                    b["pin"] = Value::String(pin.trim().to_owned());
+                }
+                b
+            }
+        };
         crate::api::spawn(async move {
             let r = api
                 .post::<_, Value>(&format!("/api/v1/portal/devices/{}/{action}", encode(&id)), &body)
@@ -206,14 +220,15 @@ fn MyDevices() -> impl IntoView {
             pending.set(None);
             open.set(false);
             reason.set(String::new());
+            pin.set(String::new());
             user.reload.update(|n| *n += 1);
         });
     };
     let title = Signal::derive(move || match pending.get() {
-        Some((_, name, "request_erase")) => format!("Ask IT to erase {name}?"),
-        Some((_, name, "lost_mode")) => format!("Put {name} in lost mode?"),
-        Some((_, name, "found")) => format!("End lost mode on {name}?"),
-        Some((_, name, _)) => format!("Lock {name}?"),
+        Some((_, name, "request_erase", _)) => format!("Ask IT to erase {name}?"),
+        Some((_, name, "lost_mode", _)) => format!("Put {name} in lost mode?"),
+        Some((_, name, "found", _)) => format!("End lost mode on {name}?"),
+        Some((_, name, _, _)) => format!("Lock {name}?"),
         None => String::new(),
     });
     view! {
@@ -235,11 +250,12 @@ fn MyDevices() -> impl IntoView {
                         let allowed = d.get("allowed").cloned().unwrap_or_default();
                         let can = |k: &str| allowed.get(k).and_then(Value::as_bool) == Some(true);
                         let lost = d.get("lost_mode_enabled").and_then(Value::as_bool) == Some(true);
+                        let mac = field(d, "platform") == "macos";
                         let button = |action: &'static str, label: &'static str, danger: bool| {
                             let (id, name) = (id.clone(), name.clone());
                             view! {
                                 <button type="button" class=if danger { "button danger" } else { "button" } data-action=action
-                                    on:click=move |_| pending.set(Some((id.clone(), name.clone(), action)))>{label}</button>
+                                    on:click=move |_| pending.set(Some((id.clone(), name.clone(), action, mac)))>{label}</button>
                             }
                         };
                         view! {
@@ -266,8 +282,17 @@ fn MyDevices() -> impl IntoView {
         })}
         <Modal open title id="portal-action">
             <form class="stacked" on:submit=confirm>
-                <label for="portal-reason">"What happened? (your IT team sees this)"</label>
+                <label for="portal-reason">
+                    {move || match pending.get() {
+                        Some((_, _, "request_erase", _)) => "What happened? (your IT team sees this)",
+                        _ => "Message on the device's screen (for whoever finds it)",
+                    }}
+                </label>
                 <textarea id="portal-reason" required bind:value=reason></textarea>
+                <Show when=move || matches!(pending.get(), Some((_, _, "lock", true)))>
+                    <label for="portal-pin">"Six-digit PIN to unlock the Mac afterwards"</label>
+                    <input id="portal-pin" inputmode="numeric" pattern="[0-9]{6}" required autocomplete="off" bind:value=pin />
+                </Show>
                 <div class="dialog-buttons">
                     <button type="button" class="button" on:click=move |_| { pending.set(None); open.set(false); }>"Cancel"</button>
                     <button type="submit" class="button danger">"Confirm"</button>

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, load, use_api};
 use crate::components::{Badge, ErrorNotice, Facts, Modal, PageHeader, field, show_load, when_field};
+use crate::pages::device::ErrorOrReauth;
 use crate::session::use_session;
 
 #[component]
@@ -164,7 +165,7 @@ fn PushRequest() -> impl IntoView {
             <input id="csr-email" type="email" autocomplete="email" bind:value=email />
             <button type="submit" class="button">"Create certificate request"</button>
             {move || request.get().map(|r| match r {
-                Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
+                Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| request.set(None)) /> }.into_any(),
                 Ok(pem) => {
                     let href = format!("data:application/pkcs10;charset=utf-8,{}", crate::api::encode(&pem));
                     view! {
@@ -203,7 +204,7 @@ fn PushUpload(reload: RwSignal<u64>) -> impl IntoView {
             <textarea id="push-pem" required rows="6" placeholder="-----BEGIN CERTIFICATE-----" bind:value=pem></textarea>
             {move || result.get().map(|r| match r {
                 Ok(()) => view! { <p class="notice success" role="status">"Push certificate imported."</p> }.into_any(),
-                Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
+                Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| result.set(None)) /> }.into_any(),
             })}
             <button type="submit" class="button primary">"Upload"</button>
         </form>
@@ -245,6 +246,7 @@ pub fn Administrators() -> impl IntoView {
             }
         });
     };
+    let remove_open = RwSignal::new(false);
     let remove = move |_| {
         let Some(name) = remove_target.get_untracked() else {
             return;
@@ -258,11 +260,14 @@ pub fn Administrators() -> impl IntoView {
                     remove_target.set(None);
                     reload.update(|n| *n += 1);
                 }
-                Err(e) => error.set(Some(e)),
+                Err(e) => {
+                    // Shown on the page (with the sign-in form when that is what is missing).
+                    remove_open.set(false);
+                    error.set(Some(e));
+                }
             }
         });
     };
-    let remove_open = RwSignal::new(false);
     // One way only: a signal notifies on every set, so two effects feeding each other loop.
     Effect::new(move |_| remove_open.set(remove_target.get().is_some()));
     view! {
@@ -272,7 +277,7 @@ pub fn Administrators() -> impl IntoView {
             </Show>
         </PageHeader>
         <SettingsNav />
-        {move || error.get().map(|e| view! { <ErrorNotice error=e /> })}
+        {move || error.get().map(|e| view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| error.set(None)) /> })}
         {show_load(users, "administrators", move |list: &Vec<Value>| {
             let can_manage = session.can("users.manage");
             view! {
@@ -346,7 +351,7 @@ pub fn Administrators() -> impl IntoView {
                 </select>
                 <label for="new-password">"First password (they replace it at first sign-in)"</label>
                 <input id="new-password" type="password" autocomplete="new-password" required minlength="12" bind:value=password />
-                {move || error.get().map(|e| view! { <ErrorNotice error=e /> })}
+                {move || error.get().map(|e| view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| error.set(None)) /> })}
                 <div class="dialog-buttons">
                     <button type="button" class="button" on:click=move |_| create_open.set(false)>"Cancel"</button>
                     <button type="submit" class="button primary">"Add"</button>
