@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::NavigateOptions;
 use serde_json::Value;
 
 use crate::api::{ApiError, Load};
@@ -166,6 +167,24 @@ pub fn count(n: u64) -> String {
 /// `1 device`, `2 devices`.
 pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
+/// Shows `path?query` in place of the current URL (a page's filters live in its URL: a view
+/// can be bookmarked, and Back does not step through every filter change).
+pub fn show_query(navigate: &impl Fn(&str, NavigateOptions), path: &str, query: &str) {
+    let url = if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    };
+    navigate(
+        &url,
+        NavigateOptions {
+            replace: true,
+            scroll: false,
+            ..NavigateOptions::default()
+        },
+    );
 }
 
 /// A `performance.mark` the benchmarks read (time to hydrated, to data on screen).

@@ -2,13 +2,12 @@
 //! same selection as JSON lines.
 
 use leptos::prelude::*;
-use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{encode, load, query_string};
-use crate::components::{Badge, PageHeader, field, show_load, when_field};
+use crate::components::{Badge, PageHeader, field, show_load, show_query, when_field};
 
 const FILTERS: &[(&str, &str)] = &[
     ("action", "Action (or prefix ending in “.”)"),
@@ -80,21 +79,7 @@ pub fn Audit() -> impl IntoView {
     }
     let go = {
         let navigate = navigate.clone();
-        move |q: String| {
-            let url = if q.is_empty() {
-                "/audit".to_owned()
-            } else {
-                format!("/audit?{q}")
-            };
-            navigate(
-                &url,
-                NavigateOptions {
-                    replace: true,
-                    scroll: false,
-                    ..NavigateOptions::default()
-                },
-            );
-        }
+        move |q: String| show_query(&navigate, "/audit", &q)
     };
     let submit = {
         let values = values.clone();

@@ -5,13 +5,14 @@
 use std::collections::BTreeSet;
 
 use leptos::prelude::*;
-use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, Load, encode, load, query_string, use_api};
-use crate::components::{Badge, ErrorNotice, Modal, PageHeader, count, field, plural, show_load, when_field};
+use crate::components::{
+    Badge, ErrorNotice, Modal, PageHeader, count, field, plural, show_load, show_query, when_field,
+};
 use crate::session::use_session;
 
 /// Rows per page.
@@ -224,19 +225,7 @@ pub fn Devices() -> impl IntoView {
                 .map(|(k, v)| format!("{k}={}", encode(v)))
                 .collect::<Vec<_>>()
                 .join("&");
-            let url = if q.is_empty() {
-                "/devices".to_owned()
-            } else {
-                format!("/devices?{q}")
-            };
-            navigate(
-                &url,
-                NavigateOptions {
-                    replace: true,
-                    scroll: false,
-                    ..NavigateOptions::default()
-                },
-            );
+            show_query(&navigate, "/devices", &q);
         }
     };
 
