@@ -393,16 +393,21 @@ pub async fn bulk(
     let plan_params = params.clone();
     let (eligible, skipped, matched) = web::block(move || -> Result<_, ApiError> {
         let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
-        let ids = match targets {
+        // Matched: what the filter found (active devices only), or every device named.
+        let (ids, matched) = match targets {
             None => {
-                mdm.index()
+                let ids = mdm
+                    .index()
                     .query(&filter, None, None, 0, usize::MAX, now)
                     .map_err(|e| ApiError::BadRequest(e.to_string()))?
-                    .ids
+                    .ids;
+                let matched = ids.len();
+                (ids, matched)
             }
             Some(mut targets) => {
                 targets.sort();
                 targets.dedup();
+                let matched = targets.len();
                 let mut active = Vec::with_capacity(targets.len());
                 for id in targets {
                     match mdm.enrollment(&id)? {
@@ -410,7 +415,7 @@ pub async fn bulk(
                         _ => *skipped.entry("not an active enrollment".to_owned()).or_default() += 1,
                     }
                 }
-                active
+                (active, matched)
             }
         };
         let mut eligible = Vec::new();
@@ -423,10 +428,6 @@ pub async fn bulk(
                 Err(e) => *skipped.entry(e.to_string()).or_default() += 1,
             }
         }
-        // Named devices that are not active count as matched (and skipped); the filter only
-        // ever matches active ones.
-        let inactive = skipped.get("not an active enrollment").copied().unwrap_or(0);
-        let matched = ids.len() + inactive;
         Ok((eligible, skipped, matched))
     })
     .await

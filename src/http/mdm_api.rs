@@ -334,9 +334,9 @@ fn xml_text(bytes: &[u8]) -> String {
     if bytes.starts_with(b"bplist")
         && let Ok(value) = plist::from_bytes::<Value>(bytes)
     {
-        let mut out = Vec::new();
-        if plist::to_writer_xml(&mut out, &value).is_ok() {
-            return String::from_utf8_lossy(&out).into_owned();
+        let xml = xml_text_of(&value);
+        if !xml.is_empty() {
+            return xml;
         }
     }
     String::from_utf8_lossy(bytes).into_owned()

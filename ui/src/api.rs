@@ -96,12 +96,7 @@ impl Api {
 
     /// A POST whose answer is not JSON (a certificate request): the body as text.
     pub async fn post_for_text<B: Serialize>(self, path: &str, body: &B) -> Result<String, ApiError> {
-        let csrf = self.csrf.get_untracked();
-        let result = transport::send("POST", path, csrf.as_deref(), Some(body)).await;
-        if matches!(&result, Err(e) if e.status == 401) {
-            self.session_ended.set(true);
-        }
-        result
+        self.send("POST", path, Some(body)).await
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -110,6 +105,20 @@ impl Api {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ApiError> {
+        let text = self.send(method, path, body).await?;
+        // 204 and empty bodies read as JSON null.
+        let text = if text.trim().is_empty() { "null" } else { &text };
+        serde_json::from_str(text)
+            .map_err(|e| ApiError::local(format!("unexpected answer from the appliance: {e}")))
+    }
+
+    /// The request with the CSRF token; the answer's body as text. Notices an ended session.
+    async fn send<B: Serialize>(
+        self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<String, ApiError> {
         let csrf = self.csrf.get_untracked();
         let result = transport::send(method, path, csrf.as_deref(), body).await;
         // A wrong password (re-authentication, password change) is not an ended session.
@@ -120,11 +129,7 @@ impl Api {
         {
             self.session_ended.set(true);
         }
-        let text = result?;
-        // 204 and empty bodies read as JSON null.
-        let text = if text.trim().is_empty() { "null" } else { &text };
-        serde_json::from_str(text)
-            .map_err(|e| ApiError::local(format!("unexpected answer from the appliance: {e}")))
+        result
     }
 }
 
