@@ -54,8 +54,11 @@ fn main() {
         let etag = format!("\"{:016x}-{:x}\"", fnv1a64(&bytes), bytes.len());
         let _ = writeln!(
             entries,
-            "    Asset {{ name: {name:?}, content_type: {ct:?}, etag: {etag:?}, body: include_bytes!({path_str:?}) }},",
+            "    Asset {{ name: {name:?}, content_type: {ct:?}, etag: {etag:?}, body: include_bytes!({path_str:?}), \
+             brotli: {br}, gzip: {gz} }},",
             ct = content_type(&name),
+            br = sidecar(&path, "br"),
+            gz = sidecar(&path, "gz"),
         );
         count += 1;
         total += bytes.len();
@@ -87,6 +90,21 @@ fn main() {
     }
 }
 
+/// The precompressed copy `<path>.<ext>` that `installer/build-ui.sh` wrote next to an asset,
+/// as an `Option<&[u8]>` expression.
+fn sidecar(path: &Path, ext: &str) -> String {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{ext}"));
+    let compressed = PathBuf::from(name);
+    match compressed.to_str() {
+        Some(p) if compressed.is_file() => {
+            println!("cargo:rerun-if-changed={p}");
+            format!("Some(include_bytes!({p:?}))")
+        }
+        _ => "None".to_owned(),
+    }
+}
+
 /// `$CITADEL_SITE_DIR`, or `<workspace>/target/site/pkg`.
 fn site_dir() -> PathBuf {
     if let Some(dir) = env::var_os("CITADEL_SITE_DIR").filter(|d| !d.is_empty()) {
@@ -106,7 +124,8 @@ fn asset_files(dir: &Path) -> Vec<(String, PathBuf)> {
         .filter(|entry| entry.file_type().map(|t| t.is_file()).unwrap_or(false))
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            if name.starts_with('.') {
+            // Precompressed copies are served in place of their asset, not under their names.
+            if name.starts_with('.') || name.ends_with(".br") || name.ends_with(".gz") {
                 return None;
             }
             let path = fs::canonicalize(entry.path()).ok()?;

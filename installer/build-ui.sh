@@ -5,7 +5,7 @@
 # The server's build.rs embeds whatever is there, so run this BEFORE building
 # the `citadel` binary (or the embedded console is stale or missing).
 #
-# Needs: rustup (adds wasm32-unknown-unknown), cargo. Installs the wasm-bindgen
+# Needs: rustup (adds wasm32-unknown-unknown), cargo, brotli and gzip. Installs the wasm-bindgen
 # CLI at exactly the version of the wasm-bindgen crate pinned in Cargo.lock.
 # Runs wasm-opt only if it is already on PATH (npm package `binaryen`).
 #
@@ -22,6 +22,12 @@ site_dir="${CITADEL_SITE_DIR:-$repo/target/site/pkg}"
 wasm_target_dir="$repo/target/wasm"
 target=wasm32-unknown-unknown
 started=$SECONDS
+
+# .cargo/config.toml's rustflags (the console's `--cfg erase_components`) do not apply when
+# RUSTFLAGS is set: keep the flag in that case.
+if [[ -n "${RUSTFLAGS:-}" && "$RUSTFLAGS" != *erase_components* ]]; then
+  export RUSTFLAGS="$RUSTFLAGS --cfg erase_components"
+fi
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'build-ui: error: %s\n' "$*" >&2; exit 1; }
@@ -112,20 +118,28 @@ fi
 cp ui/style/citadel.css "$staging/citadel.css"
 cp ui/assets/favicon.svg "$staging/favicon.svg"
 
+# 6. Precompressed copies (X.br, X.gz), served in place of X to browsers that accept them, so
+# the appliance never compresses the 2 MB wasm per request. build.rs embeds them.
+command -v brotli >/dev/null || die "brotli not found (Debian package brotli)"
+for f in citadel_bg.wasm citadel.js citadel.css; do
+    brotli -q 11 -k -f "$staging/$f"
+    gzip -9 -n -k -f "$staging/$f"
+done
+
 rm -rf "$site_dir"
 mv "$staging" "$site_dir"
 chmod 755 "$site_dir"
 trap - EXIT
 
-# 6. Report.
+# 7. Report.
 log "site assets in $site_dir (built in $((SECONDS - started)) s):"
 for f in "$site_dir"/*; do
+    case "$f" in *.br|*.gz) continue ;; esac
     raw=$(stat -c %s "$f")
-    if command -v brotli >/dev/null; then
-        br=$(brotli -c -q 11 "$f" | wc -c)
-        printf '    %-20s %9d bytes  (brotli %d)\n' "$(basename "$f")" "$raw" "$br" >&2
+    if [[ -f "$f.br" ]]; then
+        printf '    %-20s %9d bytes  (brotli %d, gzip %d)\n' "$(basename "$f")" "$raw" \
+            "$(stat -c %s "$f.br")" "$(stat -c %s "$f.gz")" >&2
     else
-        gz=$(gzip -9 -c "$f" | wc -c)
-        printf '    %-20s %9d bytes  (gzip %d)\n' "$(basename "$f")" "$raw" "$gz" >&2
+        printf '    %-20s %9d bytes\n' "$(basename "$f")" "$raw" >&2
     fi
 done

@@ -8,6 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# .cargo/config.toml's rustflags (the console's `--cfg erase_components`) do not apply when
+# RUSTFLAGS is set: keep the flag in that case.
+if [[ -n "${RUSTFLAGS:-}" && "$RUSTFLAGS" != *erase_components* ]]; then
+  export RUSTFLAGS="$RUSTFLAGS --cfg erase_components"
+fi
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 as_root() {
@@ -41,8 +47,9 @@ ensure_rust() {
 }
 
 build_deps() {
-  # make: jemalloc (the allocator) is built from source by its crate.
-  apt_install gcc libc6-dev make pkg-config ca-certificates
+  # make: jemalloc (the allocator) is built from source by its crate. brotli: the console's
+  # assets are compressed at build time.
+  apt_install gcc libc6-dev make pkg-config ca-certificates brotli
   ensure_rust
 }
 

@@ -124,9 +124,15 @@ pub struct EraseRequest {
     pub requested_at: OffsetDateTime,
 }
 
+/// Erase requests are keyed `enrollment id, 0, time`: one device's are one prefix.
+fn erase_prefix(enrollment_id: &str) -> Vec<u8> {
+    let mut prefix = enrollment_id.as_bytes().to_vec();
+    prefix.push(0);
+    prefix
+}
+
 pub fn request_erase(store: &dyn Store, request: &EraseRequest) -> Result<(), StoreError> {
-    let mut key = request.enrollment_id.as_bytes().to_vec();
-    key.push(0);
+    let mut key = erase_prefix(&request.enrollment_id);
     let micros = request.requested_at.unix_timestamp_nanos() / 1_000;
     key.extend_from_slice(&u64::try_from(micros).unwrap_or(0).to_be_bytes());
     store.put(Tree::EraseRequests, &key, &encode(request)?)
@@ -134,10 +140,8 @@ pub fn request_erase(store: &dyn Store, request: &EraseRequest) -> Result<(), St
 
 /// Removes the erase requests for `enrollment_id` (erased, or dismissed); returns how many.
 pub fn clear_erase_requests(store: &dyn Store, enrollment_id: &str) -> Result<usize, StoreError> {
-    let mut prefix = enrollment_id.as_bytes().to_vec();
-    prefix.push(0);
     let mut n = 0;
-    for (k, _) in scan_all(store, Tree::EraseRequests, &prefix)? {
+    for (k, _) in scan_all(store, Tree::EraseRequests, &erase_prefix(enrollment_id))? {
         if store.delete(Tree::EraseRequests, &k)? {
             n += 1;
         }
@@ -147,6 +151,14 @@ pub fn clear_erase_requests(store: &dyn Store, enrollment_id: &str) -> Result<us
 
 pub fn erase_requests(store: &dyn Store) -> Result<Vec<EraseRequest>, StoreError> {
     scan_all(store, Tree::EraseRequests, b"")?
+        .iter()
+        .map(|(k, v)| decode(Tree::EraseRequests, k, v))
+        .collect()
+}
+
+/// The open erase requests for one device, oldest first.
+pub fn erase_requests_for(store: &dyn Store, enrollment_id: &str) -> Result<Vec<EraseRequest>, StoreError> {
+    scan_all(store, Tree::EraseRequests, &erase_prefix(enrollment_id))?
         .iter()
         .map(|(k, v)| decode(Tree::EraseRequests, k, v))
         .collect()
@@ -173,5 +185,29 @@ mod tests {
         assert_eq!(device_user(&store, "D2").unwrap().as_deref(), Some("bob"));
         set_device_user(&store, "D1", None).unwrap();
         assert!(devices_of(&store, "alice").unwrap().is_empty());
+    }
+
+    #[test]
+    fn erase_requests_are_per_device() {
+        let store = MemoryStore::new();
+        let at = time::macros::datetime!(2026-12-01 10:00 UTC);
+        for (id, minutes) in [("D1", 0), ("D10", 1), ("D1", 2)] {
+            let request = EraseRequest {
+                enrollment_id: id.to_owned(),
+                username: "alice".to_owned(),
+                reason: format!("lost at {minutes}"),
+                requested_at: at + time::Duration::minutes(minutes),
+            };
+            request_erase(&store, &request).unwrap();
+        }
+        // "D1" is a prefix of "D10" but not of its key.
+        let d1 = erase_requests_for(&store, "D1").unwrap();
+        assert_eq!(
+            d1.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>(),
+            ["lost at 0", "lost at 2"]
+        );
+        assert_eq!(erase_requests(&store).unwrap().len(), 3);
+        assert_eq!(clear_erase_requests(&store, "D1").unwrap(), 2);
+        assert_eq!(erase_requests_for(&store, "D10").unwrap().len(), 1);
     }
 }

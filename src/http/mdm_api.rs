@@ -308,7 +308,8 @@ const SECRET_KEYS: &[&str] = &[
     "CurrentPassword",
 ];
 
-/// The command plist with its secret values replaced by `<redacted>`.
+/// The command plist with its secret values replaced by `<redacted>` and its embedded data
+/// (a profile can carry a Wi-Fi key or a certificate's password) by a description of it.
 fn redact_secrets(mut plist: Dictionary) -> Dictionary {
     if let Some(Value::Dictionary(command)) = plist.get_mut("Command") {
         for key in SECRET_KEYS {
@@ -316,8 +317,57 @@ fn redact_secrets(mut plist: Dictionary) -> Dictionary {
                 *v = Value::String("<redacted>".into());
             }
         }
+        for (_, v) in command.iter_mut() {
+            describe_data(v);
+        }
     }
     plist
+}
+
+/// Replaces every data value under `value` by what it is (for a profile: its identifier and
+/// payload types) and its size.
+fn describe_data(value: &mut Value) {
+    match value {
+        Value::Data(bytes) => *value = Value::String(data_description(bytes)),
+        Value::Array(items) => items.iter_mut().for_each(describe_data),
+        Value::Dictionary(d) => d.iter_mut().for_each(|(_, v)| describe_data(v)),
+        _ => {}
+    }
+}
+
+fn data_description(bytes: &[u8]) -> String {
+    let size = bytes.len();
+    let Ok(profile) = plist::from_bytes::<Dictionary>(bytes) else {
+        // Signed profiles (CMS) and certificates: opaque here.
+        return format!("<{size} bytes, not shown>");
+    };
+    let text = |k: &str| {
+        profile
+            .get(k)
+            .and_then(Value::as_string)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let types: Vec<&str> = profile
+        .get("PayloadContent")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|p| p.as_dictionary()?.get("PayloadType")?.as_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "<profile {} ({}), payloads: {}; {size} bytes, contents not shown>",
+        text("PayloadIdentifier"),
+        text("PayloadDisplayName"),
+        if types.is_empty() {
+            "none".to_owned()
+        } else {
+            types.join(", ")
+        },
+    )
 }
 
 fn xml_text_of(value: &Value) -> String {
@@ -803,6 +853,10 @@ struct DeviceDetail {
     commands: Vec<HistoryItem>,
     /// The remote actions: whether the caller may take them and whether this device can.
     actions: Vec<ActionAvailability>,
+    /// The person the device belongs to in the self-service portal.
+    assigned_user: Option<String>,
+    /// What its user asked from the portal and an administrator has not yet decided.
+    erase_requests: Vec<crate::portal::EraseRequest>,
 }
 
 #[derive(Serialize)]
@@ -855,8 +909,12 @@ pub async fn get_device(
                 unavailable,
             })
             .collect();
+        let assigned_user = crate::portal::device_user(store.as_ref(), &id)?;
+        let erase_requests = crate::portal::erase_requests_for(store.as_ref(), &id)?;
         Ok(Some(DeviceDetail {
             actions,
+            assigned_user,
+            erase_requests,
             device,
             pending_commands: pending,
             inventory,
@@ -887,5 +945,27 @@ mod tests {
         assert!(!shown.contains("482913"), "{shown}");
         assert!(shown.contains("<string>&lt;redacted&gt;</string>"), "{shown}");
         assert!(shown.contains("Call IT"), "{shown}");
+    }
+
+    #[test]
+    fn profiles_in_commands_are_described_not_shown() {
+        let profile = r#"<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict><key>PayloadIdentifier</key><string>org.example.wifi</string>
+<key>PayloadDisplayName</key><string>Ward Wi-Fi</string><key>PayloadContent</key><array>
+<dict><key>PayloadType</key><string>com.apple.wifi.managed</string><key>Password</key><string>s3cret-psk</string></dict>
+</array></dict></plist>"#;
+        let mut command = Dictionary::new();
+        command.insert("RequestType".into(), Value::String("InstallProfile".into()));
+        command.insert("Payload".into(), Value::Data(profile.as_bytes().to_vec()));
+        let mut plist = Dictionary::new();
+        plist.insert("Command".into(), Value::Dictionary(command));
+        let shown = xml_text_of(&Value::Dictionary(redact_secrets(plist)));
+        assert!(!shown.contains("s3cret-psk"), "{shown}");
+        assert!(!shown.contains("<data>"), "{shown}");
+        assert!(
+            shown.contains("org.example.wifi (Ward Wi-Fi), payloads: com.apple.wifi.managed;"),
+            "{shown}"
+        );
+        assert!(data_description(b"\x30\x82\x01").starts_with("<3 bytes"));
     }
 }

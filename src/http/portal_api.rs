@@ -191,6 +191,10 @@ struct MyDevice {
     #[serde(flatten)]
     device: DeviceSummary,
     allowed: Allowed,
+    /// The device is in lost mode (so the portal offers "found" rather than "lost").
+    lost_mode: bool,
+    /// Where it last said it was, while in lost mode (corporate devices only, like locate).
+    last_location: Option<crate::inventory::LocationFix>,
 }
 
 #[derive(Serialize)]
@@ -221,14 +225,25 @@ pub async fn me(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResp
         let mut out = Vec::new();
         for id in portal::devices_of(store.as_ref(), &u)? {
             if let Some(device) = DeviceSummary::load(store.as_ref(), &id)? {
-                let corporate = device.ownership == Ownership::Corporate;
+                let locate = settings.allow_locate && device.ownership == Ownership::Corporate;
+                let lost_mode = crate::inventory::get(store.as_ref(), &id)?
+                    .and_then(|inv| inv.lost_mode_enabled)
+                    == Some(true);
+                // Locations are kept only while in lost mode; the privacy rules decide here too.
+                let last_location = if locate && lost_mode {
+                    crate::inventory::locations(store.as_ref(), &id, 1)?.pop()
+                } else {
+                    None
+                };
                 out.push(MyDevice {
                     allowed: Allowed {
                         lock: settings.allow_lock,
-                        locate: settings.allow_locate && corporate,
+                        locate,
                         request_erase: settings.allow_erase_request,
                     },
                     device,
+                    lost_mode,
+                    last_location,
                 });
             }
         }

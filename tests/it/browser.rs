@@ -212,6 +212,48 @@ impl Browser {
         .to_owned()
     }
 
+    /// Clicks the first button whose text is exactly `label`.
+    fn click_button(&self, label: &str) {
+        self.wait_for(
+            label,
+            &format!(
+                "const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === {}); if (b) b.click(); return !!b",
+                json!(label)
+            ),
+        );
+    }
+
+    /// Sets a `<select>` as a user choosing an option would.
+    fn choose(&self, css: &str, value: &str) {
+        self.find(css);
+        self.js(&format!(
+            "const s = document.querySelector({}); s.value = {}; s.dispatchEvent(new Event('change')); return null",
+            json!(css),
+            json!(value)
+        ));
+    }
+
+    /// Loads `url` again (once a second) until `script` holds: for what devices do meanwhile.
+    fn reload_until(&self, url: &str, what: &str, script: &str) {
+        let started = Instant::now();
+        loop {
+            self.goto(url);
+            self.wait_for(
+                "hydration",
+                "return document.body.dataset.hydrated === 'true' && !document.querySelector('.loading')",
+            );
+            if self.js(script) == json!(true) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}: {}",
+                self.js("return document.body.innerText")
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     fn wait_text(&self, what: &str, needle: &str) {
         self.wait_for(
             what,
@@ -479,6 +521,14 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
         "return [...document.querySelectorAll('#commands tr')].some(r => r.innerText.includes('DeviceLock') && r.innerText.toLowerCase().includes('acknowledged'))",
     );
     browser.screenshot(&screenshot_path("device.png"));
+    // This appliance does not ask new devices for inventory by itself (the test harness turns
+    // that off): ask from the page, and the device answers (it is supervised, which lost mode
+    // needs later).
+    browser.click("button[data-refresh=inventory]");
+    browser.wait_for(
+        "inventory answered",
+        "return [...document.querySelectorAll('#commands tr')].some(r => r.innerText.includes('DeviceInformation') && r.innerText.toLowerCase().includes('acknowledged'))",
+    );
 
     // The raw plist of the command and of the device's answer.
     browser.js("const d = [...document.querySelectorAll('#commands tr')].find(r => r.innerText.includes('DeviceLock')).querySelector('details'); d.open = true; d.dispatchEvent(new Event('toggle')); return null");
@@ -615,6 +665,98 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
     browser.wait_text("push certificate imported", "Push certificate imported.");
     browser.wait_text("topic shown", "com.apple.mgmt.External.console-test");
 
+    // A selection on the Devices page carried to the Commands page: exactly those devices.
+    browser.goto(&a.url("/devices?platform=macos"));
+    browser.wait_for("the Macs", "return document.body.dataset.hydrated === 'true' && document.body.innerText.includes('of 3 devices')");
+    browser.click("input[aria-label='Select all devices on this page']");
+    browser.wait_text("selection", "3 devices selected");
+    browser.click("a[href^='/commands?devices=']");
+    browser.wait_text(
+        "carried selection",
+        "3 devices chosen on the Devices page will receive the command.",
+    );
+    browser.wait_for(
+        "command catalog",
+        "return document.querySelectorAll('#command-type option').length > 50",
+    );
+    browser.choose("#command-type", "SecurityInfo");
+    browser.click(".command-form > button[type=submit]");
+    browser.wait_for(
+        "command acknowledged by the three Macs",
+        "return document.querySelector('.progress dd[data-status=Acknowledged]')?.innerText === '3'",
+    );
+
+    // Administrators and roles: a custom role, an administrator given it, then changed,
+    // given a temporary password and a new second factor, and removed — each confirmed.
+    browser.goto(&a.url("/settings/administrators"));
+    browser.wait_for(
+        "administrators",
+        "return document.body.dataset.hydrated === 'true' && !document.querySelector('.loading')",
+    );
+    browser.click_button("New role");
+    browser.type_into("#role-name", "ward_support");
+    browser.type_into("#role-description", "Ward devices only");
+    browser.click("#perm-devices-read");
+    browser.click("#perm-devices-lock");
+    browser.click("#edit-role button[type=submit]");
+    browser.wait_text("custom role listed", "Ward devices only");
+    browser.click(".page-actions button.primary");
+    browser.type_into("#new-username", "dora");
+    browser.type_into("#new-display", "Dora Desk");
+    browser.wait_for(
+        "custom role offered",
+        "return !!document.querySelector('#new-role option[value=ward_support]')",
+    );
+    browser.choose("#new-role", "ward_support");
+    browser.type_into("#new-password", "a first password for dora");
+    browser.click("#create-user button[type=submit]");
+    browser.click_button("Manage dora");
+    browser.type_into("#manage-display", "Dora D. Desk");
+    browser.choose("#manage-role", "help_desk");
+    browser.click("#manage-display ~ button[type=submit]");
+    browser.wait_text("saved", "Changes saved.");
+    browser.type_into("#manage-password", "a temporary password for dora");
+    browser.click("#manage-password ~ button[type=submit]");
+    browser.wait_text("password reset", "Temporary password set");
+    browser.click_button("Reset second factor");
+    browser.click("#manage-user .confirm-inline button.danger");
+    browser.wait_text("second factor reset", "Second factor removed");
+    browser.screenshot(&screenshot_path("settings-manage-administrator.png"));
+    browser.click_button("Remove dora");
+    browser.click("#manage-user .confirm-inline button.danger");
+    browser.wait_for("dora removed", "return !document.querySelector('#manage-user[open]') && ![...document.querySelectorAll('td')].some(t => t.innerText === 'dora')");
+    let records: Value = a
+        .client()
+        .get(a.url("/api/v1/audit?order=newest&actor=olivia&limit=50"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let done: Vec<String> = records["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "success")
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["action"].as_str().unwrap(),
+                r["target"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    for expected in [
+        "role.create ward_support",
+        "administrator.create dora",
+        "administrator.update dora",
+        "administrator.password.reset dora",
+        "administrator.mfa.reset dora",
+        "administrator.delete dora",
+    ] {
+        assert!(done.iter().any(|d| d == expected), "{expected} not in {done:?}");
+    }
+
     // A tablet's width: the layout fits (wide tables scroll inside their frame).
     browser.call(
         reqwest::Method::POST,
@@ -700,6 +842,41 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
         "lock sent",
         "Sent. The device receives it the next time it is online.",
     );
+    // Lost mode from the portal; once the phone has taken it, it can be located and found.
+    browser.click(".portal-devices button[data-action=lost_mode]");
+    browser.type_into("#portal-reason", "Please call 555 0100");
+    browser.click("#portal-action .dialog-buttons button[type=submit]");
+    browser.wait_text("lost mode sent", "Lost mode is on");
+    let portal = a.url("/portal");
+    browser.reload_until(
+        &portal,
+        "lost mode on",
+        "return !!document.querySelector('button[data-action=found]')",
+    );
+    browser.click(".portal-devices button[data-action=locate]");
+    browser.click("#portal-action .dialog-buttons button[type=submit]");
+    browser.wait_text("locate sent", "Asked for its location");
+    browser.reload_until(
+        &portal,
+        "a location",
+        "return !!document.querySelector('.portal-devices a[href^=\"geo:\"]')",
+    );
+    browser.screenshot(&screenshot_path("portal-lost-mode.png"));
+    browser.click(".portal-devices button[data-action=found]");
+    browser.click("#portal-action .dialog-buttons button[type=submit]");
+    browser.reload_until(
+        &portal,
+        "lost mode off",
+        "return !!document.querySelector('button[data-action=lost_mode]')",
+    );
+    // Asking IT to erase it: the console shows the request on the device's page.
+    browser.click(".portal-devices button[data-action=request_erase]");
+    browser.type_into("#portal-reason", "Dropped it in the harbour");
+    browser.click("#portal-action .dialog-buttons button[type=submit]");
+    browser.wait_text(
+        "erase requested",
+        "Your IT team has been asked to erase the device.",
+    );
     browser.click("a[href='/portal/privacy']");
     browser.wait_text("privacy rules", "Location");
     browser.screenshot(&screenshot_path("portal-privacy.png"));
@@ -712,6 +889,24 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
         .unwrap();
     let records: Value = res.json().unwrap();
     assert_eq!(records["items"][0]["actor"]["id"], "nina", "{records}");
+    assert_no_console_errors(&browser);
+
+    // The help desk (still signed in to the console) sees whose device it is and her request,
+    // but may not dismiss it (that is for those who may erase).
+    browser.goto(&a.url(&device_path));
+    browser.wait_for(
+        "device page",
+        "return document.body.dataset.hydrated === 'true' && !!document.querySelector('#overview')",
+    );
+    browser.wait_text("erase request", "nina asked on");
+    browser.wait_text("her reason", "Dropped it in the harbour");
+    assert!(browser.text_of("#overview").contains("nina"));
+    assert_eq!(
+        browser
+            .js("return [...document.querySelectorAll('button')].some(b => b.innerText.includes('Dismiss'))"),
+        json!(false)
+    );
+    browser.screenshot(&screenshot_path("device-erase-request.png"));
     assert_no_console_errors(&browser);
 }
 

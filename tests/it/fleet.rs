@@ -245,6 +245,13 @@ fn fifty_devices_live_through_their_lifecycle() {
         json!({"RequestType": "InstallProfile", "Payload": profile_payload("org.hospital.wifi")}),
     );
     assert!(statuses(&view).values().all(|s| s == "Acknowledged"), "{view}");
+    // Readers of the command see what the profile is, not what it holds (Wi-Fi keys…).
+    let shown = view["command_plist"].as_str().unwrap();
+    assert!(
+        shown.contains("&lt;profile org.hospital.wifi (Ward Wi-Fi), payloads: none;")
+            && !shown.contains("<data>"),
+        "{shown}"
+    );
     let view = w.command(
         &ten[..5],
         json!({"RequestType": "RemoveProfile", "Identifier": "org.hospital.wifi"}),
@@ -299,6 +306,42 @@ fn fifty_devices_live_through_their_lifecycle() {
             assert_eq!(t["error_chain"][0]["ErrorCode"], 12067, "{t}");
         }
     }
+    // The phone's user sees it in lost mode, and where it said it was, in the portal; the
+    // phone not in lost mode shows no location.
+    let (s, body) = w.api(
+        Method::POST,
+        "/api/v1/portal-users",
+        Some(json!({"username": "ward-nurse", "password": "the night shift ends at seven"})),
+    );
+    assert_eq!(s, 201, "{body}");
+    for phone in [phones[0], phones[2]] {
+        let (s, body) = w.api(
+            Method::PUT,
+            &format!("/api/v1/devices/{phone}/user"),
+            Some(json!({"username": "ward-nurse"})),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+    let nurse = crate::portal::PortalUser::sign_in(&w.a, "ward-nurse", "the night shift ends at seven");
+    let me = nurse.me();
+    let mine = |udid: &str| {
+        me["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["enrollment_id"] == udid)
+            .cloned()
+            .unwrap_or_else(|| panic!("{udid} not in {me}"))
+    };
+    let lost = mine(phones[0]);
+    assert_eq!(lost["lost_mode"], true, "{lost}");
+    assert!(lost["last_location"]["latitude"].is_number(), "{lost}");
+    let found = mine(phones[2]);
+    assert_eq!(
+        (&found["lost_mode"], &found["last_location"]),
+        (&json!(false), &Value::Null),
+        "{found}"
+    );
 
     // Erase one device: it acknowledges, then disappears; what is queued later stays queued.
     let erased = udids[20];

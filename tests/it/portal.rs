@@ -11,7 +11,7 @@ use crate::mdm::{Device, api_token, verify_profile};
 
 const COOKIE: &str = "__Host-citadel_portal";
 
-struct PortalUser {
+pub(crate) struct PortalUser {
     client: Client,
     base: String,
     cookie: String,
@@ -19,7 +19,7 @@ struct PortalUser {
 }
 
 impl PortalUser {
-    fn sign_in(a: &Appliance, username: &str, password: &str) -> Self {
+    pub(crate) fn sign_in(a: &Appliance, username: &str, password: &str) -> Self {
         let client = a.client();
         let res = client
             .post(a.url("/api/v1/portal/login"))
@@ -64,7 +64,7 @@ impl PortalUser {
         req.send().unwrap()
     }
 
-    fn me(&self) -> Value {
+    pub(crate) fn me(&self) -> Value {
         let res = self.send(Method::GET, "/api/v1/portal/me", None);
         assert_eq!(res.status(), 200);
         res.json().unwrap()
@@ -179,6 +179,10 @@ fn users_enrol_and_act_on_their_own_devices_only() {
         devices[0]["allowed"]["locate"], false,
         "personal devices are never located"
     );
+    assert_eq!(
+        (&devices[0]["lost_mode"], &devices[0]["last_location"]),
+        (&json!(false), &Value::Null)
+    );
     assert!(devices[0].get("compliance").is_some());
     let his = bob.me();
     assert_eq!(his["devices"][0]["enrollment_id"], ipad.udid.as_str());
@@ -236,6 +240,22 @@ fn users_enrol_and_act_on_their_own_devices_only() {
         ),
         (Some("alice"), Some(phone.udid.as_str()))
     );
+    // The device's page says whose it is and what she asked.
+    let device_path = format!("/api/v1/devices/{}", phone.udid);
+    let detail: Value = admin(&a, &token, Method::GET, &device_path, None).json().unwrap();
+    assert_eq!(detail["assigned_user"], "alice", "{detail}");
+    assert_eq!(detail["erase_requests"][0]["reason"], "stolen on the train");
+    let spare_detail: Value = admin(
+        &a,
+        &token,
+        Method::GET,
+        &format!("/api/v1/devices/{}", spare.udid),
+        None,
+    )
+    .json()
+    .unwrap();
+    assert!(spare_detail["assigned_user"].is_null(), "{spare_detail}");
+    assert_eq!(spare_detail["erase_requests"], json!([]));
     // An administrator may dismiss it (erasing the device would clear it too).
     assert_eq!(
         admin(
@@ -252,6 +272,8 @@ fn users_enrol_and_act_on_their_own_devices_only() {
         .json()
         .unwrap();
     assert!(requests.is_empty());
+    let detail: Value = admin(&a, &token, Method::GET, &device_path, None).json().unwrap();
+    assert_eq!(detail["erase_requests"], json!([]), "dismissed");
     // The lock reached the device's queue.
     let next = phone
         .answer(&a, &client, "Idle", None, json!({}))

@@ -466,3 +466,58 @@ fn a_busy_port_is_explained() {
     assert_eq!(out.status.code(), Some(69), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--listen"), "{}", text(&out.stderr));
 }
+
+/// The console's assets are compressed once at build time and served in the encoding the
+/// browser asks for; Debian's `brotli` and `gzip` decode them back to the same bytes.
+#[test]
+fn console_assets_are_served_precompressed() {
+    let a = Appliance::start();
+    let fetch = |name: &str, accept: &str| {
+        let res = a
+            .client()
+            .get(a.url(&format!("/pkg/{name}")))
+            .header("Accept-Encoding", accept)
+            .send()
+            .unwrap();
+        assert_eq!(res.status(), 200, "{name} {accept}");
+        let header = |h: &str| {
+            res.headers()
+                .get(h)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        let (encoding, vary, etag) = (header("content-encoding"), header("vary"), header("etag"));
+        (encoding, vary, etag, res.bytes().unwrap().to_vec())
+    };
+    let decode = |tool: &str, bytes: &[u8]| {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in");
+        std::fs::write(&input, bytes).unwrap();
+        let out = Command::new(tool).arg("-dc").arg(&input).output().expect(tool);
+        assert!(out.status.success(), "{tool}: {}", text(&out.stderr));
+        out.stdout
+    };
+    for name in ["citadel_bg.wasm", "citadel.js", "citadel.css"] {
+        let (encoding, _, plain_tag, raw) = fetch(name, "identity");
+        assert_eq!(encoding, "", "{name}");
+        let (encoding, vary, br_tag, br) = fetch(name, "gzip, deflate, br, zstd");
+        assert_eq!(
+            (encoding.as_str(), vary.as_str()),
+            ("br", "Accept-Encoding"),
+            "{name}"
+        );
+        assert_eq!(decode("brotli", &br), raw, "{name}");
+        let (encoding, _, gz_tag, gz) = fetch(name, "gzip");
+        assert_eq!(encoding, "gzip", "{name}");
+        assert_eq!(decode("gzip", &gz), raw, "{name}");
+        // One tag per representation: a cache never answers gzip with brotli.
+        assert!(
+            plain_tag != br_tag && br_tag != gz_tag,
+            "{plain_tag} {br_tag} {gz_tag}"
+        );
+        if name.ends_with(".wasm") {
+            assert!(raw.starts_with(b"\0asm"));
+            assert!(br.len() * 3 < raw.len(), "{} of {}", br.len(), raw.len());
+        }
+    }
+}

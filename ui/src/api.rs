@@ -90,6 +90,10 @@ impl Api {
         self.call("PUT", path, Some(body)).await
     }
 
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(self, path: &str, body: &B) -> Result<T, ApiError> {
+        self.call("PATCH", path, Some(body)).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(self, path: &str) -> Result<T, ApiError> {
         self.call("DELETE", path, None::<&()>).await
     }
@@ -226,6 +230,7 @@ mod transport {
         let method = match method {
             "POST" => Method::POST,
             "PUT" => Method::PUT,
+            "PATCH" => Method::PATCH,
             "DELETE" => Method::DELETE,
             _ => Method::GET,
         };

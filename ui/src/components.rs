@@ -98,6 +98,57 @@ pub fn Modal(
     }
 }
 
+/// A button for a step that loses something: it first asks, in place, and acts only on the
+/// second click ("every destructive action confirmed" without a dialog on a dialog).
+#[component]
+pub fn ConfirmButton(
+    #[prop(into)] label: String,
+    #[prop(into)] question: String,
+    #[prop(into)] confirm: String,
+    on_confirm: Callback<()>,
+) -> impl IntoView {
+    let asking = RwSignal::new(false);
+    let cancel: NodeRef<leptos::html::Button> = NodeRef::new();
+    // The question is disposed as soon as it is answered; what the answer starts (an API call)
+    // must belong to this button instead, or it would be cancelled with the question.
+    let owner = Owner::current();
+    let confirmed = move || {
+        match &owner {
+            Some(owner) => owner.with(|| on_confirm.run(())),
+            None => on_confirm.run(()),
+        }
+        asking.set(false);
+    };
+    // Focus follows the question, so a keyboard user is not left on a removed button.
+    Effect::new(move |_| {
+        if asking.get()
+            && let Some(button) = cancel.get()
+        {
+            let _ = button.focus();
+        }
+    });
+    view! {
+        <Show
+            when=move || asking.get()
+            fallback={
+                let label = label.clone();
+                move || view! {
+                    <button type="button" class="button" on:click=move |_| asking.set(true)>{label.clone()}</button>
+                }
+            }
+        >
+            <div class="confirm-inline" role="group" aria-label=confirm.clone()>
+                <p>{question.clone()}</p>
+                <button type="button" class="button" node_ref=cancel on:click=move |_| asking.set(false)>"Cancel"</button>
+                <button type="button" class="button danger" on:click={
+                    let confirmed = confirmed.clone();
+                    move |_| confirmed()
+                }>{confirm.clone()}</button>
+            </div>
+        </Show>
+    }
+}
+
 /// A definition list of the non-empty facts.
 #[component]
 pub fn Facts(rows: Vec<(&'static str, String)>) -> impl IntoView {

@@ -13,6 +13,14 @@
 // Leptos views are deeply nested types; the default limit is too low for the admin frame.
 #![recursion_limit = "256"]
 
+// The server's render and the browser's hydration walk the same view tree only if both are
+// built with (or both without) Leptos's component erasure; `.cargo/config.toml` sets it.
+#[cfg(not(erase_components))]
+compile_error!(
+    "build with `--cfg erase_components` (set in .cargo/config.toml; a RUSTFLAGS variable \
+     replaces it, so add `--cfg erase_components` to RUSTFLAGS too)"
+);
+
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::{
@@ -90,6 +98,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/settings") view=pages::settings::Settings />
                     <Route path=path!("/settings/administrators") view=pages::settings::Administrators />
                     <Route path=path!("/settings/tokens") view=pages::settings::Tokens />
+                    <Route path=path!("/settings/portal-users") view=pages::settings::PortalUsers />
                     <Route path=path!("/audit") view=pages::audit::Audit />
                 </ParentRoute>
             </Routes>

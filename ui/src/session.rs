@@ -42,6 +42,14 @@ impl Session {
             .with(|s| matches!(s, Load::Ready(i) if i.can(permission)))
     }
 
+    /// The signed-in user's name (None while loading).
+    pub fn username(&self) -> Option<String> {
+        self.info.with(|s| match s {
+            Load::Ready(i) => Some(i.username.clone()),
+            _ => None,
+        })
+    }
+
     pub fn set(&self, api: Api, info: SessionInfo) {
         api.set_csrf(Some(info.csrf_token.clone()));
         self.info.set(Load::Ready(info));

@@ -14,6 +14,18 @@ use crate::session::use_session;
 
 /// Devices a command from this page can name at once (the list API's page size).
 const MAX_TARGETS: usize = 1000;
+
+/// The devices chosen on the Devices page (`?devices=id,id,…`), if any.
+fn carried_devices(param: Option<String>) -> Option<Vec<String>> {
+    let ids: Vec<String> = param?
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .take(MAX_TARGETS)
+        .map(str::to_owned)
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
 const POLL_MS: u64 = 2000;
 
 #[derive(Deserialize, Clone, PartialEq)]
@@ -99,6 +111,8 @@ pub fn Commands() -> impl IntoView {
     let platform = RwSignal::new(String::new());
     let chosen = RwSignal::new(String::new());
     let values = RwSignal::new(BTreeMap::<String, String>::new());
+    let query = leptos_router::hooks::use_query_map();
+    let carried = Memo::new(move |_| carried_devices(query.read().get("devices")));
     let search = RwSignal::new(String::new());
     let target_platform = RwSignal::new(String::new());
     let targets_query = Memo::new(move |_| {
@@ -110,10 +124,9 @@ pub fn Commands() -> impl IntoView {
     });
     let targets = load::<Value>(
         move || {
-            Some(format!(
-                "/api/v1/devices?limit={MAX_TARGETS}&{}",
-                targets_query.get()
-            ))
+            carried
+                .with(Option::is_none)
+                .then(|| format!("/api/v1/devices?limit={MAX_TARGETS}&{}", targets_query.get()))
         },
         reload,
     );
@@ -156,13 +169,14 @@ pub fn Commands() -> impl IntoView {
                 }
             }
         }
-        let ids: Vec<String> = match &*targets.read_untracked() {
-            Load::Ready(page) => page
+        let ids: Vec<String> = match (carried.get_untracked(), &*targets.read_untracked()) {
+            (Some(ids), _) => ids,
+            (None, Load::Ready(page)) => page
                 .get("items")
                 .and_then(Value::as_array)
                 .map(|i| i.iter().map(|d| field(d, "enrollment_id")).collect())
                 .unwrap_or_default(),
-            _ => Vec::new(),
+            (None, _) => Vec::new(),
         };
         if ids.is_empty() {
             problem.set(Some("No devices match the selection.".into()));
@@ -224,6 +238,14 @@ pub fn Commands() -> impl IntoView {
                     </section>
                     <section class="card" aria-labelledby="targets-title">
                         <h2 id="targets-title">"2. Devices"</h2>
+                        <Show when=move || carried.with(Option::is_some)>
+                            <p role="status">
+                                {move || format!("{} chosen on the Devices page will receive the command.",
+                                    plural(carried.with(|c| c.as_ref().map_or(0, Vec::len)) as u64, "device", "devices"))}
+                            </p>
+                            <a class="button subtle" href="/commands">"Choose devices by search instead"</a>
+                        </Show>
+                        <Show when=move || carried.with(Option::is_none)>
                         <div class="filters">
                             <div class="field grow">
                                 <label for="target-search">"Devices matching"</label>
@@ -255,6 +277,7 @@ pub fn Commands() -> impl IntoView {
                                 Load::Loading => "Counting devices…".to_owned(),
                             }}
                         </p>
+                        </Show>
                     </section>
                     {move || problem.get().map(|p| view! { <p class="notice error" role="alert">{p}</p> })}
                     <button type="submit" class="button primary" disabled=move || chosen.get().is_empty()>"Send command"</button>
@@ -373,6 +396,18 @@ fn Progress(uuid: String) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_carried_from_the_devices_page() {
+        assert_eq!(carried_devices(None), None);
+        assert_eq!(carried_devices(Some(" , ".into())), None);
+        assert_eq!(
+            carried_devices(Some("A,B,,C ".into())),
+            Some(vec!["A".to_owned(), "B".to_owned(), "C".to_owned()])
+        );
+        let many = (0..1500).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        assert_eq!(carried_devices(Some(many)).map(|v| v.len()), Some(MAX_TARGETS));
+    }
 
     #[test]
     fn form_values_are_typed_from_the_schema() {

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::api::{ApiError, Load, encode, load, use_api};
 use crate::components::{
-    Badge, ErrorNotice, Facts, Modal, PageHeader, field, show_load, text_of, when_field,
+    Badge, ConfirmButton, ErrorNotice, Facts, Modal, PageHeader, field, show_load, text_of, when_field,
 };
 use crate::pages::devices::platform_name;
 use crate::session::use_session;
@@ -89,6 +89,7 @@ fn DeviceBody(device: Value) -> impl IntoView {
         ("Ownership", field(&d, "ownership")),
         ("Compliance", field(&d, "compliance")),
         ("User", field(&d, "user_long_name")),
+        ("Belongs to (self-service portal)", field(&d, "assigned_user")),
         ("Enrolled", when_field(&d, "enrolled_at")),
         ("Last seen", when_field(&d, "last_seen_at")),
         ("Commands waiting", field(&d, "pending_commands")),
@@ -148,6 +149,13 @@ fn DeviceBody(device: Value) -> impl IntoView {
     };
     let platform = field(&d, "platform");
     let can_locate = session.can("devices.locate");
+    let erase_requests: Vec<Value> = d
+        .get("erase_requests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let assigned = field(&d, "assigned_user");
+    let assign_id = id.clone();
     let base = format!("/api/v1/devices/{}", encode(&id));
 
     view! {
@@ -162,9 +170,14 @@ fn DeviceBody(device: Value) -> impl IntoView {
             {(lost && can_locate).then(|| view! { <a href="#location">"Location"</a> })}
             <a href="#commands">"Commands"</a>
         </nav>
+        <EraseRequests id=id.clone() requests=erase_requests />
         <section id="overview" class="card" aria-labelledby="overview-title">
             <h2 id="overview-title">"Overview"</h2>
             <Facts rows=overview />
+            <Show when=move || session.can("devices.manage")>
+                <RefreshInventory id=assign_id.clone() reload=commands_reload />
+                <AssignUser id=assign_id.clone() assigned=assigned.clone() />
+            </Show>
         </section>
         <section id="actions" class="card" aria-labelledby="actions-title">
             <h2 id="actions-title">"Actions"</h2>
@@ -192,6 +205,110 @@ fn DeviceBody(device: Value) -> impl IntoView {
             <h2 id="commands-title">"Command history"</h2>
             <LiveCommands path=base.clone() initial=commands reload=commands_reload />
         </section>
+    }
+}
+
+/// What the device's user asked for in the self-service portal: the request, and for those
+/// who may erase, a way to dismiss it (erasing the device, under Actions, also clears it).
+#[component]
+fn EraseRequests(id: String, requests: Vec<Value>) -> impl IntoView {
+    let api = use_api();
+    let session = use_session();
+    let dismissed = RwSignal::new(false);
+    let error = RwSignal::new(None::<ApiError>);
+    if requests.is_empty() {
+        return ().into_any();
+    }
+    let dismiss = Callback::new(move |()| {
+        let path = format!("/api/v1/erase-requests/{}", encode(&id));
+        crate::api::spawn(async move {
+            match api.delete::<Value>(&path).await {
+                Ok(_) => dismissed.set(true),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    });
+    view! {
+        <Show when=move || !dismissed.get()>
+            <section class="notice warning" role="status" aria-labelledby="erase-requests-title">
+                <h2 id="erase-requests-title">"Erase requested"</h2>
+                <ul>
+                    {requests.iter().map(|r| view! {
+                        <li>{format!("{} asked on {}: “{}”", field(r, "username"), when_field(r, "requested_at"), field(r, "reason"))}</li>
+                    }).collect_view()}
+                </ul>
+                {move || error.get().map(|e| view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| error.set(None)) /> })}
+                <Show when=move || session.can("devices.erase")>
+                    <p class="help">"Erase it under Actions (that also closes the request), or dismiss the request."</p>
+                    <ConfirmButton label="Dismiss the request" question="The user's request is closed without erasing the device." confirm="Dismiss" on_confirm=dismiss />
+                </Show>
+            </section>
+        </Show>
+    }
+    .into_any()
+}
+
+/// Asks the device for its inventory now rather than at its next scheduled time.
+#[component]
+fn RefreshInventory(id: String, reload: RwSignal<u64>) -> impl IntoView {
+    let api = use_api();
+    let outcome = RwSignal::new(None::<Result<String, ApiError>>);
+    let ask = move |_| {
+        let path = format!("/api/v1/devices/{}/inventory", encode(&id));
+        crate::api::spawn(async move {
+            let r = api.post::<_, Value>(&path, &serde_json::json!({})).await.map(|_| {
+                "Inventory requested: the answers appear in the command history below, and in these facts when the page is loaded again."
+                    .to_owned()
+            });
+            if r.is_ok() {
+                reload.update(|n| *n += 1);
+            }
+            outcome.set(Some(r));
+        });
+    };
+    view! {
+        <button type="button" class="button" data-refresh="inventory" on:click=ask>"Ask for inventory now"</button>
+        {move || outcome.get().map(|r| match r {
+            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
+            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
+        })}
+    }
+}
+
+/// Who the device belongs to in the self-service portal (what that person sees there).
+#[component]
+fn AssignUser(id: String, assigned: String) -> impl IntoView {
+    let api = use_api();
+    let username = RwSignal::new(assigned);
+    let outcome = RwSignal::new(None::<Result<String, ApiError>>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = username.get_untracked().trim().to_owned();
+        let body = serde_json::json!({ "username": (!name.is_empty()).then_some(name.clone()) });
+        let path = format!("/api/v1/devices/{}/user", encode(&id));
+        crate::api::spawn(async move {
+            let r = api.put::<_, Value>(&path, &body).await.map(|_| {
+                if name.is_empty() {
+                    "The device belongs to nobody in the portal now.".to_owned()
+                } else {
+                    format!("The device belongs to {name} in the portal now.")
+                }
+            });
+            outcome.set(Some(r));
+        });
+    };
+    view! {
+        <form class="filters" on:submit=submit>
+            <div class="field grow">
+                <label for="assign-user">"Belongs to (user name; empty for nobody)"</label>
+                <input id="assign-user" autocomplete="off" maxlength="64" bind:value=username />
+            </div>
+            <button type="submit" class="button">"Save"</button>
+        </form>
+        {move || outcome.get().map(|r| match r {
+            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
+            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
+        })}
     }
 }
 
@@ -284,56 +401,87 @@ fn LiveCommands(path: String, initial: Vec<Value>, reload: RwSignal<u64>) -> imp
             );
         }
     });
-    move || view! { <CommandHistory commands=latest.get() /> }
+    view! { <CommandHistory latest /> }
+}
+
+/// The history table. Rows are keyed by command: polling updates a row's status and times in
+/// place, so a plist someone has opened stays open.
+#[component]
+fn CommandHistory(latest: RwSignal<Vec<Value>>) -> impl IntoView {
+    let empty = Memo::new(move |_| latest.with(Vec::is_empty));
+    let uuids = move || latest.with(|list| list.iter().map(|c| field(c, "command_uuid")).collect::<Vec<_>>());
+    move || {
+        if empty.get() {
+            return view! { <p class="muted">"No commands sent yet."</p> }.into_any();
+        }
+        view! {
+            <div class="table-wrap">
+                <table class="table commands">
+                    <thead>
+                        <tr>
+                            <th scope="col">"Command"</th>
+                            <th scope="col">"Status"</th>
+                            <th scope="col">"Queued"</th>
+                            <th scope="col">"Answered"</th>
+                            <th scope="col">"Details"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        <For each=uuids key=|uuid| uuid.clone() let:uuid>
+                            <CommandRow uuid latest />
+                        </For>
+                    </tbody>
+                </table>
+            </div>
+        }
+        .into_any()
+    }
 }
 
 #[component]
-fn CommandHistory(commands: Vec<Value>) -> impl IntoView {
-    if commands.is_empty() {
-        return view! { <p class="muted">"No commands sent yet."</p> }.into_any();
-    }
+fn CommandRow(uuid: String, latest: RwSignal<Vec<Value>>) -> impl IntoView {
+    let this = uuid.clone();
+    let row = Memo::new(move |_| {
+        latest.with(|list| {
+            list.iter()
+                .find(|c| field(c, "command_uuid") == this)
+                .cloned()
+                .unwrap_or_default()
+        })
+    });
+    let status = Signal::derive(move || row.with(|c| field(c, "status")));
+    let initial = row.get_untracked();
+    let row_uuid = uuid.clone();
     view! {
-        <div class="table-wrap">
-            <table class="table commands">
-                <thead>
-                    <tr>
-                        <th scope="col">"Command"</th>
-                        <th scope="col">"Status"</th>
-                        <th scope="col">"Queued"</th>
-                        <th scope="col">"Answered"</th>
-                        <th scope="col">"Details"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {commands.into_iter().map(|c| {
-                        let uuid = field(&c, "command_uuid");
-                        let row_uuid = uuid.clone();
-                        let not_now = c.get("not_now_count").and_then(Value::as_u64).unwrap_or(0);
-                        view! {
-                            <tr data-command=row_uuid>
-                                <td>{field(&c, "request_type")}</td>
-                                <td class="command-status">
-                                    <Badge text=field(&c, "status") />
-                                    {(not_now > 0).then(|| view! { <span class="muted">{format!(" (not now ×{not_now})")}</span> })}
-                                </td>
-                                <td>{when_field(&c, "queued_at")}</td>
-                                <td>{when_field(&c, "answered_at")}</td>
-                                <td><CommandPlists uuid device=field(&c, "enrollment_id") /></td>
-                            </tr>
-                        }
-                    }).collect_view()}
-                </tbody>
-            </table>
-        </div>
+        <tr data-command=row_uuid>
+            <td>{field(&initial, "request_type")}</td>
+            <td class="command-status">
+                {move || view! { <Badge text=status.get() /> }}
+                {move || {
+                    let not_now = row.with(|c| c.get("not_now_count").and_then(Value::as_u64).unwrap_or(0));
+                    (not_now > 0).then(|| view! { <span class="muted">{format!(" (not now ×{not_now})")}</span> })
+                }}
+            </td>
+            <td>{when_field(&initial, "queued_at")}</td>
+            <td>{move || row.with(|c| when_field(c, "answered_at"))}</td>
+            <td><CommandPlists uuid device=field(&initial, "enrollment_id") status /></td>
+        </tr>
     }
-    .into_any()
 }
 
 /// The command and the device's answer, as plists, loaded when opened.
 #[component]
-fn CommandPlists(uuid: String, device: String) -> impl IntoView {
+fn CommandPlists(uuid: String, device: String, status: Signal<String>) -> impl IntoView {
     let opened = RwSignal::new(false);
     let reload = RwSignal::new(0u64);
+    // An open plist follows the command: the answer appears when it arrives.
+    Effect::new(move |previous: Option<String>| {
+        let now = status.get();
+        if previous.is_some_and(|p| p != now) && opened.get_untracked() {
+            reload.update(|n| *n += 1);
+        }
+        now
+    });
     let path_uuid = uuid.clone();
     let command = load::<Value>(
         move || {

@@ -366,6 +366,12 @@ pub fn Devices() -> impl IntoView {
                     }).collect_view()}
                 </fieldset>
             </details>
+            <Show when=move || session.can("commands.send")>
+                // Any command of the schema, to exactly these devices (the Commands page's form).
+                <a class="button" href=move || selected.with(commands_link)>
+                    {move || if selected.read().is_empty() { "Send a command…" } else { "Send a command to the selection…" }}
+                </a>
+            </Show>
             <Show when=move || BULK_ACTIONS.iter().any(|(_, _, p)| session.can(p))>
                 <div class="bulk" role="group" aria-label="Bulk actions">
                     <span aria-live="polite">{move || plural(selected.read().len() as u64, "device selected", "devices selected")}</span>
@@ -502,6 +508,16 @@ struct BulkPlan {
 
 /// Choose the action and reason, see exactly how many devices it reaches (the appliance's dry
 /// run, with the ones it would skip and why), then confirm.
+/// The Commands page with the selected devices as its targets (a page's selection: at most
+/// one page of devices, so the link stays short).
+fn commands_link(selected: &BTreeSet<String>) -> String {
+    if selected.is_empty() {
+        return "/commands".to_owned();
+    }
+    let ids: Vec<&str> = selected.iter().map(String::as_str).collect();
+    format!("/commands?devices={}", encode(&ids.join(",")))
+}
+
 #[component]
 fn BulkDialog(
     open: RwSignal<bool>,

@@ -196,6 +196,7 @@ fn MyDevices() -> impl IntoView {
         // Lock and lost mode show the text on the device's screen; an erase request tells IT.
         let body = match action {
             "request_erase" => json!({ "reason": text }),
+            "found" | "locate" => json!({}),
             _ => {
                 let mut b = json!({ "message": text });
                 let pin = pin.get_untracked();
@@ -209,13 +210,19 @@ fn MyDevices() -> impl IntoView {
             let r = api
                 .post::<_, Value>(&format!("/api/v1/portal/devices/{}/{action}", encode(&id)), &body)
                 .await;
-            outcome.set(Some(r.map(|_| match action {
-                "request_erase" => "Your IT team has been asked to erase the device.".to_owned(),
-                "lost_mode" => {
-                    "Lost mode is on: the device shows your message and can be located.".to_owned()
+            outcome.set(Some(r.map(|_| {
+                match action {
+                    "request_erase" => "Your IT team has been asked to erase the device.".to_owned(),
+                    "lost_mode" => {
+                        "Lost mode is on: the device shows your message and can be located.".to_owned()
+                    }
+                    "found" => "Lost mode ends the next time the device is online.".to_owned(),
+                    "locate" => {
+                        "Asked for its location: it appears here once the device answers (reload the page)."
+                            .to_owned()
+                    }
+                    _ => "Sent. The device receives it the next time it is online.".to_owned(),
                 }
-                "found" => "Lost mode is off.".to_owned(),
-                _ => "Sent. The device receives it the next time it is online.".to_owned(),
             })));
             pending.set(None);
             open.set(false);
@@ -228,6 +235,7 @@ fn MyDevices() -> impl IntoView {
         Some((_, name, "request_erase", _)) => format!("Ask IT to erase {name}?"),
         Some((_, name, "lost_mode", _)) => format!("Put {name} in lost mode?"),
         Some((_, name, "found", _)) => format!("End lost mode on {name}?"),
+        Some((_, name, "locate", _)) => format!("Ask {name} where it is?"),
         Some((_, name, _, _)) => format!("Lock {name}?"),
         None => String::new(),
     });
@@ -249,7 +257,8 @@ fn MyDevices() -> impl IntoView {
                         let name = { let n = field(d, "device_name"); if n.is_empty() { field(d, "model_name") } else { n } };
                         let allowed = d.get("allowed").cloned().unwrap_or_default();
                         let can = |k: &str| allowed.get(k).and_then(Value::as_bool) == Some(true);
-                        let lost = d.get("lost_mode_enabled").and_then(Value::as_bool) == Some(true);
+                        let lost = d.get("lost_mode").and_then(Value::as_bool) == Some(true);
+                        let location = d.get("last_location").filter(|l| !l.is_null()).cloned();
                         let mac = field(d, "platform") == "macos";
                         let button = |action: &'static str, label: &'static str, danger: bool| {
                             let (id, name) = (id.clone(), name.clone());
@@ -267,10 +276,13 @@ fn MyDevices() -> impl IntoView {
                                     <div><dt>"Owned by"</dt><dd>{field(d, "ownership")}</dd></div>
                                     <div><dt>"Compliance"</dt><dd><Badge text=field(d, "compliance") /></dd></div>
                                     <div><dt>"Last seen"</dt><dd>{when_field(d, "last_seen_at")}</dd></div>
+                                    {lost.then(|| view! { <div><dt>"Lost mode"</dt><dd><Badge text="On" /></dd></div> })}
+                                    {location.map(|l| view! { <LastLocation fix=l /> })}
                                 </dl>
                                 <div class="action-buttons">
                                     {can("lock").then(|| button("lock", "Lock", false))}
                                     {(can("locate") && !lost).then(|| button("lost_mode", "Lost mode", false))}
+                                    {(can("locate") && lost).then(|| button("locate", "Locate", false))}
                                     {(can("locate") && lost).then(|| button("found", "I found it", false))}
                                     {can("request_erase").then(|| button("request_erase", "Ask IT to erase", true))}
                                 </div>
@@ -282,13 +294,16 @@ fn MyDevices() -> impl IntoView {
         })}
         <Modal open title id="portal-action">
             <form class="stacked" on:submit=confirm>
-                <label for="portal-reason">
-                    {move || match pending.get() {
-                        Some((_, _, "request_erase", _)) => "What happened? (your IT team sees this)",
-                        _ => "Message on the device's screen (for whoever finds it)",
-                    }}
-                </label>
-                <textarea id="portal-reason" required bind:value=reason></textarea>
+                // Ending lost mode and locating need no words.
+                <Show when=move || matches!(pending.get(), Some((_, _, "lock" | "lost_mode" | "request_erase", _)))>
+                    <label for="portal-reason">
+                        {move || match pending.get() {
+                            Some((_, _, "request_erase", _)) => "What happened? (your IT team sees this)",
+                            _ => "Message on the device's screen (for whoever finds it)",
+                        }}
+                    </label>
+                    <textarea id="portal-reason" required bind:value=reason></textarea>
+                </Show>
                 <Show when=move || matches!(pending.get(), Some((_, _, "lock", true)))>
                     <label for="portal-pin">"Six-digit PIN to unlock the Mac afterwards"</label>
                     <input id="portal-pin" inputmode="numeric" pattern="[0-9]{6}" required autocomplete="off" bind:value=pin />
@@ -299,6 +314,29 @@ fn MyDevices() -> impl IntoView {
                 </div>
             </form>
         </Modal>
+    }
+}
+
+/// Where a device in lost mode last said it was: coordinates, accuracy and time, and a
+/// `geo:` link that opens the user's own maps app (the page itself loads no map).
+#[component]
+fn LastLocation(fix: Value) -> impl IntoView {
+    let lat = fix.get("latitude").and_then(Value::as_f64).unwrap_or_default();
+    let lon = fix.get("longitude").and_then(Value::as_f64).unwrap_or_default();
+    let accuracy = fix
+        .get("horizontal_accuracy")
+        .and_then(Value::as_f64)
+        .map(|m| format!(" (within {m:.0} m)"))
+        .unwrap_or_default();
+    let href = format!("geo:{lat:.6},{lon:.6}");
+    view! {
+        <div>
+            <dt>"Last location"</dt>
+            <dd>
+                <a href=href>{format!("{lat:.5}, {lon:.5}")}</a>
+                {format!("{accuracy}, {}", when_field(&fix, "at"))}
+            </dd>
+        </div>
     }
 }
 

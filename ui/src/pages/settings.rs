@@ -4,8 +4,10 @@
 use leptos::prelude::*;
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, load, use_api};
-use crate::components::{Badge, ErrorNotice, Facts, Modal, PageHeader, field, show_load, when_field};
+use crate::api::{ApiError, Load, load, use_api};
+use crate::components::{
+    Badge, ConfirmButton, ErrorNotice, Facts, Modal, PageHeader, field, show_load, when_field,
+};
 use crate::pages::device::ErrorOrReauth;
 use crate::session::use_session;
 
@@ -17,6 +19,7 @@ fn SettingsNav() -> impl IntoView {
             <a href="/settings">"Certificates"</a>
             <Show when=move || session.can("users.read")>
                 <a href="/settings/administrators">"Administrators and roles"</a>
+                <a href="/settings/portal-users">"Portal users"</a>
             </Show>
             <Show when=move || session.can("api_tokens.manage")>
                 <a href="/settings/tokens">"API tokens"</a>
@@ -211,6 +214,23 @@ fn PushUpload(reload: RwSignal<u64>) -> impl IntoView {
     }
 }
 
+/// The role names for a `<select>`: the appliance's list (custom roles too), or the built-in
+/// ones for a user who may not read the list.
+fn role_options(roles: RwSignal<Load<Vec<Value>>>) -> impl IntoView {
+    move || {
+        let names: Vec<String> = match &*roles.read() {
+            Load::Ready(list) => list.iter().map(|r| field(r, "name")).collect(),
+            _ => ["auditor", "help_desk", "administrator", "owner"]
+                .map(str::to_owned)
+                .to_vec(),
+        };
+        names
+            .into_iter()
+            .map(|n| view! { <option value=n.clone()>{n.replace('_', " ")}</option> })
+            .collect_view()
+    }
+}
+
 #[component]
 pub fn Administrators() -> impl IntoView {
     let session = use_session();
@@ -224,7 +244,6 @@ pub fn Administrators() -> impl IntoView {
     let role = RwSignal::new("help_desk".to_owned());
     let password = RwSignal::new(String::new());
     let error = RwSignal::new(None::<ApiError>);
-    let remove_target = RwSignal::new(None::<String>);
     let create = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let body = json!({
@@ -246,30 +265,17 @@ pub fn Administrators() -> impl IntoView {
             }
         });
     };
-    let remove_open = RwSignal::new(false);
-    let remove = move |_| {
-        let Some(name) = remove_target.get_untracked() else {
-            return;
-        };
-        crate::api::spawn(async move {
-            match api
-                .delete::<Value>(&format!("/api/v1/users/{}", crate::api::encode(&name)))
-                .await
-            {
-                Ok(_) => {
-                    remove_target.set(None);
-                    reload.update(|n| *n += 1);
-                }
-                Err(e) => {
-                    // Shown on the page (with the sign-in form when that is what is missing).
-                    remove_open.set(false);
-                    error.set(Some(e));
-                }
-            }
-        });
-    };
+    // The administrator being managed (their row as listed).
+    let managed = RwSignal::new(None::<Value>);
+    let manage_open = RwSignal::new(false);
     // One way only: a signal notifies on every set, so two effects feeding each other loop.
-    Effect::new(move |_| remove_open.set(remove_target.get().is_some()));
+    Effect::new(move |_| manage_open.set(managed.get().is_some()));
+    let manage_title = Signal::derive(move || {
+        managed
+            .get()
+            .map(|u| format!("Manage {}", field(&u, "username")))
+            .unwrap_or_default()
+    });
     view! {
         <PageHeader title="Administrators and roles" lead="Who may sign in to the console, and what each role may do.">
             <Show when=move || session.can("users.manage")>
@@ -277,7 +283,6 @@ pub fn Administrators() -> impl IntoView {
             </Show>
         </PageHeader>
         <SettingsNav />
-        {move || error.get().map(|e| view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| error.set(None)) /> })}
         {show_load(users, "administrators", move |list: &Vec<Value>| {
             let can_manage = session.can("users.manage");
             view! {
@@ -291,7 +296,7 @@ pub fn Administrators() -> impl IntoView {
                         <tbody>
                             {list.iter().map(|u| {
                                 let name = field(u, "username");
-                                let target = name.clone();
+                                let row = u.clone();
                                 let disabled = u.get("disabled").and_then(Value::as_bool) == Some(true);
                                 view! {
                                     <tr>
@@ -302,8 +307,8 @@ pub fn Administrators() -> impl IntoView {
                                         <td>{when_field(u, "last_login_at")}</td>
                                         <td><Badge text=if disabled { "disabled" } else { "active" } /></td>
                                         <td>{can_manage.then(|| view! {
-                                            <button type="button" class="button subtle" on:click=move |_| remove_target.set(Some(target.clone()))>
-                                                {format!("Remove {name}")}
+                                            <button type="button" class="button subtle" on:click=move |_| managed.set(Some(row.clone()))>
+                                                {format!("Manage {name}")}
                                             </button>
                                         })}</td>
                                     </tr>
@@ -314,25 +319,7 @@ pub fn Administrators() -> impl IntoView {
                 </div>
             }
         })}
-        <section class="card" aria-labelledby="roles-title">
-            <h2 id="roles-title">"Roles"</h2>
-            {show_load(roles, "roles", |list: &Vec<Value>| view! {
-                <div class="table-wrap">
-                    <table class="table">
-                        <thead><tr><th scope="col">"Role"</th><th scope="col">"Description"</th><th scope="col">"Permissions"</th></tr></thead>
-                        <tbody>
-                            {list.iter().map(|r| view! {
-                                <tr>
-                                    <td>{field(r, "name").replace('_', " ")}</td>
-                                    <td>{field(r, "description")}</td>
-                                    <td>{r.get("permissions").and_then(Value::as_array).map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()}</td>
-                                </tr>
-                            }).collect_view()}
-                        </tbody>
-                    </table>
-                </div>
-            })}
-        </section>
+        <Roles roles reload />
         <Modal open=create_open title="Add administrator" id="create-user">
             <form class="stacked" on:submit=create>
                 <label for="new-username">"User name"</label>
@@ -341,13 +328,7 @@ pub fn Administrators() -> impl IntoView {
                 <input id="new-display" bind:value=display />
                 <label for="new-role">"Role"</label>
                 <select id="new-role" prop:value=move || role.get() on:change=move |ev| role.set(event_target_value(&ev))>
-                    {move || match &*roles.read() {
-                        crate::api::Load::Ready(list) => list.iter().map(|r| {
-                            let n = field(r, "name");
-                            view! { <option value=n.clone()>{n.replace('_', " ")}</option> }
-                        }).collect_view().into_any(),
-                        _ => view! { <option value="help_desk">"help desk"</option> }.into_any(),
-                    }}
+                    {role_options(roles)}
                 </select>
                 <label for="new-password">"First password (they replace it at first sign-in)"</label>
                 <input id="new-password" type="password" autocomplete="new-password" required minlength="12" bind:value=password />
@@ -358,13 +339,419 @@ pub fn Administrators() -> impl IntoView {
                 </div>
             </form>
         </Modal>
-        <Modal open=remove_open title="Remove administrator?" id="remove-user">
-            <p>{move || format!("{} will be signed out and can no longer sign in. Their API tokens are revoked.", remove_target.get().unwrap_or_default())}</p>
-            <div class="dialog-buttons">
-                <button type="button" class="button" on:click=move |_| remove_open.set(false)>"Cancel"</button>
-                <button type="button" class="button danger" on:click=remove>"Remove"</button>
-            </div>
+        <Modal open=manage_open title=manage_title id="manage-user">
+            {move || managed.get().map(|u| view! {
+                <ManageUser user=u roles reload on_close=Callback::new(move |()| { managed.set(None); manage_open.set(false); }) />
+            })}
         </Modal>
+    }
+}
+
+/// One administrator: name, role and whether they may sign in; a temporary password; a new
+/// second factor; removal. The appliance decides what the signed-in user may change (never
+/// their own role, never someone holding more than they do) and audits each step.
+#[component]
+fn ManageUser(
+    user: Value,
+    roles: RwSignal<Load<Vec<Value>>>,
+    reload: RwSignal<u64>,
+    on_close: Callback<()>,
+) -> impl IntoView {
+    let api = use_api();
+    let session = use_session();
+    let name = field(&user, "username");
+    let path = format!("/api/v1/users/{}", crate::api::encode(&name));
+    let is_self = session.username().as_deref() == Some(name.as_str());
+    let display = RwSignal::new(field(&user, "display_name"));
+    let role = RwSignal::new(field(&user, "role"));
+    let disabled = RwSignal::new(user.get("disabled").and_then(Value::as_bool) == Some(true));
+    let password = RwSignal::new(String::new());
+    let outcome = RwSignal::new(None::<Result<String, ApiError>>);
+    // Every step: call, then say what happened (or ask for the password again, then retry).
+    let done = move |r: Result<Value, ApiError>, said: String| {
+        if r.is_ok() {
+            reload.update(|n| *n += 1);
+        }
+        outcome.set(Some(r.map(|_| said)));
+    };
+    let save = {
+        let path = path.clone();
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            let mut body = json!({
+                "display_name": display.get_untracked(),
+                "disabled": disabled.get_untracked(),
+            });
+            if !is_self {
+                body["role"] = Value::String(role.get_untracked());
+            }
+            let path = path.clone();
+            crate::api::spawn(async move {
+                done(
+                    api.patch::<_, Value>(&path, &body).await,
+                    "Changes saved.".to_owned(),
+                );
+            });
+        }
+    };
+    let reset_password = {
+        let path = format!("{path}/password");
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            let body = json!({ "password": password.get_untracked() });
+            let path = path.clone();
+            crate::api::spawn(async move {
+                let r = api.post::<_, Value>(&path, &body).await;
+                if r.is_ok() {
+                    password.set(String::new());
+                }
+                done(
+                    r,
+                    "Temporary password set: give it to them; they choose their own at next sign-in."
+                        .to_owned(),
+                );
+            });
+        }
+    };
+    let reset_mfa = Callback::new({
+        let path = format!("{path}/mfa/reset");
+        move |()| {
+            let path = path.clone();
+            crate::api::spawn(async move {
+                done(
+                    api.post::<_, Value>(&path, &json!({})).await,
+                    "Second factor removed: they set up a new one at next sign-in.".to_owned(),
+                );
+            });
+        }
+    });
+    let remove = Callback::new({
+        let path = path.clone();
+        move |()| {
+            let path = path.clone();
+            crate::api::spawn(async move {
+                match api.delete::<Value>(&path).await {
+                    Ok(_) => {
+                        reload.update(|n| *n += 1);
+                        on_close.run(());
+                    }
+                    Err(e) => outcome.set(Some(Err(e))),
+                }
+            });
+        }
+    });
+    view! {
+        {move || outcome.get().map(|r| match r {
+            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
+            Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| outcome.set(None)) /> }.into_any(),
+        })}
+        <form class="stacked" on:submit=save>
+            <label for="manage-display">"Full name"</label>
+            <input id="manage-display" bind:value=display />
+            <label for="manage-role">"Role"</label>
+            <select id="manage-role" disabled=is_self aria-describedby=is_self.then_some("manage-role-help")
+                prop:value=move || role.get() on:change=move |ev| role.set(event_target_value(&ev))>
+                {role_options(roles)}
+            </select>
+            {is_self.then(|| view! { <p id="manage-role-help" class="help">"Nobody changes their own role."</p> })}
+            <label class="check">
+                <input type="checkbox" prop:checked=move || disabled.get() on:change=move |ev| disabled.set(event_target_checked(&ev)) />
+                "Cannot sign in (disabled; their sessions end)"
+            </label>
+            <button type="submit" class="button primary">"Save changes"</button>
+        </form>
+        <form class="stacked" on:submit=reset_password>
+            <h3>"Password"</h3>
+            <label for="manage-password">"Temporary password (they replace it at next sign-in)"</label>
+            <input id="manage-password" type="password" autocomplete="new-password" required minlength="12" bind:value=password />
+            <button type="submit" class="button">"Set temporary password"</button>
+        </form>
+        <h3>"Second factor"</h3>
+        <ConfirmButton label="Reset second factor" question="Their authenticator stops working and their sessions end; they set up a new one at next sign-in." confirm="Reset second factor" on_confirm=reset_mfa />
+        <h3>"Remove"</h3>
+        <ConfirmButton label=format!("Remove {name}") question=format!("{name} is signed out and can no longer sign in; their API tokens are revoked.") confirm="Remove" on_confirm=remove />
+        <div class="dialog-buttons">
+            <button type="button" class="button" on:click=move |_| on_close.run(())>"Close"</button>
+        </div>
+    }
+}
+
+/// The roles: the built-in ones as they are, custom ones made and changed here from the
+/// appliance's list of permissions.
+#[component]
+fn Roles(roles: RwSignal<Load<Vec<Value>>>, reload: RwSignal<u64>) -> impl IntoView {
+    let session = use_session();
+    let permissions = load::<Vec<Value>>(|| Some("/api/v1/permissions".to_owned()), reload);
+    // The role being edited; an empty name makes a new one.
+    let editing = RwSignal::new(None::<Value>);
+    let open = RwSignal::new(false);
+    Effect::new(move |_| open.set(editing.get().is_some()));
+    let title = Signal::derive(move || match editing.get() {
+        Some(r) if !field(&r, "name").is_empty() => format!("Role {}", field(&r, "name")),
+        _ => "New role".to_owned(),
+    });
+    view! {
+        <section class="card" aria-labelledby="roles-title">
+            <h2 id="roles-title">"Roles"</h2>
+            <Show when=move || session.can("users.manage")>
+                <button type="button" class="button" on:click=move |_| editing.set(Some(json!({})))>"New role"</button>
+            </Show>
+            {show_load(roles, "roles", move |list: &Vec<Value>| {
+                let can_manage = session.can("users.manage");
+                view! {
+                    <div class="table-wrap">
+                        <table class="table">
+                            <thead><tr>
+                                <th scope="col">"Role"</th><th scope="col">"Description"</th><th scope="col">"Permissions"</th>
+                                <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                            </tr></thead>
+                            <tbody>
+                                {list.iter().map(|r| {
+                                    let builtin = r.get("builtin").and_then(Value::as_bool) != Some(false);
+                                    let name = field(r, "name");
+                                    let row = r.clone();
+                                    view! {
+                                        <tr>
+                                            <td>{name.replace('_', " ")}{builtin.then_some(" (built in)")}</td>
+                                            <td>{field(r, "description")}</td>
+                                            <td>{r.get("permissions").and_then(Value::as_array).map(|p| p.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()}</td>
+                                            <td>{(can_manage && !builtin).then(|| view! {
+                                                <button type="button" class="button subtle" on:click=move |_| editing.set(Some(row.clone()))>{format!("Edit {name}")}</button>
+                                            })}</td>
+                                        </tr>
+                                    }
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    </div>
+                }
+            })}
+        </section>
+        <Modal open title id="edit-role">
+            {move || editing.get().map(|r| view! {
+                <RoleEditor role=r permissions reload on_close=Callback::new(move |()| { editing.set(None); open.set(false); }) />
+            })}
+        </Modal>
+    }
+}
+
+#[component]
+fn RoleEditor(
+    role: Value,
+    permissions: RwSignal<Load<Vec<Value>>>,
+    reload: RwSignal<u64>,
+    on_close: Callback<()>,
+) -> impl IntoView {
+    let api = use_api();
+    let existing = field(&role, "name");
+    let creating = existing.is_empty();
+    let name = RwSignal::new(existing.clone());
+    let description = RwSignal::new(field(&role, "description"));
+    let granted = RwSignal::new(
+        role.get("permissions")
+            .and_then(Value::as_array)
+            .map(|p| {
+                p.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default(),
+    );
+    let error = RwSignal::new(None::<ApiError>);
+    let path = format!("/api/v1/roles/{}", crate::api::encode(&existing));
+    let save = {
+        let path = path.clone();
+        move |ev: leptos::ev::SubmitEvent| {
+            ev.prevent_default();
+            let mut body = json!({
+                "description": description.get_untracked(),
+                "permissions": granted.get_untracked(),
+            });
+            if creating {
+                body["name"] = Value::String(name.get_untracked());
+            }
+            let path = path.clone();
+            crate::api::spawn(async move {
+                let r = if creating {
+                    api.post::<_, Value>("/api/v1/roles", &body).await
+                } else {
+                    api.put::<_, Value>(&path, &body).await
+                };
+                match r {
+                    Ok(_) => {
+                        reload.update(|n| *n += 1);
+                        on_close.run(());
+                    }
+                    Err(e) => error.set(Some(e)),
+                }
+            });
+        }
+    };
+    let remove = Callback::new(move |()| {
+        let path = path.clone();
+        crate::api::spawn(async move {
+            match api.delete::<Value>(&path).await {
+                Ok(_) => {
+                    reload.update(|n| *n += 1);
+                    on_close.run(());
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    });
+    view! {
+        <form class="stacked" on:submit=save>
+            <label for="role-name">"Name (lower case, e.g. ward_support)"</label>
+            <input id="role-name" required disabled=!creating pattern="[a-z0-9_\\-]{1,64}" bind:value=name />
+            <label for="role-description">"Description"</label>
+            <input id="role-description" bind:value=description />
+            <fieldset>
+                <legend>"Permissions"</legend>
+                {show_load(permissions, "permissions", move |list: &Vec<Value>| {
+                    list.iter().map(|p| {
+                        let perm = field(p, "name");
+                        let (p1, p2) = (perm.clone(), perm.clone());
+                        let id = format!("perm-{}", perm.replace('.', "-"));
+                        let label_for = id.clone();
+                        let fresh = p.get("needs_fresh_authentication").and_then(Value::as_bool) == Some(true);
+                        view! {
+                            <div class="check">
+                                <input type="checkbox" id=id
+                                    prop:checked=move || granted.with(|g| g.contains(&p1))
+                                    on:change=move |ev| {
+                                        let on = event_target_checked(&ev);
+                                        granted.update(|g| {
+                                            g.retain(|x| *x != p2);
+                                            if on { g.push(p2.clone()); }
+                                        });
+                                    } />
+                                <label for=label_for>
+                                    <code>{perm.clone()}</code>" — "{field(p, "description")}
+                                    {fresh.then_some(" (asks for the password again)")}
+                                </label>
+                            </div>
+                        }
+                    }).collect_view()
+                })}
+            </fieldset>
+            {move || error.get().map(|e| view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| error.set(None)) /> })}
+            <div class="dialog-buttons">
+                <button type="button" class="button" on:click=move |_| on_close.run(())>"Cancel"</button>
+                <button type="submit" class="button primary">{if creating { "Create role" } else { "Save role" }}</button>
+            </div>
+        </form>
+        {(!creating).then(|| view! {
+            <ConfirmButton label="Delete this role" question="A role still held by someone cannot be deleted." confirm="Delete role" on_confirm=remove />
+        })}
+    }
+}
+
+/// People who sign in to the self-service portal with a password kept by the appliance (people
+/// in the directory sign in with their directory password and need no entry here).
+#[component]
+pub fn PortalUsers() -> impl IntoView {
+    let session = use_session();
+    let api = use_api();
+    let reload = RwSignal::new(0u64);
+    let users = load::<Vec<Value>>(|| Some("/api/v1/portal-users".to_owned()), reload);
+    let username = RwSignal::new(String::new());
+    let display = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let outcome = RwSignal::new(None::<Result<String, ApiError>>);
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = json!({
+            "username": username.get_untracked(),
+            "display_name": display.get_untracked(),
+            "password": password.get_untracked(),
+        });
+        crate::api::spawn(async move {
+            let r = api.post::<_, Value>("/api/v1/portal-users", &body).await;
+            let r = r.map(|u| {
+                for s in [username, display, password] {
+                    s.set(String::new());
+                }
+                reload.update(|n| *n += 1);
+                format!("{} can sign in to the portal now.", field(&u, "username"))
+            });
+            outcome.set(Some(r));
+        });
+    };
+    let remove = move |name: String| {
+        Callback::new(move |()| {
+            let path = format!("/api/v1/portal-users/{}", crate::api::encode(&name));
+            let said =
+                format!("{name} can no longer sign in to the portal; their devices belong to nobody now.");
+            crate::api::spawn(async move {
+                let r = api.delete::<Value>(&path).await.map(|_| said);
+                reload.update(|n| *n += 1);
+                outcome.set(Some(r));
+            });
+        })
+    };
+    view! {
+        <PageHeader title="Portal users" lead="People who use the self-service portal with a password kept by the appliance. Directory users sign in with their directory password." />
+        <SettingsNav />
+        {move || outcome.get().map(|r| match r {
+            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
+            Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| outcome.set(None)) /> }.into_any(),
+        })}
+        <Show when=move || session.can("users.manage")>
+            <section class="card" aria-labelledby="new-portal-user-title">
+                <h2 id="new-portal-user-title">"New portal user"</h2>
+                <form class="filters" on:submit=create>
+                    <div class="field">
+                        <label for="portal-user-name">"User name"</label>
+                        <input id="portal-user-name" required autocomplete="off" bind:value=username />
+                    </div>
+                    <div class="field grow">
+                        <label for="portal-user-display">"Full name"</label>
+                        <input id="portal-user-display" bind:value=display />
+                    </div>
+                    <div class="field">
+                        <label for="portal-user-password">"Password"</label>
+                        <input id="portal-user-password" type="password" autocomplete="new-password" required minlength="12" bind:value=password />
+                    </div>
+                    <button type="submit" class="button primary">"Add"</button>
+                </form>
+            </section>
+        </Show>
+        {show_load(users, "portal users", move |list: &Vec<Value>| {
+            if list.is_empty() {
+                return view! { <p class="muted">"No portal users with a local password."</p> }.into_any();
+            }
+            let can_manage = session.can("users.manage");
+            view! {
+                <div class="table-wrap">
+                    <table class="table">
+                        <thead><tr>
+                            <th scope="col">"User"</th><th scope="col">"Name"</th><th scope="col">"Added"</th><th scope="col">"State"</th>
+                            <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                        </tr></thead>
+                        <tbody>
+                            {list.iter().map(|u| {
+                                let name = field(u, "username");
+                                let disabled = u.get("disabled").and_then(Value::as_bool) == Some(true);
+                                view! {
+                                    <tr>
+                                        <td>{name.clone()}</td>
+                                        <td>{field(u, "display_name")}</td>
+                                        <td>{when_field(u, "created_at")}</td>
+                                        <td><Badge text=if disabled { "disabled" } else { "active" } /></td>
+                                        <td>{can_manage.then(|| view! {
+                                            <ConfirmButton label=format!("Remove {name}")
+                                                question=format!("{name} is signed out of the portal; the devices that were theirs belong to nobody.")
+                                                confirm="Remove" on_confirm=remove(name.clone()) />
+                                        })}</td>
+                                    </tr>
+                                }
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </div>
+            }.into_any()
+        })}
     }
 }
 
@@ -373,6 +760,11 @@ pub fn Tokens() -> impl IntoView {
     let api = use_api();
     let reload = RwSignal::new(0u64);
     let tokens = load::<Vec<Value>>(|| Some("/api/v1/api-tokens".to_owned()), reload);
+    let session = use_session();
+    let roles = load::<Vec<Value>>(
+        move || session.can("users.read").then(|| "/api/v1/roles".to_owned()),
+        reload,
+    );
     let name = RwSignal::new(String::new());
     let role = RwSignal::new("auditor".to_owned());
     let days = RwSignal::new("90".to_owned());
@@ -428,10 +820,7 @@ pub fn Tokens() -> impl IntoView {
                 <div class="field">
                     <label for="token-role">"Role"</label>
                     <select id="token-role" prop:value=move || role.get() on:change=move |ev| role.set(event_target_value(&ev))>
-                        <option value="auditor">"auditor"</option>
-                        <option value="help_desk">"help desk"</option>
-                        <option value="administrator">"administrator"</option>
-                        <option value="owner">"owner"</option>
+                        {role_options(roles)}
                     </select>
                 </div>
                 <div class="field">
