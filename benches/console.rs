@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use citadel::store::{SledOptions, SledStore, Store};
@@ -18,9 +18,12 @@ use serde_json::{Value, json};
 
 #[path = "common/fleet.rs"]
 mod synthetic;
+#[path = "../tests/common/webdriver.rs"]
+mod webdriver;
+
+use webdriver::Browser;
 
 const BIN: &str = env!("CARGO_BIN_EXE_citadel");
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct Killed(Child);
 impl Drop for Killed {
@@ -38,55 +41,19 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Driver {
-    base: String,
-    session: String,
-    http: reqwest::blocking::Client,
-}
-
-impl Driver {
-    fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut req = self.http.request(method, url);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let res: Value = req.send().unwrap().json().unwrap();
-        assert!(res["value"].get("error").is_none(), "{path}: {res}");
-        res["value"].clone()
-    }
-    fn js(&self, script: &str) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({ "script": script, "args": [] }),
-        )
-    }
-    fn wait(&self, script: &str) -> Duration {
-        let started = Instant::now();
-        while self.js(script) != json!(true) {
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "timed out: {script}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        started.elapsed()
-    }
-}
-
 /// How many times the device list has been drawn with an answer.
-fn marks(d: &Driver) -> u64 {
+fn marks(d: &Browser) -> u64 {
     d.js("return performance.getEntriesByName('citadel-devices-ready').length")
         .as_u64()
         .unwrap_or(0)
 }
 
 /// Milliseconds until the list is drawn again after `before` draws.
-fn redrawn(d: &Driver, before: u64) -> f64 {
-    d.wait(&format!(
-        "return performance.getEntriesByName('citadel-devices-ready').length > {before}"
-    ))
+fn redrawn(d: &Browser, before: u64) -> f64 {
+    d.time_until(
+        &format!("return performance.getEntriesByName('citadel-devices-ready').length > {before}"),
+        Duration::from_secs(120),
+    )
     .as_secs_f64()
         * 1000.0
 }
@@ -197,49 +164,9 @@ fn main() {
         .expect("session cookie");
     let (name, value) = cookie.split_once('=').unwrap();
 
-    let home = tmp.path().join("browser");
-    std::fs::create_dir_all(&home).unwrap();
-    let driver_port = free_port();
-    let chromedriver = Command::new("/usr/bin/chromedriver")
-        .arg(format!("--port={driver_port}"))
-        .env("HOME", &home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _chromedriver = Killed(chromedriver);
-    let driver_base = format!("http://127.0.0.1:{driver_port}");
-    let started = Instant::now();
-    while http.get(format!("{driver_base}/status")).send().is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "chromedriver did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let caps = json!({"capabilities": {"alwaysMatch": {
-        "browserName": "chrome", "acceptInsecureCerts": true,
-        "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-            "--window-size=1280,800", format!("--user-data-dir={}", home.join("profile").display())]}
-    }}});
-    let res: Value = http
-        .post(format!("{driver_base}/session"))
-        .json(&caps)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let d = Driver {
-        base: driver_base,
-        session: res["value"]["sessionId"].as_str().unwrap().to_owned(),
-        http: http.clone(),
-    };
-    d.call(
-        reqwest::Method::POST,
-        "/url",
-        json!({ "url": format!("{base}/favicon.ico") }),
-    );
+    // The browser trusts the appliance's CA, as an administrator's managed desktop does.
+    let d = Browser::launch(&tmp.path().join("browser"), &data.join("pki/ca.crt"));
+    d.goto(&format!("{base}/favicon.ico"));
     d.call(
         reqwest::Method::POST,
         "/cookie",
@@ -250,12 +177,11 @@ fn main() {
     let mut bundle = Value::Null;
     for run in 0..runs {
         let started = Instant::now();
-        d.call(
-            reqwest::Method::POST,
-            "/url",
-            json!({ "url": format!("{base}/devices") }),
+        d.goto(&format!("{base}/devices"));
+        d.time_until(
+            "return performance.getEntriesByName('citadel-devices-ready').length > 0 && document.querySelectorAll('.table.devices tbody tr').length > 0",
+            Duration::from_secs(120),
         );
-        d.wait("return performance.getEntriesByName('citadel-devices-ready').length > 0 && document.querySelectorAll('.table.devices tbody tr').length > 0");
         let wall = started.elapsed().as_secs_f64() * 1000.0;
         let t = d.js(
             "const p = n => performance.getEntriesByName(n)[0]?.startTime;
@@ -283,14 +209,7 @@ fn main() {
     let mut sort = Vec::new();
     for i in 0..runs {
         let term = format!("Ward {}", i % 40);
-        let id = d.call(
-            reqwest::Method::POST,
-            "/element",
-            json!({ "using": "css selector", "value": "#device-search" }),
-        )[ELEMENT]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = d.find("#device-search");
         d.call(reqwest::Method::POST, &format!("/element/{id}/clear"), json!({}));
         let before = marks(&d);
         d.call(

@@ -16,3 +16,5 @@ mod push;
 mod scep;
 mod serve;
 mod syslog;
+#[path = "../common/webdriver.rs"]
+mod webdriver;
