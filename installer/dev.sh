@@ -8,10 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# .cargo/config.toml's rustflags (the console's `--cfg erase_components`) do not apply when
-# RUSTFLAGS is set: keep the flag in that case.
+# .cargo/config.toml's rustflags and rustdocflags (the console's `--cfg erase_components`) do
+# not apply when RUSTFLAGS / RUSTDOCFLAGS are set: keep the flag in that case.
 if [[ -n "${RUSTFLAGS:-}" && "$RUSTFLAGS" != *erase_components* ]]; then
   export RUSTFLAGS="$RUSTFLAGS --cfg erase_components"
+fi
+if [[ -n "${RUSTDOCFLAGS:-}" && "$RUSTDOCFLAGS" != *erase_components* ]]; then
+  export RUSTDOCFLAGS="$RUSTDOCFLAGS --cfg erase_components"
 fi
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -188,9 +188,16 @@ fn serve(req: &HttpRequest, asset: &'static Asset) -> HttpResponse {
     if not_modified {
         return response.finish();
     }
-    // A Content-Encoding set here also keeps the Compress middleware from encoding it again.
-    if let Some(e) = encoding {
-        response.insert_header((header::CONTENT_ENCODING, e.as_str()));
+    // A Content-Encoding set here also keeps the Compress middleware from encoding it again;
+    // "identity" for a client that takes none of the built ones (no 2 MB deflate per request).
+    match encoding {
+        Some(e) => {
+            response.insert_header((header::CONTENT_ENCODING, e.as_str()));
+        }
+        None if asset.brotli.is_some() || asset.gzip.is_some() => {
+            response.insert_header(ContentEncoding::Identity);
+        }
+        None => {}
     }
     response
         .insert_header((header::CONTENT_TYPE, asset.content_type))

@@ -266,8 +266,17 @@ struct DeliveryView {
     result_plist: Option<String>,
 }
 
+/// How much of a device's answer a view carries.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// The status and error chain only (history lists).
+    Summary,
+    /// The whole answer, redacted for the reader (see [`redact`]).
+    Full { reveal_location: bool },
+}
+
 impl DeliveryView {
-    fn new(d: Delivery, with_result: bool) -> Self {
+    fn new(d: Delivery, answer: Answer) -> Self {
         let parsed = d
             .result
             .as_ref()
@@ -276,13 +285,19 @@ impl DeliveryView {
             .as_ref()
             .and_then(|p| p.get("ErrorChain"))
             .map(schema::plist_to_json);
-        let (result, result_plist) = if with_result {
+        let (result, result_plist) = match (answer, parsed) {
+            (Answer::Full { reveal_location }, Some(p)) => {
+                let shown = Value::Dictionary(redacted(p, reveal_location));
+                (Some(schema::plist_to_json(&shown)), Some(xml_text_of(&shown)))
+            }
+            // Not a plist: shown as text only to those who could see everything in it.
             (
-                parsed.map(|p| schema::plist_to_json(&Value::Dictionary(p))),
-                d.result.as_ref().map(|raw| xml_text(&raw.bytes())),
-            )
-        } else {
-            (None, None)
+                Answer::Full {
+                    reveal_location: true,
+                },
+                None,
+            ) => (None, d.result.as_ref().map(|raw| xml_text(&raw.bytes()))),
+            _ => (None, None),
         };
         Self {
             enrollment_id: d.enrollment_id,
@@ -298,41 +313,49 @@ impl DeliveryView {
     }
 }
 
-/// Keys of a command whose values are secrets.
+/// Keys whose values are secrets wherever they appear in a command or an answer (compared
+/// without case; any key ending in "password" or "passcode" too).
 const SECRET_KEYS: &[&str] = &[
-    "PIN",
-    "UnlockToken",
-    "Passcode",
-    "Password",
-    "NewPassword",
-    "CurrentPassword",
+    "pin",
+    "unlocktoken",
+    "activationlockbypasscode",
+    "bootstraptoken",
+    "recoverykey",
+    "personalrecoverykey",
 ];
 
-/// The command plist with its secret values replaced by `<redacted>` and its embedded data
-/// (a profile can carry a Wi-Fi key or a certificate's password) by a description of it.
-fn redact_secrets(mut plist: Dictionary) -> Dictionary {
-    if let Some(Value::Dictionary(command)) = plist.get_mut("Command") {
-        for key in SECRET_KEYS {
-            if let Some(v) = command.get_mut(key) {
-                *v = Value::String("<redacted>".into());
-            }
-        }
-        for (_, v) in command.iter_mut() {
-            describe_data(v);
-        }
-    }
-    plist
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEYS.contains(&key.as_str()) || key.ends_with("password") || key.ends_with("passcode")
 }
 
-/// Replaces every data value under `value` by what it is (for a profile: its identifier and
-/// payload types) and its size.
-fn describe_data(value: &mut Value) {
+/// What a reader of commands may see of a command or an answer: secrets replaced by
+/// `<redacted>` at any depth, locations hidden unless `reveal_location`, and embedded data (a
+/// profile can carry a Wi-Fi key or a certificate's password) described rather than shown.
+fn redact(value: &mut Value, reveal_location: bool) {
     match value {
         Value::Data(bytes) => *value = Value::String(data_description(bytes)),
-        Value::Array(items) => items.iter_mut().for_each(describe_data),
-        Value::Dictionary(d) => d.iter_mut().for_each(|(_, v)| describe_data(v)),
+        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, reveal_location)),
+        Value::Dictionary(d) => {
+            for (key, v) in d.iter_mut() {
+                if is_secret(key) {
+                    *v = Value::String("<redacted>".into());
+                } else if !reveal_location && crate::inventory::LOCATION_KEYS.contains(&key.as_str()) {
+                    *v = Value::String("<hidden: needs devices.locate>".into());
+                } else {
+                    redact(v, reveal_location);
+                }
+            }
+        }
         _ => {}
     }
+}
+
+/// A stored plist as a reader may see it (see [`redact`]).
+fn redacted(plist: Dictionary, reveal_location: bool) -> Dictionary {
+    let mut value = Value::Dictionary(plist);
+    redact(&mut value, reveal_location);
+    value.into_dictionary().unwrap_or_default()
 }
 
 fn data_description(bytes: &[u8]) -> String {
@@ -411,7 +434,10 @@ pub async fn get_command(
     req: HttpRequest,
     uuid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&state, &req).await?;
+    let principal = authenticate(&state, &req).await?;
+    let reveal_location = principal
+        .permissions
+        .contains(crate::iam::permissions::Permission::DevicesLocate);
     let uuid = uuid.into_inner().to_uppercase();
     if uuid.len() > 64 {
         return Err(ApiError::NotFound);
@@ -427,7 +453,7 @@ pub async fn get_command(
     // password are not for everyone who may read commands.
     let shown = plist::from_bytes::<Dictionary>(record.plist.as_bytes())
         .ok()
-        .map(redact_secrets);
+        .map(|d| redacted(d, reveal_location));
     let command = shown
         .as_ref()
         .and_then(|d| d.get("Command"))
@@ -446,7 +472,7 @@ pub async fn get_command(
         command_plist,
         targets: deliveries
             .into_iter()
-            .map(|d| DeliveryView::new(d, true))
+            .map(|d| DeliveryView::new(d, Answer::Full { reveal_location }))
             .collect(),
     }))
 }
@@ -894,7 +920,7 @@ pub async fn get_device(
             .map(|d| HistoryItem {
                 command_uuid: d.uuid.clone(),
                 request_type: d.request_type.clone(),
-                delivery: DeliveryView::new(d, false),
+                delivery: DeliveryView::new(d, Answer::Summary),
             })
             .collect();
         let actions = mdm
@@ -941,7 +967,7 @@ mod tests {
 <key>PIN</key><string>482913</string><key>Message</key><string>Call IT</string></dict>
 <key>CommandUUID</key><string>A</string></dict></plist>"#;
         let parsed = plist::from_bytes::<Dictionary>(xml.as_bytes()).unwrap_or_default();
-        let shown = xml_text_of(&Value::Dictionary(redact_secrets(parsed)));
+        let shown = xml_text_of(&Value::Dictionary(redacted(parsed, false)));
         assert!(!shown.contains("482913"), "{shown}");
         assert!(shown.contains("<string>&lt;redacted&gt;</string>"), "{shown}");
         assert!(shown.contains("Call IT"), "{shown}");
@@ -959,7 +985,7 @@ mod tests {
         command.insert("Payload".into(), Value::Data(profile.as_bytes().to_vec()));
         let mut plist = Dictionary::new();
         plist.insert("Command".into(), Value::Dictionary(command));
-        let shown = xml_text_of(&Value::Dictionary(redact_secrets(plist)));
+        let shown = xml_text_of(&Value::Dictionary(redacted(plist, true)));
         assert!(!shown.contains("s3cret-psk"), "{shown}");
         assert!(!shown.contains("<data>"), "{shown}");
         assert!(
@@ -967,5 +993,35 @@ mod tests {
             "{shown}"
         );
         assert!(data_description(b"\x30\x82\x01").starts_with("<3 bytes"));
+    }
+
+    #[test]
+    fn nested_secrets_and_locations_are_not_shown() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict><key>Command</key><dict><key>RequestType</key><string>RotateFileVaultKey</string>
+<key>FileVaultUnlock</key><dict><key>Password</key><string>hunter2-vault</string></dict>
+<key>PrivateKeyExportPassword</key><string>export-me</string>
+<key>Items</key><array><dict><key>ActivationLockBypassCode</key><string>BYPASS-1</string></dict></array>
+</dict></dict></plist>"#;
+        let parsed = plist::from_bytes::<Dictionary>(xml.as_bytes()).unwrap_or_default();
+        let shown = xml_text_of(&Value::Dictionary(redacted(parsed, true)));
+        for secret in ["hunter2-vault", "export-me", "BYPASS-1"] {
+            assert!(!shown.contains(secret), "{secret}: {shown}");
+        }
+        assert!(shown.contains("RotateFileVaultKey"), "{shown}");
+
+        let answer = r#"<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict><key>Status</key><string>Acknowledged</string>
+<key>Latitude</key><real>51.5072</real><key>Longitude</key><real>-0.1276</real>
+<key>Timestamp</key><string>2026-12-06T10:00:00Z</string></dict></plist>"#;
+        let parsed = plist::from_bytes::<Dictionary>(answer.as_bytes()).unwrap_or_default();
+        let hidden = xml_text_of(&Value::Dictionary(redacted(parsed.clone(), false)));
+        assert!(
+            !hidden.contains("51.5072") && !hidden.contains("-0.1276"),
+            "{hidden}"
+        );
+        assert!(hidden.contains("Acknowledged"), "{hidden}");
+        let revealed = xml_text_of(&Value::Dictionary(redacted(parsed, true)));
+        assert!(revealed.contains("51.5072"), "{revealed}");
     }
 }

@@ -596,15 +596,34 @@ pub async fn assign_device(
     {
         return Err(ApiError::BadRequest("not a valid user name".into()));
     }
+    // The portal shows a device in lost mode with its location: handing one over is locating it.
+    let may_locate = principal
+        .permissions
+        .contains(crate::iam::permissions::Permission::DevicesLocate);
     let (store, i2, u2) = (state.store.clone(), id.clone(), username.clone());
-    web::block(move || -> Result<(), ApiError> {
+    let assigned = web::block(move || -> Result<(), ApiError> {
         if crate::mdm::enrollment::get(store.as_ref(), &i2)?.is_none() {
             return Err(ApiError::NotFound);
+        }
+        let lost =
+            crate::inventory::get(store.as_ref(), &i2)?.and_then(|inv| inv.lost_mode_enabled) == Some(true);
+        if lost && u2.is_some() && !may_locate {
+            return Err(ApiError::Forbidden(
+                "the device is in lost mode: its user sees where it is, so assigning it needs devices.locate"
+                    .into(),
+            ));
         }
         Ok(portal::set_device_user(store.as_ref(), &i2, u2.as_deref())?)
     })
     .await
-    .map_err(blocking_err)??;
+    .map_err(blocking_err)?;
+    if let Err(e) = assigned {
+        let event = AuditEvent::new(principal.actor.clone(), "device.assign", e.audit_outcome())
+            .target(id.as_str())
+            .reason(e.to_string());
+        audit(&state, with_source(event, &req)).await;
+        return Err(e);
+    }
     let event = AuditEvent::new(principal.actor.clone(), "device.assign", Outcome::Success)
         .target(id.as_str())
         .reason(match &username {

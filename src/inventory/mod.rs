@@ -58,6 +58,17 @@ pub const INVENTORY_REQUEST_TYPES: &[&str] = &[
     "DeviceLocation",
 ];
 
+/// The keys of a DeviceLocation answer that say where the device is.
+pub const LOCATION_KEYS: &[&str] = &[
+    "Latitude",
+    "Longitude",
+    "HorizontalAccuracy",
+    "VerticalAccuracy",
+    "Altitude",
+    "Speed",
+    "Course",
+];
+
 /// The locations a device reported during its current lost-mode period, newest first.
 pub fn locations(store: &dyn Store, enrollment: &str, limit: usize) -> Result<Vec<LocationFix>, StoreError> {
     let prefix = format!("{enrollment}\0").into_bytes();
@@ -224,8 +235,9 @@ pub fn ingest(
     let id = record.id.as_str();
     let key = id.as_bytes();
     let outcome = std::cell::Cell::new(Ingested::Ignored);
-    // Read outside the transaction: a store may lock the keyspace for its duration.
-    let stale_locations: Vec<Vec<u8>> = if request_type == "DisableLostMode" {
+    // Read outside the transaction: a store may lock the keyspace for its duration. Lost mode
+    // ends with DisableLostMode, or when the device reports it off.
+    let stale_locations: Vec<Vec<u8>> = if matches!(request_type, "DisableLostMode" | "DeviceInformation") {
         crate::store::scan_all(store, Tree::Locations, format!("{id}\0").as_bytes())?
             .into_iter()
             .map(|(k, _)| k)
@@ -233,11 +245,13 @@ pub fn ingest(
     } else {
         Vec::new()
     };
+    let lost_mode_ended = std::cell::Cell::new(false);
     store.transaction(&|txn| {
         let mut inv = match txn.get(Tree::Inventory, key)? {
             Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
             None => seeded(record),
         };
+        let was_lost = inv.lost_mode_enabled == Some(true);
         let before = parse::tracked_fields(&inv);
         let had_report = inv.information_updated_at.is_some() || inv.security_updated_at.is_some();
         match request_type {
@@ -286,13 +300,7 @@ pub fn ingest(
                 put_json(txn, Tree::InventoryLists, &lkey, &apps)?;
             }
             "EnableLostMode" => inv.lost_mode_enabled = Some(true),
-            "DisableLostMode" => {
-                // Lost mode is over: so is the reason to keep where the device was.
-                inv.lost_mode_enabled = Some(false);
-                for k in &stale_locations {
-                    txn.delete(Tree::Locations, k)?;
-                }
-            }
+            "DisableLostMode" => inv.lost_mode_enabled = Some(false),
             "DeviceLocation" => {
                 if ownership == Ownership::Personal || inv.lost_mode_enabled != Some(true) {
                     tracing::warn!(enrollment = %id, "location outside lost mode or from a personal device discarded");
@@ -344,6 +352,13 @@ pub fn ingest(
                 }
             }
         }
+        if inv.lost_mode_enabled != Some(true) {
+            // Lost mode is over: so is the reason to keep where the device was.
+            for k in &stale_locations {
+                txn.delete(Tree::Locations, k)?;
+            }
+            lost_mode_ended.set(was_lost || request_type == "DisableLostMode");
+        }
         put_json(txn, Tree::Inventory, key, &inv)?;
         outcome.set(Ingested::Updated {
             changes: n,
@@ -355,6 +370,10 @@ pub fn ingest(
     let outcome = outcome.replace(Ingested::Ignored);
     if matches!(outcome, Ingested::Updated { changes, .. } if changes > 0) {
         trim_history(store, id)?;
+    }
+    if lost_mode_ended.get() {
+        // The answers to DeviceLocation held the same positions.
+        crate::mdm::queue::forget_locations(store, id)?;
     }
     Ok(outcome)
 }

@@ -479,6 +479,43 @@ pub fn history(store: &dyn Store, enrollment: &str, limit: usize) -> Result<Vec<
     Ok(out)
 }
 
+/// Removes the positions from `enrollment`'s answers to DeviceLocation (its lost mode ended:
+/// where it was is no longer kept). Returns how many answers were rewritten.
+pub fn forget_locations(store: &dyn Store, enrollment: &str) -> Result<usize, StoreError> {
+    let mut forgotten = 0;
+    for (_, uuid) in crate::store::scan_all(store, Tree::DeviceCommands, &queue_prefix(enrollment))? {
+        let uuid = String::from_utf8_lossy(&uuid);
+        let key = delivery_key(&uuid, enrollment);
+        let Some(mut d) = store.get_record::<Delivery>(Tree::Deliveries, &key)? else {
+            continue;
+        };
+        if d.request_type != "DeviceLocation" {
+            continue;
+        }
+        let Some(mut answer) = d
+            .result
+            .as_ref()
+            .and_then(|raw| plist::from_bytes::<Dictionary>(&raw.bytes()).ok())
+        else {
+            continue;
+        };
+        let before = answer.len();
+        for k in crate::inventory::LOCATION_KEYS {
+            answer.remove(k);
+        }
+        if answer.len() == before {
+            continue;
+        }
+        let mut xml = Vec::new();
+        plist::to_writer_xml(&mut xml, &Value::Dictionary(answer))
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
+        d.result = Some(RawPlist::from_body(&xml));
+        store.put_record(Tree::Deliveries, &key, &d)?;
+        forgotten += 1;
+    }
+    Ok(forgotten)
+}
+
 /// Deletes deliveries answered before `cutoff` (and commands left without deliveries).
 /// Returns how many deliveries were pruned.
 pub fn prune(store: &dyn Store, cutoff: OffsetDateTime, max: usize) -> Result<usize, StoreError> {

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Appliance, run, text};
-use crate::mdm::{api, api_token};
+use crate::mdm::{api, api_token, api_token_with_role};
 use crate::push::AppleCa;
 
 const TOPIC: &str = "com.apple.mgmt.External.citadel-fleet-test";
@@ -296,6 +296,7 @@ fn fifty_devices_live_through_their_lifecycle() {
     );
     assert!(statuses(&view).values().all(|s| s == "Acknowledged"), "{view}");
     let view = w.command(&phones, json!({"RequestType": "DeviceLocation"}));
+    let location_command = format!("/api/v1/commands/{}", view["command_uuid"].as_str().unwrap());
     for t in view["targets"].as_array().unwrap() {
         let udid = t["enrollment_id"].as_str().unwrap();
         if phones[..2].contains(&udid) {
@@ -342,6 +343,87 @@ fn fifty_devices_live_through_their_lifecycle() {
         (&json!(false), &Value::Null),
         "{found}"
     );
+    // A reader without devices.locate (an auditor) sees that an answer came, not where from.
+    let as_auditor: Value = w
+        .client
+        .get(w.a.url(&location_command))
+        .bearer_auth(api_token_with_role(&w.a, "auditor"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let answer = as_auditor["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["enrollment_id"] == phones[0])
+        .unwrap();
+    assert_eq!(
+        answer["result"]["Latitude"], "<hidden: needs devices.locate>",
+        "{answer}"
+    );
+    assert!(
+        !answer["result_plist"].as_str().unwrap().contains("<real>"),
+        "{answer}"
+    );
+    // Handing a device in lost mode to someone shows them where it is: that needs
+    // devices.locate, which this role lacks (taking it away from them does not).
+    let (s, body) = w.api(
+        Method::POST,
+        "/api/v1/roles",
+        Some(json!({"name": "assigner", "permissions": ["devices.read", "devices.manage"]})),
+    );
+    assert_eq!(s, 201, "{body}");
+    let assigner = api_token_with_role(&w.a, "assigner");
+    let assign = |id: &str, user: Value| {
+        w.client
+            .put(w.a.url(&format!("/api/v1/devices/{id}/user")))
+            .bearer_auth(&assigner)
+            .json(&json!({ "username": user }))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(assign(phones[1], json!("ward-nurse")), 403, "lost mode");
+    assert_eq!(assign(phones[2], json!("ward-nurse")), 200, "not lost");
+    assert_eq!(assign(phones[0], Value::Null), 200, "taking it away");
+    assert_eq!(assign(phones[0], json!("ward-nurse")), 403, "lost mode");
+    let (s, _) = w.api(
+        Method::PUT,
+        &format!("/api/v1/devices/{}/user", phones[0]),
+        Some(json!({"username": "ward-nurse"})),
+    );
+    assert_eq!(s, 200, "an administrator may (they can locate it anyway)");
+    // Lost mode ends: where the phone was is forgotten, in its answers too.
+    let view = w.command(&phones[..1], json!({"RequestType": "DisableLostMode"}));
+    assert!(statuses(&view).values().all(|s| s == "Acknowledged"), "{view}");
+    let (_, after) = w.api(Method::GET, &location_command, None);
+    let answer = after["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["enrollment_id"] == phones[0])
+        .unwrap();
+    assert_eq!(answer["status"], "Acknowledged", "{answer}");
+    assert!(answer["result"].get("Latitude").is_none(), "{answer}");
+    let (_, fixes) = w.api(
+        Method::GET,
+        &format!("/api/v1/devices/{}/locations", phones[0]),
+        None,
+    );
+    assert_eq!(fixes["items"], json!([]), "{fixes}");
+    let me = nurse.me();
+    let ended = me["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["enrollment_id"] == phones[0])
+        .unwrap();
+    assert_eq!(
+        (&ended["lost_mode"], &ended["last_location"]),
+        (&json!(false), &Value::Null),
+        "{ended}"
+    );
 
     // Erase one device: it acknowledges, then disappears; what is queued later stays queued.
     let erased = udids[20];
@@ -369,7 +451,8 @@ fn fifty_devices_live_through_their_lifecycle() {
     let end = w.states();
     for (udid, s) in &end {
         assert_eq!(s.locked, udids[10..13].contains(&udid.as_str()), "{udid}");
-        assert_eq!(s.lost_mode, phones[..2].contains(&udid.as_str()), "{udid}");
+        // The first phone was found (lost mode ended above).
+        assert_eq!(s.lost_mode, udid == phones[1], "{udid}");
         assert_eq!(s.erased, udid == erased, "{udid}");
         assert_eq!(
             s.locations_reported,

@@ -75,9 +75,14 @@ pub fn data(bytes: &[u8]) -> Value {
 
 /// An API token made with the CLI, as an administrator would.
 pub fn api_token(a: &Appliance) -> String {
+    api_token_with_role(a, "owner")
+}
+
+/// A token acting with `role` (tokens are made at the command line, not by other tokens).
+pub fn api_token_with_role(a: &Appliance, role: &str) -> String {
     let out = run(a
         .cmd()
-        .args(["api-token", "create", "--name", "tests", "--role", "owner"]));
+        .args(["api-token", "create", "--name", "tests", "--role", role]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     text(&out.stdout).trim().to_owned()
 }

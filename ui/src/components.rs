@@ -109,6 +109,7 @@ pub fn ConfirmButton(
 ) -> impl IntoView {
     let asking = RwSignal::new(false);
     let cancel: NodeRef<leptos::html::Button> = NodeRef::new();
+    let trigger: NodeRef<leptos::html::Button> = NodeRef::new();
     // The question is disposed as soon as it is answered; what the answer starts (an API call)
     // must belong to this button instead, or it would be cancelled with the question.
     let owner = Owner::current();
@@ -119,13 +120,21 @@ pub fn ConfirmButton(
         }
         asking.set(false);
     };
-    // Focus follows the question, so a keyboard user is not left on a removed button.
-    Effect::new(move |_| {
-        if asking.get()
-            && let Some(button) = cancel.get()
-        {
+    // Focus follows the question and comes back after it, so a keyboard user is never left on
+    // a removed button.
+    Effect::new(move |was_asking: Option<bool>| {
+        let now = asking.get();
+        let target = if now {
+            cancel.get()
+        } else if was_asking == Some(true) {
+            trigger.get()
+        } else {
+            None
+        };
+        if let Some(button) = target {
             let _ = button.focus();
         }
+        now
     });
     view! {
         <Show
@@ -133,7 +142,7 @@ pub fn ConfirmButton(
             fallback={
                 let label = label.clone();
                 move || view! {
-                    <button type="button" class="button" on:click=move |_| asking.set(true)>{label.clone()}</button>
+                    <button type="button" class="button" node_ref=trigger on:click=move |_| asking.set(true)>{label.clone()}</button>
                 }
             }
         >

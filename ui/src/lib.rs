@@ -17,8 +17,8 @@
 // built with (or both without) Leptos's component erasure; `.cargo/config.toml` sets it.
 #[cfg(not(erase_components))]
 compile_error!(
-    "build with `--cfg erase_components` (set in .cargo/config.toml; a RUSTFLAGS variable \
-     replaces it, so add `--cfg erase_components` to RUSTFLAGS too)"
+    "build with `--cfg erase_components` (set in .cargo/config.toml; a RUSTFLAGS or \
+     RUSTDOCFLAGS variable replaces it, so add `--cfg erase_components` there too)"
 );
 
 use leptos::prelude::*;

@@ -119,10 +119,10 @@ pub fn Audit() -> impl IntoView {
             <div class="field">
                 <label for="audit-outcome">"Outcome"</label>
                 <select id="audit-outcome" prop:value=move || outcome.get() on:change=move |ev| outcome.set(event_target_value(&ev))>
-                    <option value="">"Any"</option>
-                    <option value="success">"Success"</option>
-                    <option value="denied">"Denied"</option>
-                    <option value="failure">"Failure"</option>
+                    // `selected` on each option: a select's value set before its options exist is lost.
+                    {[("", "Any"), ("success", "Success"), ("denied", "Denied"), ("failure", "Failure")].map(|(v, l)| view! {
+                        <option value=v prop:selected=move || outcome.get() == v>{l}</option>
+                    }).into_iter().collect_view()}
                 </select>
             </div>
             <button type="submit" class="button primary">"Filter"</button>

@@ -243,6 +243,17 @@ pub fn Commands() -> impl IntoView {
                                 {move || format!("{} chosen on the Devices page will receive the command.",
                                     plural(carried.with(|c| c.as_ref().map_or(0, Vec::len)) as u64, "device", "devices"))}
                             </p>
+                            // The names come from the page's address: show them (the appliance
+                            // refuses a command naming a device it does not manage).
+                            <details>
+                                <summary>"Which devices"</summary>
+                                <ul class="id-list">
+                                    {move || carried.get().unwrap_or_default().into_iter().map(|id| {
+                                        let href = format!("/devices/{}", encode(&id));
+                                        view! { <li><a href=href>{id}</a></li> }
+                                    }).collect_view()}
+                                </ul>
+                            </details>
                             <a class="button subtle" href="/commands">"Choose devices by search instead"</a>
                         </Show>
                         <Show when=move || carried.with(Option::is_none)>

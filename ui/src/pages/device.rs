@@ -65,13 +65,13 @@ pub fn DeviceDetail() -> impl IntoView {
         </PageHeader>
         {show_load(detail, "the device", move |d: &Value| {
             let d = d.clone();
-            view! { <DeviceBody device=d /> }
+            view! { <DeviceBody device=d reload /> }
         })}
     }
 }
 
 #[component]
-fn DeviceBody(device: Value) -> impl IntoView {
+fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
     // Only the command history is asked for again (after an action, and while a command is
     // on its way): the rest of the page, and any dialog open on it, stays as it is.
     let commands_reload = RwSignal::new(0u64);
@@ -176,7 +176,7 @@ fn DeviceBody(device: Value) -> impl IntoView {
             <Facts rows=overview />
             <Show when=move || session.can("devices.manage")>
                 <RefreshInventory id=assign_id.clone() reload=commands_reload />
-                <AssignUser id=assign_id.clone() assigned=assigned.clone() />
+                <AssignUser id=assign_id.clone() assigned=assigned.clone() reload />
             </Show>
         </section>
         <section id="actions" class="card" aria-labelledby="actions-title">
@@ -277,24 +277,21 @@ fn RefreshInventory(id: String, reload: RwSignal<u64>) -> impl IntoView {
 
 /// Who the device belongs to in the self-service portal (what that person sees there).
 #[component]
-fn AssignUser(id: String, assigned: String) -> impl IntoView {
+fn AssignUser(id: String, assigned: String, reload: RwSignal<u64>) -> impl IntoView {
     let api = use_api();
     let username = RwSignal::new(assigned);
-    let outcome = RwSignal::new(None::<Result<String, ApiError>>);
+    let error = RwSignal::new(None::<ApiError>);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = username.get_untracked().trim().to_owned();
-        let body = serde_json::json!({ "username": (!name.is_empty()).then_some(name.clone()) });
+        let body = serde_json::json!({ "username": (!name.is_empty()).then_some(name) });
         let path = format!("/api/v1/devices/{}/user", encode(&id));
         crate::api::spawn(async move {
-            let r = api.put::<_, Value>(&path, &body).await.map(|_| {
-                if name.is_empty() {
-                    "The device belongs to nobody in the portal now.".to_owned()
-                } else {
-                    format!("The device belongs to {name} in the portal now.")
-                }
-            });
-            outcome.set(Some(r));
+            match api.put::<_, Value>(&path, &body).await {
+                // The page's facts are read again: "Belongs to" shows the change.
+                Ok(_) => reload.update(|n| *n += 1),
+                Err(e) => error.set(Some(e)),
+            }
         });
     };
     view! {
@@ -305,10 +302,7 @@ fn AssignUser(id: String, assigned: String) -> impl IntoView {
             </div>
             <button type="submit" class="button">"Save"</button>
         </form>
-        {move || outcome.get().map(|r| match r {
-            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
-        })}
+        {move || error.get().map(|e| view! { <ErrorNotice error=e /> })}
     }
 }
 
@@ -715,6 +709,10 @@ where
     let password = RwSignal::new(String::new());
     let code = RwSignal::new(String::new());
     let error = RwSignal::new(None::<ApiError>);
+    // Two of these can be on a page at once (a dialog and a notice): ids must differ.
+    static FORMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FORMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (password_id, code_id) = (format!("reauth-password-{n}"), format!("reauth-code-{n}"));
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let body = serde_json::json!({
@@ -738,10 +736,10 @@ where
     view! {
         <form class="stacked" on:submit=submit>
             <p>"This action needs you to confirm who you are."</p>
-            <label for="reauth-password">"Password"</label>
-            <input id="reauth-password" type="password" autocomplete="current-password" required bind:value=password />
-            <label for="reauth-code">"Authentication code"</label>
-            <input id="reauth-code" inputmode="numeric" autocomplete="one-time-code" bind:value=code />
+            <label for=password_id.clone()>"Password"</label>
+            <input id=password_id type="password" autocomplete="current-password" required bind:value=password />
+            <label for=code_id.clone()>"Authentication code"</label>
+            <input id=code_id inputmode="numeric" autocomplete="one-time-code" bind:value=code />
             {move || error.get().map(|e| view! { <ErrorNotice error=e /> })}
             <button type="submit" class="button primary">"Confirm and continue"</button>
         </form>

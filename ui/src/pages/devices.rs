@@ -260,7 +260,8 @@ pub fn Devices() -> impl IntoView {
                         on:change=move |ev| set_params(vec![(name, event_target_value(&ev))])
                     >
                         <option value="">"Any"</option>
-                        {options.iter().map(|(v, l)| view! { <option value=*v>{*l}</option> }).collect_view()}
+                        // `selected` on each option: a select's value set before its options exist is lost.
+                        {options.iter().map(|(v, l)| view! { <option value=*v prop:selected=move || param(name) == *v>{*l}</option> }).collect_view()}
                     </select>
                 </div>
             }
@@ -506,8 +507,6 @@ struct BulkPlan {
     skipped: std::collections::BTreeMap<String, u64>,
 }
 
-/// Choose the action and reason, see exactly how many devices it reaches (the appliance's dry
-/// run, with the ones it would skip and why), then confirm.
 /// The Commands page with the selected devices as its targets (a page's selection: at most
 /// one page of devices, so the link stays short).
 fn commands_link(selected: &BTreeSet<String>) -> String {
@@ -517,6 +516,9 @@ fn commands_link(selected: &BTreeSet<String>) -> String {
     let ids: Vec<&str> = selected.iter().map(String::as_str).collect();
     format!("/commands?devices={}", encode(&ids.join(",")))
 }
+
+/// Choose the action and reason, see exactly how many devices it reaches (the appliance's dry
+/// run, with the ones it would skip and why), then confirm.
 
 #[component]
 fn BulkDialog(

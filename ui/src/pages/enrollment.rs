@@ -51,7 +51,12 @@ pub fn Enrollment() -> impl IntoView {
             <form class="stacked" on:submit=create>
                 <label for="link-ttl">"Valid for"</label>
                 <select id="link-ttl" prop:value=move || ttl.get() on:change=move |ev| ttl.set(event_target_value(&ev))>
-                    {LIFETIMES.iter().map(|(s, l)| view! { <option value=s.to_string()>{*l}</option> }).collect_view()}
+                    // `selected` on each option: a select's value set before its options exist is lost.
+                    {LIFETIMES.iter().map(|(s, l)| {
+                        let v = s.to_string();
+                        let this = v.clone();
+                        view! { <option value=v prop:selected=move || ttl.get() == this>{*l}</option> }
+                    }).collect_view()}
                 </select>
                 <button type="submit" class="button primary" disabled=move || busy.get()>"Create link"</button>
             </form>

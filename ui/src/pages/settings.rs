@@ -214,9 +214,11 @@ fn PushUpload(reload: RwSignal<u64>) -> impl IntoView {
     }
 }
 
-/// The role names for a `<select>`: the appliance's list (custom roles too), or the built-in
-/// ones for a user who may not read the list.
-fn role_options(roles: RwSignal<Load<Vec<Value>>>) -> impl IntoView {
+/// The role names for a `<select>` bound to `chosen`: the appliance's list (custom roles too),
+/// or the built-in ones for a user who may not read the list. Each option says whether it is
+/// the chosen one: a select's value set before its options exist (or before they change) is
+/// lost, and the select would show one role while another is sent.
+fn role_options(roles: RwSignal<Load<Vec<Value>>>, chosen: RwSignal<String>) -> impl IntoView {
     move || {
         let names: Vec<String> = match &*roles.read() {
             Load::Ready(list) => list.iter().map(|r| field(r, "name")).collect(),
@@ -226,7 +228,10 @@ fn role_options(roles: RwSignal<Load<Vec<Value>>>) -> impl IntoView {
         };
         names
             .into_iter()
-            .map(|n| view! { <option value=n.clone()>{n.replace('_', " ")}</option> })
+            .map(|n| {
+                let this = n.clone();
+                view! { <option value=n.clone() prop:selected=move || chosen.get() == this>{n.replace('_', " ")}</option> }
+            })
             .collect_view()
     }
 }
@@ -328,7 +333,7 @@ pub fn Administrators() -> impl IntoView {
                 <input id="new-display" bind:value=display />
                 <label for="new-role">"Role"</label>
                 <select id="new-role" prop:value=move || role.get() on:change=move |ev| role.set(event_target_value(&ev))>
-                    {role_options(roles)}
+                    {role_options(roles, role)}
                 </select>
                 <label for="new-password">"First password (they replace it at first sign-in)"</label>
                 <input id="new-password" type="password" autocomplete="new-password" required minlength="12" bind:value=password />
@@ -451,13 +456,16 @@ fn ManageUser(
             <label for="manage-role">"Role"</label>
             <select id="manage-role" disabled=is_self aria-describedby=is_self.then_some("manage-role-help")
                 prop:value=move || role.get() on:change=move |ev| role.set(event_target_value(&ev))>
-                {role_options(roles)}
+                {role_options(roles, role)}
             </select>
             {is_self.then(|| view! { <p id="manage-role-help" class="help">"Nobody changes their own role."</p> })}
-            <label class="check">
-                <input type="checkbox" prop:checked=move || disabled.get() on:change=move |ev| disabled.set(event_target_checked(&ev)) />
-                "Cannot sign in (disabled; their sessions end)"
-            </label>
+            // Locking oneself out, or removing one's own second factor, is not done from here.
+            {(!is_self).then(|| view! {
+                <label class="check">
+                    <input type="checkbox" prop:checked=move || disabled.get() on:change=move |ev| disabled.set(event_target_checked(&ev)) />
+                    "Cannot sign in (disabled; their sessions end)"
+                </label>
+            })}
             <button type="submit" class="button primary">"Save changes"</button>
         </form>
         <form class="stacked" on:submit=reset_password>
@@ -466,10 +474,16 @@ fn ManageUser(
             <input id="manage-password" type="password" autocomplete="new-password" required minlength="12" bind:value=password />
             <button type="submit" class="button">"Set temporary password"</button>
         </form>
-        <h3>"Second factor"</h3>
-        <ConfirmButton label="Reset second factor" question="Their authenticator stops working and their sessions end; they set up a new one at next sign-in." confirm="Reset second factor" on_confirm=reset_mfa />
-        <h3>"Remove"</h3>
-        <ConfirmButton label=format!("Remove {name}") question=format!("{name} is signed out and can no longer sign in; their API tokens are revoked.") confirm="Remove" on_confirm=remove />
+        {if is_self {
+            view! { <p class="help">"Your own password and authenticator are changed on " <a href="/account">"your account page"</a> "; another Owner removes or disables your account."</p> }.into_any()
+        } else {
+            view! {
+                <h3>"Second factor"</h3>
+                <ConfirmButton label="Reset second factor" question="Their authenticator stops working and their sessions end; they set up a new one at next sign-in." confirm="Reset second factor" on_confirm=reset_mfa />
+                <h3>"Remove"</h3>
+                <ConfirmButton label=format!("Remove {name}") question=format!("{name} is signed out and can no longer sign in; their API tokens are revoked.") confirm="Remove" on_confirm=remove />
+            }.into_any()
+        }}
         <div class="dialog-buttons">
             <button type="button" class="button" on:click=move |_| on_close.run(())>"Close"</button>
         </div>
@@ -820,7 +834,7 @@ pub fn Tokens() -> impl IntoView {
                 <div class="field">
                     <label for="token-role">"Role"</label>
                     <select id="token-role" prop:value=move || role.get() on:change=move |ev| role.set(event_target_value(&ev))>
-                        {role_options(roles)}
+                        {role_options(roles, role)}
                     </select>
                 </div>
                 <div class="field">
