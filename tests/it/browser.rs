@@ -388,6 +388,50 @@ fn an_administrator_runs_the_fleet_from_the_console_in_chromium() {
     browser.click("#push-pem ~ button[type=submit]");
     browser.wait_text("push certificate imported", "Push certificate imported.");
     browser.wait_text("topic shown", "com.apple.mgmt.External.console-test");
+    // Its renewal with a new key, as PKCS#12 (as Keychain exports it), chosen as a file.
+    let (renewed, renewed_key) = apple.issue_with_key("com.apple.mgmt.External.console-test", "console-p12");
+    let p12 = a.tmp.path().join("console-push.p12");
+    let out = run(Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-legacy",
+            "-passout",
+            "pass:p12 secret",
+            "-in",
+        ])
+        .arg(&renewed)
+        .arg("-inkey")
+        .arg(&renewed_key)
+        .arg("-out")
+        .arg(&p12));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file_input = browser.find("#push-p12");
+    browser.call(
+        reqwest::Method::POST,
+        &format!("/element/{file_input}/value"),
+        json!({ "text": p12.to_str().unwrap() }),
+    );
+    browser.type_into("#push-p12-password", "p12 secret");
+    browser.click("#push-p12-password ~ button[type=submit]");
+    browser.wait_text("PKCS#12 imported", "Push certificate and key imported.");
+    let status: Value = a
+        .client()
+        .get(a.url("/api/v1/push-cert"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let renewed_serial = run(Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&renewed));
+    let norm = |s: &str| s.replace(':', "").trim_start_matches('0').to_lowercase();
+    assert_eq!(
+        norm(status["serial"].as_str().unwrap_or_default()),
+        norm(text(&renewed_serial.stdout).trim().trim_start_matches("serial=")),
+        "{status}"
+    );
 
     // A selection on the Devices page carried to the Commands page: exactly those devices.
     browser.goto(&a.url("/devices?platform=macos"));

@@ -93,7 +93,7 @@ impl AppleCa {
     }
 
     /// A key and a certificate for `topic`, made without Citadel (as a renewal elsewhere).
-    fn issue_with_key(&self, topic: &str, name: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn issue_with_key(&self, topic: &str, name: &str) -> (PathBuf, PathBuf) {
         let key = self.dir.join(format!("{name}.key"));
         let csr = self.dir.join(format!("{name}.csr"));
         openssl(

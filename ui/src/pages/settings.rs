@@ -74,6 +74,7 @@ pub fn Settings() -> impl IntoView {
             <Show when=move || session.can("settings.manage")>
                 <PushRequest />
                 <PushUpload reload />
+                <PushP12Upload reload />
             </Show>
         </section>
         {show_load(status, "the certificates", |s: &Value| {
@@ -233,6 +234,65 @@ fn role_options(roles: RwSignal<Load<Vec<Value>>>, chosen: RwSignal<String>) -> 
                 view! { <option value=n.clone() prop:selected=move || chosen.get() == this>{n.replace('_', " ")}</option> }
             })
             .collect_view()
+    }
+}
+
+/// The file chosen in `input`, base64-encoded (read in the browser).
+#[cfg(feature = "hydrate")]
+async fn chosen_file_base64(input: Option<leptos::web_sys::HtmlInputElement>) -> Result<String, ApiError> {
+    let file = input
+        .and_then(|i| i.files())
+        .and_then(|files| files.get(0))
+        .ok_or_else(|| ApiError::local("Choose the .p12 file first."))?;
+    let buffer = wasm_bindgen_futures::JsFuture::from(file.array_buffer())
+        .await
+        .map_err(|_| ApiError::local("The file could not be read."))?;
+    Ok(data_encoding::BASE64.encode(&js_sys::Uint8Array::new(&buffer).to_vec()))
+}
+
+/// The server renders the form; only the browser reads files.
+#[cfg(not(feature = "hydrate"))]
+async fn chosen_file_base64(_input: Option<leptos::web_sys::HtmlInputElement>) -> Result<String, ApiError> {
+    Err(ApiError::local("Files are read in the browser."))
+}
+
+/// A push certificate with its key as PKCS#12 (moving from another MDM, or a Keychain export).
+#[component]
+fn PushP12Upload(reload: RwSignal<u64>) -> impl IntoView {
+    let api = use_api();
+    let file: NodeRef<leptos::html::Input> = NodeRef::new();
+    let password = RwSignal::new(String::new());
+    let result = RwSignal::new(None::<Result<(), ApiError>>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let input = file.get_untracked();
+        crate::api::spawn(async move {
+            let r = match chosen_file_base64(input).await {
+                Ok(p12) => {
+                    let body = json!({ "p12_base64": p12, "password": password.get_untracked() });
+                    api.put::<_, Value>("/api/v1/push-cert", &body).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            if r.is_ok() {
+                password.set(String::new());
+                reload.update(|n| *n += 1);
+            }
+            result.set(Some(r));
+        });
+    };
+    view! {
+        <form class="stacked" on:submit=submit>
+            <label for="push-p12">"Or: certificate and key as PKCS#12 (.p12), e.g. from another MDM"</label>
+            <input id="push-p12" type="file" accept=".p12,.pfx,application/x-pkcs12" node_ref=file />
+            <label for="push-p12-password">"Its password"</label>
+            <input id="push-p12-password" type="password" autocomplete="off" bind:value=password />
+            {move || result.get().map(|r| match r {
+                Ok(()) => view! { <p class="notice success" role="status">"Push certificate and key imported."</p> }.into_any(),
+                Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| result.set(None)) /> }.into_any(),
+            })}
+            <button type="submit" class="button">"Upload PKCS#12"</button>
+        </form>
     }
 }
 
