@@ -596,21 +596,22 @@ pub async fn assign_device(
     {
         return Err(ApiError::BadRequest("not a valid user name".into()));
     }
-    // The portal shows a device in lost mode with its location: handing one over is locating it.
+    // The portal lets a corporate device's user put it in lost mode and see where it is:
+    // handing such a device to someone (oneself included) is a way to locate it.
     let may_locate = principal
         .permissions
         .contains(crate::iam::permissions::Permission::DevicesLocate);
+    let portal_locates = state.portal.allow_locate;
     let (store, i2, u2) = (state.store.clone(), id.clone(), username.clone());
     let assigned = web::block(move || -> Result<(), ApiError> {
-        if crate::mdm::enrollment::get(store.as_ref(), &i2)?.is_none() {
+        let Some(record) = crate::mdm::enrollment::get(store.as_ref(), &i2)? else {
             return Err(ApiError::NotFound);
-        }
-        let lost =
-            crate::inventory::get(store.as_ref(), &i2)?.and_then(|inv| inv.lost_mode_enabled) == Some(true);
-        if lost && u2.is_some() && !may_locate {
+        };
+        let lost = crate::inventory::get(store.as_ref(), &i2)?.and_then(|inv| inv.lost_mode_enabled) == Some(true);
+        let corporate = crate::inventory::ownership(store.as_ref(), &record)? == Ownership::Corporate;
+        if u2.is_some() && !may_locate && (lost || (portal_locates && corporate)) {
             return Err(ApiError::Forbidden(
-                "the device is in lost mode: its user sees where it is, so assigning it needs devices.locate"
-                    .into(),
+                "its user could see where this device is (lost mode, or locating it from the portal): assigning it needs devices.locate".into(),
             ));
         }
         Ok(portal::set_device_user(store.as_ref(), &i2, u2.as_deref())?)

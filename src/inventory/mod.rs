@@ -69,6 +69,53 @@ pub const LOCATION_KEYS: &[&str] = &[
     "Course",
 ];
 
+/// Where a device in lost mode has been: its fixes and its stored answers to DeviceLocation.
+#[derive(Default)]
+struct LostModeTrail {
+    fixes: Vec<Vec<u8>>,
+    answers: Vec<Vec<u8>>,
+}
+
+impl LostModeTrail {
+    /// Read before the transaction that forgets them.
+    fn read(store: &dyn Store, enrollment: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            fixes: crate::store::scan_all(store, Tree::Locations, format!("{enrollment}\0").as_bytes())?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+            answers: crate::mdm::queue::location_answers(store, enrollment)?,
+        })
+    }
+
+    fn forget(&self, txn: &dyn crate::store::Txn) -> Result<(), StoreError> {
+        for k in &self.fixes {
+            txn.delete(Tree::Locations, k)?;
+        }
+        for k in &self.answers {
+            crate::mdm::queue::strip_location(txn, k)?;
+        }
+        Ok(())
+    }
+}
+
+/// Ends lost mode in the record (the device left management, or became personal) and forgets
+/// where it was, in one transaction.
+pub fn end_lost_mode(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
+    let trail = LostModeTrail::read(store, enrollment)?;
+    let key = enrollment.as_bytes();
+    store.transaction(&|txn| {
+        if let Some(bytes) = txn.get(Tree::Inventory, key)? {
+            let mut inv: DeviceInventory = decode(Tree::Inventory, key, &bytes)?;
+            if inv.lost_mode_enabled == Some(true) {
+                inv.lost_mode_enabled = Some(false);
+                put_json(txn, Tree::Inventory, key, &inv)?;
+            }
+        }
+        trail.forget(txn)
+    })
+}
+
 /// The locations a device reported during its current lost-mode period, newest first.
 pub fn locations(store: &dyn Store, enrollment: &str, limit: usize) -> Result<Vec<LocationFix>, StoreError> {
     let prefix = format!("{enrollment}\0").into_bytes();
@@ -236,22 +283,20 @@ pub fn ingest(
     let key = id.as_bytes();
     let outcome = std::cell::Cell::new(Ingested::Ignored);
     // Read outside the transaction: a store may lock the keyspace for its duration. Lost mode
-    // ends with DisableLostMode, or when the device reports it off.
-    let stale_locations: Vec<Vec<u8>> = if matches!(request_type, "DisableLostMode" | "DeviceInformation") {
-        crate::store::scan_all(store, Tree::Locations, format!("{id}\0").as_bytes())?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect()
+    // ends with DisableLostMode, or when a device in lost mode reports it off.
+    let ends_lost_mode = request_type == "DisableLostMode"
+        || (request_type == "DeviceInformation"
+            && get(store, id)?.is_some_and(|inv| inv.lost_mode_enabled == Some(true)));
+    let trail = if ends_lost_mode {
+        LostModeTrail::read(store, id)?
     } else {
-        Vec::new()
+        LostModeTrail::default()
     };
-    let lost_mode_ended = std::cell::Cell::new(false);
     store.transaction(&|txn| {
         let mut inv = match txn.get(Tree::Inventory, key)? {
             Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
             None => seeded(record),
         };
-        let was_lost = inv.lost_mode_enabled == Some(true);
         let before = parse::tracked_fields(&inv);
         let had_report = inv.information_updated_at.is_some() || inv.security_updated_at.is_some();
         match request_type {
@@ -354,10 +399,7 @@ pub fn ingest(
         }
         if inv.lost_mode_enabled != Some(true) {
             // Lost mode is over: so is the reason to keep where the device was.
-            for k in &stale_locations {
-                txn.delete(Tree::Locations, k)?;
-            }
-            lost_mode_ended.set(was_lost || request_type == "DisableLostMode");
+            trail.forget(txn)?;
         }
         put_json(txn, Tree::Inventory, key, &inv)?;
         outcome.set(Ingested::Updated {
@@ -370,10 +412,6 @@ pub fn ingest(
     let outcome = outcome.replace(Ingested::Ignored);
     if matches!(outcome, Ingested::Updated { changes, .. } if changes > 0) {
         trim_history(store, id)?;
-    }
-    if lost_mode_ended.get() {
-        // The answers to DeviceLocation held the same positions.
-        crate::mdm::queue::forget_locations(store, id)?;
     }
     Ok(outcome)
 }
@@ -394,6 +432,8 @@ fn trim_history(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
 /// Removes what may not be kept for a personal device: its phone number and every app that
 /// the organisation did not install.
 pub fn drop_forbidden(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
+    // A personal device is never located.
+    end_lost_mode(store, enrollment)?;
     let key = enrollment.as_bytes();
     let apps_key = List::Apps.key(enrollment);
     store.transaction(&|txn| {

@@ -6,6 +6,7 @@ pub mod enrollment;
 pub mod identity;
 pub mod profile;
 pub mod queue;
+pub mod redact;
 pub mod schema;
 pub mod service;
 pub mod webhook;

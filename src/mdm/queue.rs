@@ -479,41 +479,48 @@ pub fn history(store: &dyn Store, enrollment: &str, limit: usize) -> Result<Vec<
     Ok(out)
 }
 
-/// Removes the positions from `enrollment`'s answers to DeviceLocation (its lost mode ended:
-/// where it was is no longer kept). Returns how many answers were rewritten.
-pub fn forget_locations(store: &dyn Store, enrollment: &str) -> Result<usize, StoreError> {
-    let mut forgotten = 0;
+/// The delivery keys of `enrollment`'s answered DeviceLocation commands (read before a
+/// transaction that strips them with [`strip_location`]).
+pub fn location_answers(store: &dyn Store, enrollment: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut keys = Vec::new();
     for (_, uuid) in crate::store::scan_all(store, Tree::DeviceCommands, &queue_prefix(enrollment))? {
-        let uuid = String::from_utf8_lossy(&uuid);
-        let key = delivery_key(&uuid, enrollment);
-        let Some(mut d) = store.get_record::<Delivery>(Tree::Deliveries, &key)? else {
-            continue;
-        };
-        if d.request_type != "DeviceLocation" {
-            continue;
+        let key = delivery_key(&String::from_utf8_lossy(&uuid), enrollment);
+        if let Some(d) = store.get_record::<Delivery>(Tree::Deliveries, &key)?
+            && d.request_type == "DeviceLocation"
+            && d.result.is_some()
+        {
+            keys.push(key);
         }
-        let Some(mut answer) = d
-            .result
-            .as_ref()
-            .and_then(|raw| plist::from_bytes::<Dictionary>(&raw.bytes()).ok())
-        else {
-            continue;
-        };
-        let before = answer.len();
-        for k in crate::inventory::LOCATION_KEYS {
-            answer.remove(k);
-        }
-        if answer.len() == before {
-            continue;
-        }
-        let mut xml = Vec::new();
-        plist::to_writer_xml(&mut xml, &Value::Dictionary(answer))
-            .map_err(|e| StoreError::Encode(e.to_string()))?;
-        d.result = Some(RawPlist::from_body(&xml));
-        store.put_record(Tree::Deliveries, &key, &d)?;
-        forgotten += 1;
     }
-    Ok(forgotten)
+    Ok(keys)
+}
+
+/// Removes the position from one stored answer to DeviceLocation, inside `txn` (a delivery
+/// pruned meanwhile stays gone).
+pub fn strip_location(txn: &dyn crate::store::Txn, key: &[u8]) -> Result<(), StoreError> {
+    let Some(bytes) = txn.get(Tree::Deliveries, key)? else {
+        return Ok(());
+    };
+    let mut d: Delivery = decode(Tree::Deliveries, key, &bytes)?;
+    let Some(mut answer) = d
+        .result
+        .as_ref()
+        .and_then(|raw| plist::from_bytes::<Dictionary>(&raw.bytes()).ok())
+    else {
+        return Ok(());
+    };
+    let before = answer.len();
+    for k in crate::inventory::LOCATION_KEYS {
+        answer.remove(k);
+    }
+    if answer.len() == before {
+        return Ok(());
+    }
+    let mut xml = Vec::new();
+    plist::to_writer_xml(&mut xml, &Value::Dictionary(answer))
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    d.result = Some(RawPlist::from_body(&xml));
+    txn.put(Tree::Deliveries, key, &encode(&d)?)
 }
 
 /// Deletes deliveries answered before `cutoff` (and commands left without deliveries).

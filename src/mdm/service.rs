@@ -574,6 +574,8 @@ impl MdmService {
         record.bootstrap_token_sealed = None;
         self.put_enrollment(record)?;
         if !record.kind.is_user_channel() {
+            // Out of management, out of lost mode: where it was is not kept.
+            inventory::end_lost_mode(self.store.as_ref(), &record.id)?;
             // A device that left management belongs to nobody: whoever enrols it next does.
             if crate::portal::device_user(self.store.as_ref(), &record.id)?.is_some() {
                 crate::portal::set_device_user(self.store.as_ref(), &record.id, None)?;

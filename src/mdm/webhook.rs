@@ -62,7 +62,10 @@ impl Event {
             at,
             command_uuid: Some(uuid.to_owned()),
             serial_number: None,
-            result: Some(plist_to_json(&plist::Value::Dictionary(body.clone()))),
+            // Whoever receives webhooks is not a reader with devices.locate, and secrets stay here.
+            result: Some(plist_to_json(&plist::Value::Dictionary(
+                crate::mdm::redact::redacted(body.clone(), false),
+            ))),
         }
     }
 }
@@ -132,5 +135,21 @@ mod tests {
             super::sign(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn results_go_out_without_secrets_or_locations() {
+        let mut body = plist::Dictionary::new();
+        body.insert("Status".into(), plist::Value::String("Acknowledged".into()));
+        body.insert("Latitude".into(), plist::Value::Real(51.5072));
+        body.insert(
+            "ActivationLockBypassCode".into(),
+            plist::Value::String("BYPASS".into()),
+        );
+        let at = time::macros::datetime!(2026-12-06 10:00 UTC);
+        let event = super::Event::result("D1", "U1", "Acknowledged", &body, at);
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        assert!(!json.contains("51.5072") && !json.contains("BYPASS"), "{json}");
+        assert!(json.contains("Acknowledged"), "{json}");
     }
 }

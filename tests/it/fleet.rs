@@ -366,7 +366,7 @@ fn fifty_devices_live_through_their_lifecycle() {
         !answer["result_plist"].as_str().unwrap().contains("<real>"),
         "{answer}"
     );
-    // Handing a device in lost mode to someone shows them where it is: that needs
+    // Handing a corporate device to someone lets them locate it from the portal: that needs
     // devices.locate, which this role lacks (taking it away from them does not).
     let (s, body) = w.api(
         Method::POST,
@@ -385,7 +385,11 @@ fn fifty_devices_live_through_their_lifecycle() {
             .status()
     };
     assert_eq!(assign(phones[1], json!("ward-nurse")), 403, "lost mode");
-    assert_eq!(assign(phones[2], json!("ward-nurse")), 200, "not lost");
+    assert_eq!(
+        assign(phones[2], json!("ward-nurse")),
+        403,
+        "corporate: the portal locates it"
+    );
     assert_eq!(assign(phones[0], Value::Null), 200, "taking it away");
     assert_eq!(assign(phones[0], json!("ward-nurse")), 403, "lost mode");
     let (s, _) = w.api(
@@ -405,7 +409,12 @@ fn fifty_devices_live_through_their_lifecycle() {
         .find(|t| t["enrollment_id"] == phones[0])
         .unwrap();
     assert_eq!(answer["status"], "Acknowledged", "{answer}");
+    assert_eq!(answer["result"]["Status"], "Acknowledged", "{answer}");
     assert!(answer["result"].get("Latitude").is_none(), "{answer}");
+    assert!(
+        !answer["result_plist"].as_str().unwrap().contains("<real>"),
+        "{answer}"
+    );
     let (_, fixes) = w.api(
         Method::GET,
         &format!("/api/v1/devices/{}/locations", phones[0]),

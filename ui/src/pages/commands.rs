@@ -224,9 +224,12 @@ pub fn Commands() -> impl IntoView {
                                 <select id="command-type" required prop:value=move || chosen.get()
                                     on:change=move |ev| { chosen.set(event_target_value(&ev)); values.set(BTreeMap::new()); sent.set(None); }>
                                     <option value="">"Choose…"</option>
+                                    // `selected` on each option: the list changes with the platform, and
+                                    // the select must keep showing the command that will be sent.
                                     {move || visible().into_iter().map(|x| {
                                         let rt = field(&x, "request_type");
-                                        view! { <option value=rt.clone()>{format!("{rt} — {}", field(&x, "title"))}</option> }
+                                        let this = rt.clone();
+                                        view! { <option value=rt.clone() prop:selected=move || chosen.get() == this>{format!("{rt} — {}", field(&x, "title"))}</option> }
                                     }).collect_view()}
                                 </select>
                             </div>
@@ -336,7 +339,10 @@ fn KeyFields(keys: Vec<Value>, values: RwSignal<BTreeMap<String, String>>) -> im
                     view! {
                         <select id=id.clone() required=required aria-describedby=described.clone() prop:value=get on:change=move |ev| set(event_target_value(&ev))>
                             <option value="">{if required { "Choose…" } else { "(not set)" }}</option>
-                            {options.into_iter().map(|o| view! { <option value=o.clone()>{o.clone()}</option> }).collect_view()}
+                            {options.into_iter().map(|o| {
+                                let is_chosen = { let get = get.clone(); let o = o.clone(); move || get() == o };
+                                view! { <option value=o.clone() prop:selected=is_chosen>{o.clone()}</option> }
+                            }).collect_view()}
                         </select>
                     }.into_any()
                 } else if matches!(ty.as_str(), "array" | "dictionary" | "one_of" | "any_dictionary" | "any" | "data") {

@@ -65,13 +65,13 @@ pub fn DeviceDetail() -> impl IntoView {
         </PageHeader>
         {show_load(detail, "the device", move |d: &Value| {
             let d = d.clone();
-            view! { <DeviceBody device=d reload /> }
+            view! { <DeviceBody device=d /> }
         })}
     }
 }
 
 #[component]
-fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
+fn DeviceBody(device: Value) -> impl IntoView {
     // Only the command history is asked for again (after an action, and while a command is
     // on its way): the rest of the page, and any dialog open on it, stays as it is.
     let commands_reload = RwSignal::new(0u64);
@@ -89,7 +89,6 @@ fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
         ("Ownership", field(&d, "ownership")),
         ("Compliance", field(&d, "compliance")),
         ("User", field(&d, "user_long_name")),
-        ("Belongs to (self-service portal)", field(&d, "assigned_user")),
         ("Enrolled", when_field(&d, "enrolled_at")),
         ("Last seen", when_field(&d, "last_seen_at")),
         ("Commands waiting", field(&d, "pending_commands")),
@@ -154,7 +153,8 @@ fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let assigned = field(&d, "assigned_user");
+    // Shown beside the facts and changed in place when an administrator assigns the device.
+    let assigned = RwSignal::new(field(&d, "assigned_user"));
     let assign_id = id.clone();
     let base = format!("/api/v1/devices/{}", encode(&id));
 
@@ -174,9 +174,15 @@ fn DeviceBody(device: Value, reload: RwSignal<u64>) -> impl IntoView {
         <section id="overview" class="card" aria-labelledby="overview-title">
             <h2 id="overview-title">"Overview"</h2>
             <Facts rows=overview />
+            <dl class="facts">
+                <div>
+                    <dt>"Belongs to (self-service portal)"</dt>
+                    <dd>{move || { let u = assigned.get(); if u.is_empty() { "nobody".to_owned() } else { u } }}</dd>
+                </div>
+            </dl>
             <Show when=move || session.can("devices.manage")>
                 <RefreshInventory id=assign_id.clone() reload=commands_reload />
-                <AssignUser id=assign_id.clone() assigned=assigned.clone() reload />
+                <AssignUser id=assign_id.clone() assigned />
             </Show>
         </section>
         <section id="actions" class="card" aria-labelledby="actions-title">
@@ -277,21 +283,25 @@ fn RefreshInventory(id: String, reload: RwSignal<u64>) -> impl IntoView {
 
 /// Who the device belongs to in the self-service portal (what that person sees there).
 #[component]
-fn AssignUser(id: String, assigned: String, reload: RwSignal<u64>) -> impl IntoView {
+fn AssignUser(id: String, assigned: RwSignal<String>) -> impl IntoView {
     let api = use_api();
-    let username = RwSignal::new(assigned);
-    let error = RwSignal::new(None::<ApiError>);
+    let username = RwSignal::new(assigned.get_untracked());
+    let outcome = RwSignal::new(None::<Result<String, ApiError>>);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let name = username.get_untracked().trim().to_owned();
-        let body = serde_json::json!({ "username": (!name.is_empty()).then_some(name) });
+        let body = serde_json::json!({ "username": (!name.is_empty()).then_some(name.clone()) });
         let path = format!("/api/v1/devices/{}/user", encode(&id));
         crate::api::spawn(async move {
-            match api.put::<_, Value>(&path, &body).await {
-                // The page's facts are read again: "Belongs to" shows the change.
-                Ok(_) => reload.update(|n| *n += 1),
-                Err(e) => error.set(Some(e)),
-            }
+            let r = api.put::<_, Value>(&path, &body).await.map(|_| {
+                assigned.set(name.clone());
+                if name.is_empty() {
+                    "Saved: the device belongs to nobody in the portal.".to_owned()
+                } else {
+                    format!("Saved: the device belongs to {name} in the portal.")
+                }
+            });
+            outcome.set(Some(r));
         });
     };
     view! {
@@ -302,7 +312,10 @@ fn AssignUser(id: String, assigned: String, reload: RwSignal<u64>) -> impl IntoV
             </div>
             <button type="submit" class="button">"Save"</button>
         </form>
-        {move || error.get().map(|e| view! { <ErrorNotice error=e /> })}
+        {move || outcome.get().map(|r| match r {
+            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
+            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
+        })}
     }
 }
 
