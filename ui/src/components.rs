@@ -158,6 +158,21 @@ pub fn ConfirmButton(
     }
 }
 
+/// What the last step did: a success notice, or the error (with the sign-in form when a
+/// recent sign-in is what is missing; after it, the notice clears for the user to retry).
+#[component]
+pub fn OutcomeNotice(outcome: RwSignal<Option<Result<String, ApiError>>>) -> impl IntoView {
+    move || {
+        outcome.get().map(|r| match r {
+            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
+            Err(e) => view! {
+                <crate::pages::device::ErrorOrReauth error=e on_retry=Callback::new(move |()| outcome.set(None)) />
+            }
+            .into_any(),
+        })
+    }
+}
+
 /// A definition list of the non-empty facts.
 #[component]
 pub fn Facts(rows: Vec<(&'static str, String)>) -> impl IntoView {

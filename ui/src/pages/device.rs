@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::api::{ApiError, Load, encode, load, use_api};
 use crate::components::{
-    Badge, ConfirmButton, ErrorNotice, Facts, Modal, PageHeader, field, show_load, text_of, when_field,
+    Badge, ConfirmButton, ErrorNotice, Facts, Modal, OutcomeNotice, PageHeader, field, show_load, text_of,
+    when_field,
 };
 use crate::pages::devices::platform_name;
 use crate::session::use_session;
@@ -274,10 +275,7 @@ fn RefreshInventory(id: String, reload: RwSignal<u64>) -> impl IntoView {
     };
     view! {
         <button type="button" class="button" data-refresh="inventory" on:click=ask>"Ask for inventory now"</button>
-        {move || outcome.get().map(|r| match r {
-            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
-        })}
+        <OutcomeNotice outcome=outcome />
     }
 }
 
@@ -312,10 +310,7 @@ fn AssignUser(id: String, assigned: RwSignal<String>) -> impl IntoView {
             </div>
             <button type="submit" class="button">"Save"</button>
         </form>
-        {move || outcome.get().map(|r| match r {
-            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
-        })}
+        <OutcomeNotice outcome=outcome />
     }
 }
 
@@ -651,10 +646,7 @@ fn Actions(
                 }
             }).collect_view()}
         </div>
-        {move || outcome.get().map(|r| match r {
-            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
-        })}
+        <OutcomeNotice outcome=outcome />
         <Modal open title id="action-dialog">
             <Show when=move || reauth.get() fallback={
                 let serial_text = serial_text.clone();

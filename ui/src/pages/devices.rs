@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, Load, encode, load, query_string, use_api};
 use crate::components::{
-    Badge, ErrorNotice, Modal, PageHeader, count, field, plural, show_load, show_query, when_field,
+    Badge, Modal, OutcomeNotice, PageHeader, count, field, plural, show_load, show_query, when_field,
 };
 use crate::session::use_session;
 
@@ -657,10 +657,7 @@ fn BulkDialog(
                     <label for="bulk-confirm">{move || format!("Type ERASE {} DEVICES to confirm", eligible().unwrap_or(0))}</label>
                     <input id="bulk-confirm" required bind:value=typed autocomplete="off" />
                 </Show>
-                {move || done.get().map(|r| match r {
-                    Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-                    Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
-                })}
+                <OutcomeNotice outcome=done />
                 <div class="dialog-buttons">
                     <button type="button" class="button" on:click=move |_| open.set(false)>"Close"</button>
                     <button type="submit" class="button danger"

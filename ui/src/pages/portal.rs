@@ -9,7 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, Load, encode, use_api};
-use crate::components::{Badge, ErrorNotice, Modal, PageHeader, field, show_load, when, when_field};
+use crate::components::{
+    Badge, ErrorNotice, Modal, OutcomeNotice, PageHeader, field, show_load, when, when_field,
+};
 use crate::pages::devices::platform_name;
 
 /// `GET /api/v1/portal/me`.
@@ -240,10 +242,7 @@ fn MyDevices() -> impl IntoView {
         None => String::new(),
     });
     view! {
-        {move || outcome.get().map(|r| match r {
-            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-            Err(e) => view! { <ErrorNotice error=e /> }.into_any(),
-        })}
+        <OutcomeNotice outcome=outcome />
         {show_load(user.me, "your devices", move |me: &Me| {
             if me.devices.is_empty() {
                 return view! {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, Load, load, use_api};
 use crate::components::{
-    Badge, ConfirmButton, ErrorNotice, Facts, Modal, PageHeader, field, show_load, when_field,
+    Badge, ConfirmButton, ErrorNotice, Facts, Modal, OutcomeNotice, PageHeader, field, show_load, when_field,
 };
 use crate::pages::device::ErrorOrReauth;
 use crate::session::use_session;
@@ -506,10 +506,7 @@ fn ManageUser(
         }
     });
     view! {
-        {move || outcome.get().map(|r| match r {
-            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-            Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| outcome.set(None)) /> }.into_any(),
-        })}
+        <OutcomeNotice outcome=outcome />
         <form class="stacked" on:submit=save>
             <label for="manage-display">"Full name"</label>
             <input id="manage-display" bind:value=display />
@@ -767,10 +764,7 @@ pub fn PortalUsers() -> impl IntoView {
     view! {
         <PageHeader title="Portal users" lead="People who use the self-service portal with a password kept by the appliance. Directory users sign in with their directory password." />
         <SettingsNav />
-        {move || outcome.get().map(|r| match r {
-            Ok(m) => view! { <p class="notice success" role="status">{m}</p> }.into_any(),
-            Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| outcome.set(None)) /> }.into_any(),
-        })}
+        <OutcomeNotice outcome=outcome />
         <Show when=move || session.can("users.manage")>
             <section class="card" aria-labelledby="new-portal-user-title">
                 <h2 id="new-portal-user-title">"New portal user"</h2>
