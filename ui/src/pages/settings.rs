@@ -412,6 +412,23 @@ pub fn Administrators() -> impl IntoView {
     }
 }
 
+/// A dialog's step answered: on success the list is read again and the dialog closes;
+/// otherwise `on_error` shows why.
+fn close_on_success(
+    r: Result<Value, ApiError>,
+    reload: RwSignal<u64>,
+    on_close: Callback<()>,
+    on_error: impl FnOnce(ApiError),
+) {
+    match r {
+        Ok(_) => {
+            reload.update(|n| *n += 1);
+            on_close.run(());
+        }
+        Err(e) => on_error(e),
+    }
+}
+
 /// One administrator: name, role and whether they may sign in; a temporary password; a new
 /// second factor; removal. The appliance decides what the signed-in user may change (never
 /// their own role, never someone holding more than they do) and audits each step.
@@ -495,13 +512,8 @@ fn ManageUser(
         move |()| {
             let path = path.clone();
             crate::api::spawn(async move {
-                match api.delete::<Value>(&path).await {
-                    Ok(_) => {
-                        reload.update(|n| *n += 1);
-                        on_close.run(());
-                    }
-                    Err(e) => outcome.set(Some(Err(e))),
-                }
+                let r = api.delete::<Value>(&path).await;
+                close_on_success(r, reload, on_close, |e| outcome.set(Some(Err(e))));
             });
         }
     });
@@ -649,26 +661,15 @@ fn RoleEditor(
                 } else {
                     api.put::<_, Value>(&path, &body).await
                 };
-                match r {
-                    Ok(_) => {
-                        reload.update(|n| *n += 1);
-                        on_close.run(());
-                    }
-                    Err(e) => error.set(Some(e)),
-                }
+                close_on_success(r, reload, on_close, |e| error.set(Some(e)));
             });
         }
     };
     let remove = Callback::new(move |()| {
         let path = path.clone();
         crate::api::spawn(async move {
-            match api.delete::<Value>(&path).await {
-                Ok(_) => {
-                    reload.update(|n| *n += 1);
-                    on_close.run(());
-                }
-                Err(e) => error.set(Some(e)),
-            }
+            let r = api.delete::<Value>(&path).await;
+            close_on_success(r, reload, on_close, |e| error.set(Some(e)));
         });
     });
     view! {
