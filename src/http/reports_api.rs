@@ -180,13 +180,13 @@ pub async fn fleet_chart(
         .await
         .map_err(blocking_err)?;
     let counts = match name.as_str() {
-        "platforms" => report.by_platform,
-        "os_versions" => report.by_os_version,
-        "compliance" => report.by_compliance,
-        "ownership" => report.by_ownership,
-        _ => report.by_model,
+        "platforms" => &report.by_platform,
+        "os_versions" => &report.by_os_version,
+        "compliance" => &report.by_compliance,
+        "ownership" => &report.by_ownership,
+        _ => &report.by_model,
     };
-    let bars: Vec<(String, usize)> = counts.into_iter().collect();
+    let bars: Vec<(String, usize)> = counts.iter().map(|(k, n)| (k.clone(), *n)).collect();
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "image/svg+xml"))
         .insert_header((header::CACHE_CONTROL, "no-store"))

@@ -8,7 +8,8 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::atomic::{self, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -325,7 +326,25 @@ pub struct QueryPage {
 #[derive(Debug, Default)]
 pub struct DeviceIndex {
     rows: RwLock<BTreeMap<Box<str>, DeviceRow>>,
+    /// Bumped under the write lock by every change to `rows`.
+    generation: AtomicU64,
+    /// The last fleet report, reused while nothing changed (a dashboard asks for the report
+    /// and three charts of it at once).
+    last_report: Mutex<Option<CachedReport>>,
 }
+
+#[derive(Debug)]
+struct CachedReport {
+    generation: u64,
+    at: OffsetDateTime,
+    stale_days: u32,
+    expiring_days: u32,
+    report: Arc<FleetReport>,
+}
+
+/// How long an unchanged fleet's report is reused: its thresholds ("not seen for N days",
+/// "expiring within N days") move with the clock.
+const REPORT_REUSE: time::Duration = time::Duration::seconds(10);
 
 /// The identity certificate's expiry, from the registry.
 fn identity_not_after(store: &dyn Store, record: &EnrollmentRecord) -> Result<Option<i64>, StoreError> {
@@ -373,6 +392,7 @@ impl DeviceIndex {
         let row = Self::row(store, record)?;
         if let Ok(mut map) = self.rows.write() {
             map.insert(row.id.clone(), row);
+            self.generation.fetch_add(1, atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -384,6 +404,7 @@ impl DeviceIndex {
             let not_after = map.get(record.id.as_str()).and_then(|r| r.identity_not_after);
             let row = DeviceRow::build(record, Some(inv), ownership, not_after);
             map.insert(row.id.clone(), row);
+            self.generation.fetch_add(1, atomic::Ordering::Relaxed);
         }
     }
 
@@ -402,6 +423,7 @@ impl DeviceIndex {
                     map.remove(id);
                 }
             }
+            self.generation.fetch_add(1, atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -520,7 +542,7 @@ impl DeviceSet {
 
 /// The fleet at a glance: active devices (not user channels) by platform, OS version, model,
 /// ownership and compliance, and the lists that need someone's attention.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct FleetReport {
     pub devices: usize,
     pub by_platform: BTreeMap<String, usize>,
@@ -548,7 +570,49 @@ fn version_text(v: OsVersion) -> String {
 }
 
 impl DeviceIndex {
-    pub fn report(&self, now: OffsetDateTime, stale_days: u32, expiring_days: u32) -> FleetReport {
+    /// The fleet report at `now`: the last one if the fleet has not changed since and it was
+    /// made with the same thresholds less than [`REPORT_REUSE`] ago.
+    pub fn report(&self, now: OffsetDateTime, stale_days: u32, expiring_days: u32) -> Arc<FleetReport> {
+        let Ok(rows) = self.rows.read() else {
+            return Arc::default();
+        };
+        // Read under the read lock: no change can land until the report is made.
+        let generation = self.generation.load(atomic::Ordering::Relaxed);
+        if let Ok(cached) = self.last_report.lock()
+            && let Some(c) = cached.as_ref()
+            && c.generation == generation
+            && (c.stale_days, c.expiring_days) == (stale_days, expiring_days)
+            && (now - c.at).abs() < REPORT_REUSE
+        {
+            return Arc::clone(&c.report);
+        }
+        let report = Arc::new(Self::report_of(&rows, now, stale_days, expiring_days));
+        if let Ok(mut cached) = self.last_report.lock() {
+            *cached = Some(CachedReport {
+                generation,
+                at: now,
+                stale_days,
+                expiring_days,
+                report: Arc::clone(&report),
+            });
+        }
+        report
+    }
+
+    /// The fleet report made now, whatever was made before (for measuring it).
+    pub fn fresh_report(&self, now: OffsetDateTime, stale_days: u32, expiring_days: u32) -> FleetReport {
+        match self.rows.read() {
+            Ok(rows) => Self::report_of(&rows, now, stale_days, expiring_days),
+            Err(_) => FleetReport::default(),
+        }
+    }
+
+    fn report_of(
+        rows: &BTreeMap<Box<str>, DeviceRow>,
+        now: OffsetDateTime,
+        stale_days: u32,
+        expiring_days: u32,
+    ) -> FleetReport {
         let mut r = FleetReport {
             stale_days,
             expiring_days,
@@ -558,9 +622,6 @@ impl DeviceIndex {
         let expiring_before = (now + time::Duration::days(i64::from(expiring_days))).unix_timestamp();
         let (mut stale, mut expiring, mut no_passcode, mut unencrypted) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let Ok(rows) = self.rows.read() else {
-            return r;
-        };
         // Counted under borrowed keys, turned into strings once at the end.
         let mut platforms: HashMap<Platform, usize> = HashMap::new();
         let mut versions: HashMap<(Platform, Option<OsVersion>), usize> = HashMap::new();
@@ -776,6 +837,30 @@ mod tests {
         // Longest silent first.
         assert_eq!(r.not_seen.devices[0], "DEV-000059");
         assert_eq!(r.identity_expiring.count, 0);
+    }
+
+    #[test]
+    fn an_unchanged_fleet_reuses_its_report_for_a_few_seconds() {
+        let idx = index(30);
+        let first = idx.report(NOW, 30, 30);
+        assert!(Arc::ptr_eq(&first, &idx.report(NOW + time::Duration::seconds(5), 30, 30)));
+        // Other thresholds, a later time, or any change to the fleet: made again.
+        assert!(!Arc::ptr_eq(&first, &idx.report(NOW, 7, 30)));
+        let again = idx.report(NOW, 30, 30);
+        assert!(!Arc::ptr_eq(&again, &idx.report(NOW + REPORT_REUSE, 30, 30)));
+        let before = idx.report(NOW, 30, 30);
+        let mut record = EnrollmentRecord::new(
+            "DEV-NEW".into(),
+            EnrollmentKind::Device,
+            String::new(),
+            String::new(),
+            NOW,
+        );
+        record.status = EnrollmentStatus::Active;
+        idx.update_inventory(&record, &DeviceInventory::default(), Ownership::Corporate);
+        let after = idx.report(NOW, 30, 30);
+        assert_eq!((before.devices, after.devices), (30, 31));
+        assert_eq!(*after, idx.fresh_report(NOW, 30, 30));
     }
 
     #[test]
