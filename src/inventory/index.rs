@@ -843,7 +843,10 @@ mod tests {
     fn an_unchanged_fleet_reuses_its_report_for_a_few_seconds() {
         let idx = index(30);
         let first = idx.report(NOW, 30, 30);
-        assert!(Arc::ptr_eq(&first, &idx.report(NOW + time::Duration::seconds(5), 30, 30)));
+        assert!(Arc::ptr_eq(
+            &first,
+            &idx.report(NOW + time::Duration::seconds(5), 30, 30)
+        ));
         // Other thresholds, a later time, or any change to the fleet: made again.
         assert!(!Arc::ptr_eq(&first, &idx.report(NOW, 7, 30)));
         let again = idx.report(NOW, 30, 30);
