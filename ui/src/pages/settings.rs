@@ -189,12 +189,15 @@ fn PushRequest() -> impl IntoView {
 fn PushUpload(reload: RwSignal<u64>) -> impl IntoView {
     let api = use_api();
     let pem = RwSignal::new(String::new());
-    let result = RwSignal::new(None::<Result<(), ApiError>>);
+    let result = RwSignal::new(None::<Result<String, ApiError>>);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let body = json!({ "cert_pem": pem.get_untracked() });
         crate::api::spawn(async move {
-            let r = api.put::<_, Value>("/api/v1/push-cert", &body).await.map(|_| ());
+            let r = api
+                .put::<_, Value>("/api/v1/push-cert", &body)
+                .await
+                .map(|_| "Push certificate imported.".to_owned());
             if r.is_ok() {
                 pem.set(String::new());
                 reload.update(|n| *n += 1);
@@ -206,10 +209,7 @@ fn PushUpload(reload: RwSignal<u64>) -> impl IntoView {
         <form class="stacked" on:submit=submit>
             <label for="push-pem">"Certificate from Apple (PEM)"</label>
             <textarea id="push-pem" required rows="6" placeholder="-----BEGIN CERTIFICATE-----" bind:value=pem></textarea>
-            {move || result.get().map(|r| match r {
-                Ok(()) => view! { <p class="notice success" role="status">"Push certificate imported."</p> }.into_any(),
-                Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| result.set(None)) /> }.into_any(),
-            })}
+            <OutcomeNotice outcome=result />
             <button type="submit" class="button primary">"Upload"</button>
         </form>
     }
@@ -262,7 +262,7 @@ fn PushP12Upload(reload: RwSignal<u64>) -> impl IntoView {
     let api = use_api();
     let file: NodeRef<leptos::html::Input> = NodeRef::new();
     let password = RwSignal::new(String::new());
-    let result = RwSignal::new(None::<Result<(), ApiError>>);
+    let result = RwSignal::new(None::<Result<String, ApiError>>);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let input = file.get_untracked();
@@ -270,7 +270,9 @@ fn PushP12Upload(reload: RwSignal<u64>) -> impl IntoView {
             let r = match chosen_file_base64(input).await {
                 Ok(p12) => {
                     let body = json!({ "p12_base64": p12, "password": password.get_untracked() });
-                    api.put::<_, Value>("/api/v1/push-cert", &body).await.map(|_| ())
+                    api.put::<_, Value>("/api/v1/push-cert", &body)
+                        .await
+                        .map(|_| "Push certificate and key imported.".to_owned())
                 }
                 Err(e) => Err(e),
             };
@@ -287,10 +289,7 @@ fn PushP12Upload(reload: RwSignal<u64>) -> impl IntoView {
             <input id="push-p12" type="file" accept=".p12,.pfx,application/x-pkcs12" node_ref=file />
             <label for="push-p12-password">"Its password"</label>
             <input id="push-p12-password" type="password" autocomplete="off" bind:value=password />
-            {move || result.get().map(|r| match r {
-                Ok(()) => view! { <p class="notice success" role="status">"Push certificate and key imported."</p> }.into_any(),
-                Err(e) => view! { <ErrorOrReauth error=e on_retry=Callback::new(move |()| result.set(None)) /> }.into_any(),
-            })}
+            <OutcomeNotice outcome=result />
             <button type="submit" class="button">"Upload PKCS#12"</button>
         </form>
     }
