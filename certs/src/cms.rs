@@ -17,7 +17,7 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, CaKeys, Digest, KeyKind};
+use crate::crypto::{self, CaKeys, Digest, KeyKind, VerifyAlg, VerifyingKeyCache};
 use crate::scep::asn1::{CertificateChoices, SignedData};
 use crate::scep::{build, content_info, find_certificate, signed_attr_candidates};
 use crate::{CertError, SecretPem, oids};
@@ -61,6 +61,41 @@ fn malformed(reason: impl Into<String>) -> CmsError {
 /// covers the attributes; without, it covers `content` itself. The certificate's chain and
 /// validity are NOT checked here.
 pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<SignedBy, CmsError> {
+    detached(signature, content, None)
+}
+
+/// Checks detached signatures like [`verify_detached`] for a server that sees the same signers
+/// again and again: the signers' parsed public keys are kept (a bounded number of them), so a
+/// device's next request skips parsing its key. What is accepted is exactly the same.
+pub struct DetachedVerifier {
+    keys: VerifyingKeyCache,
+}
+
+impl fmt::Debug for DetachedVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedVerifier").finish_non_exhaustive()
+    }
+}
+
+impl DetachedVerifier {
+    /// Keeps up to `signers` parsed keys (about 1.5 KB each for RSA-2048).
+    pub fn new(signers: usize) -> Self {
+        Self {
+            keys: VerifyingKeyCache::new(signers),
+        }
+    }
+
+    /// See [`verify_detached`].
+    pub fn verify(&self, signature: &[u8], content: &[u8]) -> Result<SignedBy, CmsError> {
+        detached(signature, content, Some(&self.keys))
+    }
+}
+
+fn detached(
+    signature: &[u8],
+    content: &[u8],
+    keys: Option<&VerifyingKeyCache>,
+) -> Result<SignedBy, CmsError> {
     if signature.len() > MAX_SIGNATURE_LEN {
         return Err(malformed(format!(
             "signature larger than {MAX_SIGNATURE_LEN} bytes"
@@ -72,7 +107,7 @@ pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<SignedBy, Cms
             "the signature is not detached: it carries its own content",
         ));
     }
-    verify_signer(&sd, signature, content)
+    verify_signer(&sd, signature, content, keys)
 }
 
 /// Signed documents (profiles) larger than this are refused before parsing.
@@ -94,7 +129,7 @@ pub fn verify_attached(signed: &[u8]) -> Result<(Vec<u8>, SignedBy), CmsError> {
         .as_ref()
         .and_then(|econtent| crate::scep::econtent_bytes(econtent, rules))
         .ok_or_else(|| malformed("the signed data carries no content"))?;
-    let by = verify_signer(&sd, signed, &content)?;
+    let by = verify_signer(&sd, signed, &content, None)?;
     Ok((content, by))
 }
 
@@ -117,8 +152,13 @@ fn signed_data(der: &[u8]) -> Result<(SignedData, EncodingRules), CmsError> {
 }
 
 /// Checks the one signer of `sd` over `content`; `signature` is the whole encoding (some
-/// signers' attribute order is recovered from it).
-fn verify_signer(sd: &SignedData, signature: &[u8], content: &[u8]) -> Result<SignedBy, CmsError> {
+/// signers' attribute order is recovered from it). `keys` keeps parsed signer keys.
+fn verify_signer(
+    sd: &SignedData,
+    signature: &[u8],
+    content: &[u8],
+    keys: Option<&VerifyingKeyCache>,
+) -> Result<SignedBy, CmsError> {
     let signer_count = sd.signer_infos.len();
     let (Some(si), 1) = (sd.signer_infos.iter().next(), signer_count) else {
         return Err(malformed(format!(
@@ -137,8 +177,12 @@ fn verify_signer(sd: &SignedData, signature: &[u8], content: &[u8]) -> Result<Si
         .ok_or_else(|| CmsError::Unsupported(format!("digest algorithm {}", si.digest_alg.oid)))?;
     let spki = crypto::to_der(signer.tbs_certificate().subject_public_key_info())
         .map_err(|_| malformed("the signer's public key cannot be encoded"))?;
-    let sig_alg = signature_oid(&si.signature_algorithm.oid, digest, &spki)?;
+    let alg = signature_alg(&si.signature_algorithm.oid, digest, &spki)?;
     let sig = si.signature.as_bytes();
+    let verify = |msg: &[u8]| match keys {
+        Some(keys) => keys.verify(&spki, alg, msg, sig).is_ok(),
+        None => crypto::verify_with(&spki, alg, msg, sig).is_ok(),
+    };
 
     match si.signed_attrs.as_ref() {
         Some(attrs) => {
@@ -157,14 +201,11 @@ fn verify_signer(sd: &SignedData, signature: &[u8], content: &[u8]) -> Result<Si
             }
             // The signature covers the DER SET OF; try the signer's order as well as the
             // sorted one (some signers do not sort).
-            let candidates = signed_attr_candidates(attrs, signature);
-            if candidates.is_empty() {
+            let mut candidates = signed_attr_candidates(attrs, signature).peekable();
+            if candidates.peek().is_none() {
                 return Err(malformed("the signed attributes cannot be re-encoded"));
             }
-            let verified = candidates
-                .iter()
-                .any(|candidate| crypto::verify(&spki, &sig_alg, Some(digest), candidate, sig).is_ok());
-            if !verified {
+            if !candidates.any(|candidate| verify(&candidate)) {
                 return Err(CmsError::Invalid(
                     "the signature over the signed attributes is not the certificate key's".into(),
                 ));
@@ -172,9 +213,11 @@ fn verify_signer(sd: &SignedData, signature: &[u8], content: &[u8]) -> Result<Si
             signed_by(sd, signer)
         }
         None => {
-            crypto::verify(&spki, &sig_alg, Some(digest), content, sig).map_err(|_| {
-                CmsError::Invalid("the signature over the body is not the certificate key's".into())
-            })?;
+            if !verify(content) {
+                return Err(CmsError::Invalid(
+                    "the signature over the body is not the certificate key's".into(),
+                ));
+            }
             signed_by(sd, signer)
         }
     }
@@ -182,8 +225,9 @@ fn verify_signer(sd: &SignedData, signature: &[u8], content: &[u8]) -> Result<Si
 
 /// The signature algorithm to verify with, refusing unknown ones up front (so that "does not
 /// verify" means what it says). Some signers name only the key type.
-fn signature_oid(oid: &ObjectIdentifier, digest: Digest, spki: &[u8]) -> Result<ObjectIdentifier, CmsError> {
-    let rsa_key = match crypto::key_kind(spki) {
+fn signature_alg(oid: &ObjectIdentifier, digest: Digest, spki: &[u8]) -> Result<VerifyAlg, CmsError> {
+    let kind = crypto::key_kind(spki);
+    let rsa_key = match kind {
         KeyKind::Rsa { .. } => true,
         KeyKind::EcP256 | KeyKind::EcP384 => false,
         KeyKind::Other => {
@@ -215,7 +259,7 @@ fn signature_oid(oid: &ObjectIdentifier, digest: Digest, spki: &[u8]) -> Result<
             "the signer certificate's key is not of the signature's type".into(),
         ));
     }
-    Ok(oid)
+    VerifyAlg::select(&oid, Some(digest), kind).map_err(|e| CmsError::Unsupported(e.into()))
 }
 
 /// The one value of the one attribute `oid`: a repeated attribute or several values would
@@ -605,6 +649,40 @@ mod tests {
                 Err(CmsError::Malformed(_))
             ));
         }
+    }
+
+    #[test]
+    fn the_key_keeping_verifier_decides_like_the_plain_one() {
+        let p = pki();
+        // Room for two keys: the cases below use four (RSA, EC and both impostors), so keys
+        // are evicted and parsed again along the way.
+        let verifier = DetachedVerifier::new(2);
+        let mut cases: Vec<(Vec<u8>, &[u8])> = Vec::new();
+        for signer in [&p.rsa, &p.ec] {
+            for extra in [&[][..], &["-noattr"][..], &["-md", "sha384"][..]] {
+                let sig = openssl_sign(signer, BODY, extra);
+                cases.push((flipped(&sig, sig.len() - 1), BODY));
+                cases.push((sig.clone(), b"another body"));
+                for impostor in [&p.rsa_impostor, &p.ec_impostor] {
+                    cases.push((with_certificates(&sig, &[&impostor.cert_der]), BODY));
+                }
+                cases.push((sig, BODY));
+            }
+        }
+        let outcome = |r: Result<SignedBy, CmsError>| match r {
+            Ok(by) => Ok(by.certificate_der),
+            Err(e) => Err(std::mem::discriminant(&e)),
+        };
+        let mut accepted = 0;
+        for round in 0..2 {
+            for (sig, content) in &cases {
+                let expected = outcome(verify_detached(sig, content));
+                accepted += usize::from(expected.is_ok());
+                assert_eq!(outcome(verifier.verify(sig, content)), expected, "round {round}");
+            }
+        }
+        assert_eq!(accepted, 2 * 6, "every unaltered signature verifies");
+        assert!(verifier.keys.len() <= 2);
     }
 
     #[test]

@@ -6,7 +6,11 @@
 use aws_lc_rs::rsa::{
     Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
 };
-use aws_lc_rs::signature::{self, EcdsaKeyPair, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm};
+use std::sync::Arc;
+
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, ParsedPublicKey, RsaKeyPair, UnparsedPublicKey, VerificationAlgorithm,
+};
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoRef};
@@ -16,7 +20,7 @@ use crate::CertError;
 use crate::oids;
 
 /// A message digest algorithm (for CMS signatures and the SCEP messageDigest attribute).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Digest {
     Sha1,
     Sha256,
@@ -118,6 +122,51 @@ fn rsa_bits(spki_der: &[u8]) -> Option<usize> {
     Some(8 * modulus.len() - first.leading_zeros() as usize)
 }
 
+/// A signature algorithm together with the key type it is checked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum VerifyAlg {
+    Rsa(Digest),
+    EcP256(Digest),
+    EcP384(Digest),
+}
+
+impl VerifyAlg {
+    /// The algorithm for `sig_alg` (the OID in the structure) and a key of `kind`; `digest` is
+    /// used when the OID names only the key type (CMS signer infos often say plain
+    /// `rsaEncryption`).
+    pub(crate) fn select(
+        sig_alg: &ObjectIdentifier,
+        digest: Option<Digest>,
+        kind: KeyKind,
+    ) -> Result<Self, &'static str> {
+        Ok(match (*sig_alg, kind) {
+            (oids::RSA_ENCRYPTION, KeyKind::Rsa { .. }) => {
+                Self::Rsa(digest.ok_or("no digest algorithm for the signature")?)
+            }
+            (oids::SHA1_WITH_RSA, KeyKind::Rsa { .. }) => Self::Rsa(Digest::Sha1),
+            (oids::SHA256_WITH_RSA, KeyKind::Rsa { .. }) => Self::Rsa(Digest::Sha256),
+            (oids::SHA384_WITH_RSA, KeyKind::Rsa { .. }) => Self::Rsa(Digest::Sha384),
+            (oids::SHA512_WITH_RSA, KeyKind::Rsa { .. }) => Self::Rsa(Digest::Sha512),
+            (oids::ECDSA_WITH_SHA256, KeyKind::EcP256) => Self::EcP256(Digest::Sha256),
+            (oids::ECDSA_WITH_SHA384, KeyKind::EcP256) => Self::EcP256(Digest::Sha384),
+            (oids::ECDSA_WITH_SHA256, KeyKind::EcP384) => Self::EcP384(Digest::Sha256),
+            (oids::ECDSA_WITH_SHA384, KeyKind::EcP384) => Self::EcP384(Digest::Sha384),
+            _ => return Err("unsupported signature algorithm or key type"),
+        })
+    }
+
+    fn parameters(self) -> Result<&'static dyn VerificationAlgorithm, &'static str> {
+        Ok(match self {
+            Self::Rsa(digest) => digest.rsa_verification(),
+            Self::EcP256(Digest::Sha256) => &signature::ECDSA_P256_SHA256_ASN1,
+            Self::EcP256(Digest::Sha384) => &signature::ECDSA_P256_SHA384_ASN1,
+            Self::EcP384(Digest::Sha256) => &signature::ECDSA_P384_SHA256_ASN1,
+            Self::EcP384(Digest::Sha384) => &signature::ECDSA_P384_SHA384_ASN1,
+            Self::EcP256(_) | Self::EcP384(_) => return Err("unsupported ECDSA digest"),
+        })
+    }
+}
+
 /// Verifies `sig` over `msg` with the key in `spki_der`.
 ///
 /// `sig_alg` is the signature algorithm OID from the structure; `digest` is used when the OID
@@ -129,23 +178,64 @@ pub(crate) fn verify(
     msg: &[u8],
     sig: &[u8],
 ) -> Result<(), &'static str> {
-    let alg: &'static dyn VerificationAlgorithm = match (*sig_alg, key_kind(spki_der)) {
-        (oids::RSA_ENCRYPTION, KeyKind::Rsa { .. }) => digest
-            .ok_or("no digest algorithm for the signature")?
-            .rsa_verification(),
-        (oids::SHA1_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha1.rsa_verification(),
-        (oids::SHA256_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha256.rsa_verification(),
-        (oids::SHA384_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha384.rsa_verification(),
-        (oids::SHA512_WITH_RSA, KeyKind::Rsa { .. }) => Digest::Sha512.rsa_verification(),
-        (oids::ECDSA_WITH_SHA256, KeyKind::EcP256) => &signature::ECDSA_P256_SHA256_ASN1,
-        (oids::ECDSA_WITH_SHA384, KeyKind::EcP256) => &signature::ECDSA_P256_SHA384_ASN1,
-        (oids::ECDSA_WITH_SHA256, KeyKind::EcP384) => &signature::ECDSA_P384_SHA256_ASN1,
-        (oids::ECDSA_WITH_SHA384, KeyKind::EcP384) => &signature::ECDSA_P384_SHA384_ASN1,
-        _ => return Err("unsupported signature algorithm or key type"),
-    };
-    UnparsedPublicKey::new(alg, spki_der)
+    verify_with(
+        spki_der,
+        VerifyAlg::select(sig_alg, digest, key_kind(spki_der))?,
+        msg,
+        sig,
+    )
+}
+
+/// [`verify`] with the algorithm already chosen.
+pub(crate) fn verify_with(
+    spki_der: &[u8],
+    alg: VerifyAlg,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), &'static str> {
+    UnparsedPublicKey::new(alg.parameters()?, spki_der)
         .verify(msg, sig)
         .map_err(|_| "the signature does not verify")
+}
+
+/// Public keys already parsed for verification. Parsing an RSA key and setting up its
+/// Montgomery context is a third of an RSA-2048 verification; a device signs every request
+/// with the same key, so its next request skips that. Bounded (S3-FIFO eviction): it holds
+/// the devices talking now, not the fleet — about 1.5 KB per RSA-2048 key.
+pub(crate) struct VerifyingKeyCache {
+    keys: quick_cache::sync::Cache<(VerifyAlg, Box<[u8]>), Arc<ParsedPublicKey>>,
+}
+
+impl VerifyingKeyCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            keys: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    /// Like [`verify`], with the key looked up (or parsed and kept) by its exact encoding.
+    pub(crate) fn verify(
+        &self,
+        spki_der: &[u8],
+        alg: VerifyAlg,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> Result<(), &'static str> {
+        let params = alg.parameters()?;
+        let key = self
+            .keys
+            .get_or_insert_with(&(alg, Box::from(spki_der)), || {
+                ParsedPublicKey::new(params, spki_der).map(Arc::new)
+            })
+            .map_err(|_| "the public key cannot be used for this signature")?;
+        key.verify_sig(msg, sig)
+            .map_err(|_| "the signature does not verify")
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
 }
 
 /// Encrypts `plaintext` (a content-encryption key) to an RSA public key with PKCS#1 v1.5.

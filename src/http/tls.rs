@@ -69,6 +69,13 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Stateless session tickets (keys in memory, rotated every 6 hours): a device woken by a
+    // push reconnects with a resumed handshake — no certificate signature, and for mTLS no
+    // client certificate check — instead of a full one. The server's own cache holds only 256
+    // sessions, far fewer than a fleet. Resumption stays forward secret (rustls resumes with
+    // a fresh key exchange only), and a resumed mTLS identity is still checked against the
+    // registry (revocation, validity) on every request.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(config)
 }
 

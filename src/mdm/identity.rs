@@ -54,9 +54,20 @@ pub enum IdentityError {
 /// Remembers which certificates already proved to be ours (CA signature checked), so that a
 /// device's every request costs a hash lookup instead of parsing and an ECDSA verification.
 /// Validity dates and revocation are still checked on every request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IdentityVerifier {
     known: Mutex<HashMap<[u8; 32], KnownCertificate>>,
+    /// Checks `Mdm-Signature`s, keeping the parsed keys of the devices talking now.
+    signatures: citadel_certs::cms::DetachedVerifier,
+}
+
+impl Default for IdentityVerifier {
+    fn default() -> Self {
+        Self {
+            known: Mutex::default(),
+            signatures: citadel_certs::cms::DetachedVerifier::new(SIGNERS_KEPT),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +79,10 @@ struct KnownCertificate {
 
 /// Beyond this many distinct certificates the cache starts over (a fleet is ~100,000).
 const MAX_KNOWN: usize = 250_000;
+
+/// Parsed signer keys kept: more than the devices in one push fan-out's flight (each signs an
+/// Idle and then its answers within a second or two), ~6 MB at most for RSA-2048.
+const SIGNERS_KEPT: usize = 4_096;
 
 impl IdentityVerifier {
     /// Establishes the identity behind a request from the TLS peer certificate and/or the
@@ -103,7 +118,9 @@ impl IdentityVerifier {
                     .decode(compact.as_bytes())
                     .or_else(|_| data_encoding::BASE64_NOPAD.decode(compact.trim_end_matches('=').as_bytes()))
                     .map_err(|e| IdentityError::BadSignature(format!("not base64: {e}")))?;
-                let signed = citadel_certs::cms::verify_detached(&der, body)
+                let signed = self
+                    .signatures
+                    .verify(&der, body)
                     .map_err(|e| IdentityError::BadSignature(e.to_string()))?;
                 Some(signed.certificate_der)
             }

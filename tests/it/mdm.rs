@@ -824,6 +824,35 @@ fn identities_are_strict() {
     );
     drop(mtls);
 
+    // A resumed TLS session (stateless ticket) carries Alice's certificate: a reconnection
+    // presents no certificate and is still Alice — OpenSSL's client as the oracle of what
+    // was resumed.
+    let ca = a.export_ca();
+    let session = a.tmp.path().join("alice-session.pem");
+    let idle = plist(&json!({"UDID": alice.udid, "Status": "Idle"}));
+    let first = s_client_put(
+        &a,
+        &ca,
+        &[
+            "-cert",
+            path(&alice.cert),
+            "-key",
+            path(&alice.key),
+            "-sess_out",
+            path(&session),
+        ],
+        &idle,
+    );
+    assert!(
+        first.contains("\nNew, TLSv1.3") && first.contains("HTTP/1.1 200"),
+        "{first}"
+    );
+    let resumed = s_client_put(&a, &ca, &["-sess_in", path(&session)], &idle);
+    assert!(resumed.contains("\nReused, TLSv1.3"), "not resumed: {resumed}");
+    assert!(resumed.contains("HTTP/1.1 200"), "{resumed}");
+    let fresh = s_client_put(&a, &ca, &[], &idle);
+    assert!(fresh.contains("HTTP/1.1 401"), "{fresh}");
+
     // CheckOut ends the enrollment and revokes its certificate.
     let r = alice.checkin(
         &a,
@@ -852,6 +881,47 @@ fn identities_are_strict() {
             .status(),
         401
     );
+    // Revocation reaches resumed sessions too.
+    let resumed = s_client_put(&a, &ca, &["-sess_in", path(&session)], &idle);
+    assert!(
+        resumed.contains("\nReused, TLSv1.3") && resumed.contains("HTTP/1.1 401"),
+        "{resumed}"
+    );
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `PUT /mdm/connect` over `openssl s_client` (HTTP/1.1, one request); returns what it printed:
+/// the handshake summary ("New" or "Reused") and the HTTP response.
+fn s_client_put(a: &Appliance, ca: &Path, extra: &[&str], body: &[u8]) -> String {
+    let mut request = format!(
+        "PUT /mdm/connect HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &a.listen(),
+            "-servername",
+            "localhost",
+            "-tls1_3",
+            "-ign_eof",
+        ])
+        .args(["-CAfile", path(ca), "-verify_return_error"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&request).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -224,34 +224,43 @@ pub(crate) fn find_certificate<'a>(
 }
 
 /// The encodings of the signed attributes that the signature may cover: as decoded (DER-sorted
-/// for DER input), and in the order they appear in the message (some signers do not sort).
-pub(crate) fn signed_attr_candidates(attrs: &[Attribute], message: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let encoded: Vec<Vec<u8>> = attrs.iter().filter_map(|a| a.to_der().ok()).collect();
-    if encoded.len() != attrs.len() {
-        return out;
-    }
-    out.push(build::tlv(0x31, &encoded.concat()));
+/// for DER input), then — only if asked for, as it means searching the message — in the order
+/// they appear in the message (some signers do not sort).
+pub(crate) fn signed_attr_candidates<'a>(
+    attrs: &[Attribute],
+    message: &'a [u8],
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let encoded: Option<Vec<Vec<u8>>> = attrs.iter().map(|a| a.to_der().ok()).collect();
+    let sorted = encoded
+        .as_ref()
+        .map(|encoded| build::tlv(0x31, &encoded.concat()));
+    let in_message_order = {
+        let sorted = sorted.clone();
+        std::iter::once_with(move || {
+            let candidate = build::tlv(0x31, &in_message_order(&encoded?, message)?);
+            (Some(&candidate) != sorted.as_ref()).then_some(candidate)
+        })
+        .flatten()
+    };
+    sorted.into_iter().chain(in_message_order)
+}
+
+/// The attribute encodings concatenated in the order they are found in `message`.
+fn in_message_order(encoded: &[Vec<u8>], message: &[u8]) -> Option<Vec<u8>> {
     let mut positioned = Vec::with_capacity(encoded.len());
-    for enc in &encoded {
-        let Some(pos) = message
+    for enc in encoded {
+        let pos = message
             .windows(enc.len().max(1))
-            .position(|w| w == enc.as_slice())
-        else {
-            return out;
-        };
+            .position(|w| w == enc.as_slice())?;
         positioned.push((pos, enc));
     }
     positioned.sort_by_key(|(pos, _)| *pos);
-    let in_order: Vec<u8> = positioned
-        .iter()
-        .flat_map(|(_, enc)| enc.iter().copied())
-        .collect();
-    let candidate = build::tlv(0x31, &in_order);
-    if !out.contains(&candidate) {
-        out.push(candidate);
-    }
-    out
+    Some(
+        positioned
+            .iter()
+            .flat_map(|(_, enc)| enc.iter().copied())
+            .collect(),
+    )
 }
 
 /// The bytes of the eContent OCTET STRING. A BER constructed OCTET STRING (streaming
@@ -540,12 +549,12 @@ fn check(
 
     // Signature over the signed attributes.
     let signature = si.signature.as_bytes();
-    let verified = signed_attr_candidates(attrs, message).iter().any(|candidate| {
+    let verified = signed_attr_candidates(attrs, message).any(|candidate| {
         crypto::verify(
             &signer_spki,
             &si.signature_algorithm.oid,
             Some(digest),
-            candidate,
+            &candidate,
             signature,
         )
         .is_ok()

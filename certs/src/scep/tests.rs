@@ -1019,7 +1019,7 @@ fn signatures_over_unsorted_attributes_are_found() {
     let unsorted = build::tlv(0x31, &[a_der.clone(), b_der.clone()].concat());
     let sorted = build::tlv(0x31, &[b_der, a_der].concat());
     let message = [b"prefix".as_slice(), &unsorted, b"suffix"].concat();
-    let candidates = signed_attr_candidates(&[b.clone(), a.clone()], &message);
+    let candidates: Vec<_> = signed_attr_candidates(&[b.clone(), a.clone()], &message).collect();
     assert_eq!(candidates, vec![sorted, unsorted]);
 }
 
