@@ -21,6 +21,9 @@ FANOUT_DEVICES=${FANOUT_DEVICES:-10000}
 DURATION=${DURATION:-20s}
 CONCURRENCY=${CONCURRENCY:-64}
 KEY_POOL=${KEY_POOL:-64}
+# How the devices prove who they are: signature (Mdm-Signature on every request) or mtls (the
+# identity as TLS client certificate, sessions resumed by ticket as real devices do).
+AUTH=${AUTH:-signature}
 OUT=${OUT:-target/fleet-bench}
 PORT=${PORT:-19443}
 CEILING_PORT=$((PORT + 1))
@@ -88,7 +91,7 @@ IDLE_RSS=$(rss_kb "$SERVER")
 echo "appliance RSS idle: $((IDLE_RSS / 1024)) MB"
 
 sim() { ${PERF:+perf record -F 499 -g -o "$OUT/perf-sim-$s.data"} "$BIN" simulate --server "https://localhost:$PORT" --ca "$OUT/ca.pem" --api-token "$TOKEN" \
-  --key-pool "$KEY_POOL" --json "$@"; }
+  --key-pool "$KEY_POOL" --auth "$AUTH" --json "$@"; }
 SEED=1
 for s in $SCENARIOS; do
   SEED=$((SEED + 1))

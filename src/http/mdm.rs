@@ -10,7 +10,7 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::mdm::identity::IdentityError;
 use crate::mdm::profile::{self, LinkRefusal};
-use crate::mdm::{CheckinReply, MdmError};
+use crate::mdm::{CheckinReply, ConnectRequest, MdmError};
 
 /// The TLS client certificate of a connection, when the device presented one (mTLS).
 #[derive(Debug, Clone)]
@@ -63,6 +63,9 @@ impl From<IdentityError> for ApiError {
     }
 }
 
+/// An Idle is a status and a UDID (plus an EnrollmentID or UserID): a few hundred bytes.
+const IDLE_BODY_MAX: usize = 2048;
+
 enum Channel {
     Checkin,
     Connect,
@@ -84,25 +87,54 @@ async fn handle(
     let now = state.clock.now();
     let (pki, store, mdm) = (state.pki.clone(), state.store.clone(), state.mdm.clone());
     let identities = state.identities.clone();
-    let reply = web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
-        let identity = identities.authenticate(
+    let authenticate = move |body: &[u8]| {
+        identities.authenticate(
             &pki,
             store.as_ref(),
             peer.as_deref().map(Vec::as_slice),
             signature.as_deref(),
-            &body,
+            body,
             now,
-        )?;
-        Ok(match channel {
-            Channel::Checkin => match mdm.checkin(&identity, &body, now)? {
+        )
+    };
+    let reply = match channel {
+        Channel::Checkin => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
+            let identity = authenticate(&body)?;
+            Ok(match mdm.checkin(&identity, &body, now)? {
                 CheckinReply::Empty => None,
                 CheckinReply::Plist(p) => Some(p),
-            },
-            Channel::Connect => mdm.connect(&identity, &body, now)?,
+            })
         })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??,
+        Channel::Connect => {
+            // An Idle (every session starts with one) is answered here on the HTTP worker: a
+            // signature check and a few cached store reads cost less than the two thread
+            // hand-offs of the blocking pool (BENCHMARKS.md, issue 6). Results store and
+            // ingest what the device sent, and may be large, so they go to the pool (parsed
+            // there too).
+            let small = (body.len() <= IDLE_BODY_MAX)
+                .then(|| ConnectRequest::parse(&body))
+                .transpose()?;
+            match small {
+                Some(request) if request.is_idle() => {
+                    let identity = authenticate(&body)?;
+                    mdm.answer_connect(&identity, &request, &body, now)?
+                }
+                parsed => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
+                    // Who sent a large body is established before it is parsed.
+                    let identity = authenticate(&body)?;
+                    let request = match parsed {
+                        Some(request) => request,
+                        None => ConnectRequest::parse(&body)?,
+                    };
+                    Ok(mdm.answer_connect(&identity, &request, &body, now)?)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))??,
+            }
+        }
+    };
     Ok(match reply {
         Some(plist) => HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, "application/xml; charset=utf-8"))

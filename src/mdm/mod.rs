@@ -11,4 +11,4 @@ pub mod schema;
 pub mod service;
 pub mod webhook;
 
-pub use service::{CheckinReply, MdmError, MdmOptions, MdmService};
+pub use service::{CheckinReply, ConnectRequest, MdmError, MdmOptions, MdmService};

@@ -91,6 +91,25 @@ fn parse_plist(body: &[u8]) -> Result<Dictionary, MdmError> {
     plist::from_bytes::<Dictionary>(body).map_err(|e| bad(format!("not a plist dictionary: {e}")))
 }
 
+/// A `/mdm/connect` body, parsed but not yet trusted: [`MdmService::answer_connect`] checks
+/// the identity behind it before acting on anything in it.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    msg: Dictionary,
+}
+
+impl ConnectRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, MdmError> {
+        parse_plist(body).map(|msg| Self { msg })
+    }
+
+    /// An Idle only asks for the next command: store reads and at most two small writes
+    /// (the command marked sent, `last_seen` once a minute) — no result to store or ingest.
+    pub fn is_idle(&self) -> bool {
+        string(&self.msg, "Status") == Some("Idle")
+    }
+}
+
 fn string<'a>(dict: &'a Dictionary, key: &str) -> Option<&'a str> {
     dict.get(key).and_then(Value::as_string)
 }
@@ -598,17 +617,29 @@ impl MdmService {
         body: &[u8],
         now: OffsetDateTime,
     ) -> Result<Option<Vec<u8>>, MdmError> {
-        let msg = parse_plist(body)?;
-        let target = enrollment::resolve(&msg).map_err(|e| bad(e.to_string()))?;
+        self.answer_connect(identity, &ConnectRequest::parse(body)?, body, now)
+    }
+
+    /// [`Self::connect`] for a body already parsed (`body` is what was parsed: results are
+    /// stored as the device sent them).
+    pub fn answer_connect(
+        &self,
+        identity: &DeviceIdentity,
+        request: &ConnectRequest,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<Option<Vec<u8>>, MdmError> {
+        let msg = &request.msg;
+        let target = enrollment::resolve(msg).map_err(|e| bad(e.to_string()))?;
         let mut record = self.authorise(&target, identity, now)?;
         if record.status == EnrollmentStatus::Unenrolled {
             return Err(MdmError::Unauthorized("the enrollment has checked out".into()));
         }
-        let status = string(&msg, "Status").ok_or_else(|| bad("no Status"))?;
+        let status = string(msg, "Status").ok_or_else(|| bad("no Status"))?;
         let skip_not_now = match status {
             "Idle" => false,
             "Acknowledged" | "Error" | "CommandFormatError" | "NotNow" => {
-                let uuid = string(&msg, "CommandUUID")
+                let uuid = string(msg, "CommandUUID")
                     .filter(|u| !u.is_empty() && u.len() <= 64)
                     .ok_or_else(|| bad("a result needs its CommandUUID"))?;
                 let delivery_status = match status {
@@ -622,10 +653,10 @@ impl MdmService {
                         if delivery_status == DeliveryStatus::Acknowledged
                             && inventory::INVENTORY_REQUEST_TYPES.contains(&request_type.as_str())
                         {
-                            self.ingest_inventory(&record, uuid, &request_type, &msg, now);
+                            self.ingest_inventory(&record, uuid, &request_type, msg, now);
                         }
                         if delivery_status != DeliveryStatus::NotNow {
-                            self.emit(Event::result(&record.id, uuid, status, &msg, now));
+                            self.emit(Event::result(&record.id, uuid, status, msg, now));
                         }
                     }
                     ReportOutcome::NotPending => {

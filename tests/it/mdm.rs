@@ -967,6 +967,23 @@ fn bad_messages_get_clear_errors() {
         got["BootstrapToken"],
         data_encoding::BASE64.encode(b"bootstrap-secret")
     );
+    // Without an identity: a small body (it may be an Idle, answered on the HTTP worker) is
+    // parsed first, a larger one (a result, answered on the blocking pool) is not parsed
+    // before the sender is known.
+    let unsigned = |body: Vec<u8>| {
+        client
+            .put(a.url("/mdm/connect"))
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(unsigned(b"\x00\x01binary junk".to_vec()), 400);
+    assert_eq!(unsigned(plist(&json!({"UDID": dev.udid, "Status": "Idle"}))), 401);
+    assert_eq!(unsigned(vec![b'x'; 64 * 1024]), 401);
+    let padded =
+        json!({"UDID": dev.udid, "Status": "Acknowledged", "CommandUUID": "c", "Pad": "x".repeat(4096)});
+    assert_eq!(unsigned(plist(&padded)), 401);
     // Huge bodies are refused before they are read in full.
     let huge = vec![b'x'; 5 * 1024 * 1024];
     let r = client.put(a.url("/mdm/connect")).body(huge).send().unwrap();
