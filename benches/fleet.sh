@@ -8,7 +8,7 @@
 #
 # Scenarios: enrol (SCEP enrolments), roundtrip (signed Idle round trips, replayed, with the
 # ceiling), fanout (one DeviceInformation to every device: enqueue, push, deliver, ack), rss
-# (appliance memory idle and after the enrolments). Needs openssl and jq. Prints a summary and leaves
+# (appliance memory idle and after the enrolments). Needs openssl, jq and curl. Prints a summary and leaves
 # the JSON reports in $OUT (default target/fleet-bench). PERF=1 also records `perf` profiles of
 # the appliance and the simulator for each scenario there.
 set -euo pipefail
@@ -117,9 +117,10 @@ for s in $SCENARIOS; do
         --push-cert "$OUT/apns.pem" --push-key "$OUT/apns.key" --command DeviceInformation >"$OUT/fanout.json" 2>"$OUT/fanout.err"
       jq -r '"fanout: \(.command.answered)/\(.command.targets) answered in \(.command.seconds|.*100|round/100) s; enqueue→ack p50 \(.command_latency.p50_ms) ms p99 \(.command_latency.p99_ms) ms; pushes \(.pushes_received); errors \(.error_count)"' "$OUT/fanout.json"
       CPU_MID=$(cat "$OUT/fanout.cpu-at-enrolled")
+      curl -s --cacert "$OUT/ca.pem" "https://localhost:$PORT/metrics" | awk '/^citadel_tls_handshakes_total/ {printf "  %s %s", $1, $2} END {print ""}'
       echo "  appliance CPU: enrolment $(( (CPU_MID - CPU0) * 1000 / TICK )) ms, fan-out $(( ($(cpu_ticks "$SERVER") - CPU_MID) * 1000 / TICK )) ms" ;;
     rss)
-      echo "appliance RSS now: $(( $(rss_kb "$SERVER") / 1024 )) MB (idle at start: $((IDLE_RSS / 1024)) MB)" ;;
+      echo "appliance RSS now: $(( $(rss_kb "$SERVER") / 1024 )) MB (idle at start: $((IDLE_RSS / 1024)) MB, peak $(( $(awk '/^VmHWM/ {print $2}' "/proc/$SERVER/status") / 1024 )) MB)" ;;
   esac
   if [ -n "${PERF:-}" ]; then kill -TERM "$PERF_PID"; wait "$PERF_PID" || true; fi
   echo "  appliance CPU during $s: $(( ($(cpu_ticks "$SERVER") - CPU0) * 1000 / TICK )) ms"

@@ -16,11 +16,13 @@ use crate::mdm::{CheckinReply, ConnectRequest, MdmError};
 #[derive(Debug, Clone)]
 pub struct PeerCertificate(pub Arc<Vec<u8>>);
 
-/// Stores the peer certificate of a rustls connection in its extensions (`HttpServer::on_connect`).
+/// Stores the peer certificate of a rustls connection in its extensions and counts the
+/// handshake (`HttpServer::on_connect`).
 pub fn capture_peer_certificate(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     use actix_tls::accept::rustls_0_23::TlsStream;
     if let Some(tls) = conn.downcast_ref::<TlsStream<actix_web::rt::net::TcpStream>>() {
         let (_, session) = tls.get_ref();
+        super::tls::HANDSHAKES.record(session.handshake_kind());
         if let Some(leaf) = session.peer_certificates().and_then(|c| c.first()) {
             ext.insert(PeerCertificate(Arc::new(leaf.to_vec())));
         }

@@ -257,6 +257,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let now = state.clock.now();
     let mut out = String::new();
     state.push.metrics.render(&mut out);
+    tls::HANDSHAKES.render(&mut out);
     let status = state.push.status(now);
     out.push_str(
         "# HELP citadel_push_certificate_expiry_seconds Seconds until the APNs push certificate expires.\n\

@@ -1,6 +1,7 @@
 //! rustls server configuration with a certificate that can be replaced while running, so a
 //! renewal takes effect without a restart.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -126,4 +127,37 @@ pub fn client_trusting(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientCo
             .with_root_certificates(roots)
             .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// TLS handshakes completed by the listeners, full or resumed (`/metrics`): how many devices
+/// come back with a session ticket instead of a full handshake.
+pub struct HandshakeCounts {
+    full: AtomicU64,
+    resumed: AtomicU64,
+}
+
+pub static HANDSHAKES: HandshakeCounts = HandshakeCounts {
+    full: AtomicU64::new(0),
+    resumed: AtomicU64::new(0),
+};
+
+impl HandshakeCounts {
+    pub fn record(&self, kind: Option<rustls::HandshakeKind>) {
+        let counter = match kind {
+            Some(rustls::HandshakeKind::Resumed) => &self.resumed,
+            _ => &self.full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, out: &mut String) {
+        out.push_str(&format!(
+            "# HELP citadel_tls_handshakes_total TLS handshakes completed, by kind.\n\
+             # TYPE citadel_tls_handshakes_total counter\n\
+             citadel_tls_handshakes_total{{kind=\"full\"}} {}\n\
+             citadel_tls_handshakes_total{{kind=\"resumed\"}} {}\n",
+            self.full.load(Ordering::Relaxed),
+            self.resumed.load(Ordering::Relaxed),
+        ));
+    }
 }

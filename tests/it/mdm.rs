@@ -850,6 +850,13 @@ fn identities_are_strict() {
     let resumed = s_client_put(&a, &ca, &["-sess_in", path(&session)], &idle);
     assert!(resumed.contains("\nReused, TLSv1.3"), "not resumed: {resumed}");
     assert!(resumed.contains("HTTP/1.1 200"), "{resumed}");
+    let metrics = client.get(a.url("/metrics")).send().unwrap().text().unwrap();
+    let resumptions: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("citadel_tls_handshakes_total{kind=\"resumed\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no resumed handshake count in /metrics:\n{metrics}"));
+    assert!(resumptions >= 1, "{metrics}");
     let fresh = s_client_put(&a, &ca, &[], &idle);
     assert!(fresh.contains("HTTP/1.1 401"), "{fresh}");
 
