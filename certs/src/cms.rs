@@ -683,6 +683,14 @@ mod tests {
         }
         assert_eq!(accepted, 2 * 6, "every unaltered signature verifies");
         assert!(verifier.keys.len() <= 2);
+        // A key is kept only once a signature made with it verified.
+        let fresh = DetachedVerifier::new(2);
+        let sig = openssl_sign(&p.rsa, BODY, &[]);
+        assert!(fresh.verify(&flipped(&sig, sig.len() - 1), BODY).is_err());
+        assert!(fresh.verify(&sig, b"another body").is_err());
+        assert_eq!(fresh.keys.len(), 0);
+        assert!(fresh.verify(&sig, BODY).is_ok());
+        assert_eq!(fresh.keys.len(), 1);
     }
 
     #[test]

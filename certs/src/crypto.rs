@@ -198,10 +198,10 @@ pub(crate) fn verify_with(
         .map_err(|_| "the signature does not verify")
 }
 
-/// Public keys already parsed for verification. Parsing an RSA key and setting up its
-/// Montgomery context is a third of an RSA-2048 verification; a device signs every request
-/// with the same key, so its next request skips that. Bounded (S3-FIFO eviction): it holds
-/// the devices talking now, not the fleet — about 1.5 KB per RSA-2048 key.
+/// Public keys already parsed for verification: a device signs every request with the same
+/// key, so its next request skips parsing it and setting up its Montgomery context. Bounded
+/// (S3-FIFO eviction): it holds the devices talking now, not the fleet — about 1.5 KB per
+/// RSA-2048 key. A key is kept only after a signature made with it verified.
 pub(crate) struct VerifyingKeyCache {
     keys: quick_cache::sync::Cache<(VerifyAlg, Box<[u8]>), Arc<ParsedPublicKey>>,
 }
@@ -221,15 +221,20 @@ impl VerifyingKeyCache {
         msg: &[u8],
         sig: &[u8],
     ) -> Result<(), &'static str> {
-        let params = alg.parameters()?;
-        let key = self
-            .keys
-            .get_or_insert_with(&(alg, Box::from(spki_der)), || {
-                ParsedPublicKey::new(params, spki_der).map(Arc::new)
-            })
+        let id = (alg, Box::<[u8]>::from(spki_der));
+        if let Some(key) = self.keys.get(&id) {
+            return key
+                .verify_sig(msg, sig)
+                .map_err(|_| "the signature does not verify");
+        }
+        let key = ParsedPublicKey::new(alg.parameters()?, spki_der)
             .map_err(|_| "the public key cannot be used for this signature")?;
         key.verify_sig(msg, sig)
-            .map_err(|_| "the signature does not verify")
+            .map_err(|_| "the signature does not verify")?;
+        // Kept only once it has verified something: a stream of made-up keys cannot push the
+        // devices' keys out.
+        self.keys.insert(id, Arc::new(key));
+        Ok(())
     }
 
     #[cfg(test)]

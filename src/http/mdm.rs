@@ -110,30 +110,30 @@ async fn handle(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??,
         Channel::Connect => {
-            // An Idle (every session starts with one) is answered here on the HTTP worker: a
-            // signature check and a few cached store reads cost less than the two thread
-            // hand-offs of the blocking pool (BENCHMARKS.md, issue 6). Results store and
-            // ingest what the device sent, and may be large, so they go to the pool (parsed
-            // there too).
-            let small = (body.len() <= IDLE_BODY_MAX)
-                .then(|| ConnectRequest::parse(&body))
-                .transpose()?;
-            match small {
-                Some(request) if request.is_idle() => {
-                    let identity = authenticate(&body)?;
+            // A small body (an Idle is a few hundred bytes) is authenticated and read here on
+            // the HTTP worker, and an Idle — every session starts with one — answered here
+            // too: a signature check with a kept key and a few cached store reads cost less
+            // than the blocking pool's two thread hand-offs (BENCHMARKS.md, issue 6). Results
+            // store and ingest what the device sent, so they go to the pool. Nothing is parsed
+            // before its sender is known.
+            if body.len() <= IDLE_BODY_MAX {
+                let identity = authenticate(&body)?;
+                let request = ConnectRequest::parse(&body)?;
+                if request.is_idle() {
                     mdm.answer_connect(&identity, &request, &body, now)?
+                } else {
+                    web::block(move || mdm.answer_connect(&identity, &request, &body, now))
+                        .await
+                        .map_err(|e| ApiError::Internal(e.to_string()))??
                 }
-                parsed => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
-                    // Who sent a large body is established before it is parsed.
+            } else {
+                web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
                     let identity = authenticate(&body)?;
-                    let request = match parsed {
-                        Some(request) => request,
-                        None => ConnectRequest::parse(&body)?,
-                    };
+                    let request = ConnectRequest::parse(&body)?;
                     Ok(mdm.answer_connect(&identity, &request, &body, now)?)
                 })
                 .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??,
+                .map_err(|e| ApiError::Internal(e.to_string()))??
             }
         }
     };

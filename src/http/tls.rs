@@ -73,9 +73,10 @@ pub fn server_config(
     // Stateless session tickets (keys in memory, rotated every 6 hours): a device woken by a
     // push reconnects with a resumed handshake — no certificate signature, and for mTLS no
     // client certificate check — instead of a full one. The server's own cache holds only 256
-    // sessions, far fewer than a fleet. Resumption stays forward secret (rustls resumes with
-    // a fresh key exchange only), and a resumed mTLS identity is still checked against the
-    // registry (revocation, validity) on every request.
+    // sessions, far fewer than a fleet. A TLS 1.3 resumption is forward secret (rustls
+    // resumes with a fresh key exchange); a TLS 1.2 one is not, as with any TLS 1.2 ticket —
+    // the ticket keys live only in memory and rotate every 6 hours. A resumed mTLS identity
+    // is still checked against the registry (revocation, validity) on every request.
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(config)
 }

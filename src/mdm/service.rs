@@ -88,7 +88,111 @@ fn parse_plist(body: &[u8]) -> Result<Dictionary, MdmError> {
     if body.is_empty() {
         return Err(bad("empty body"));
     }
+    refuse_reference_bombs(body)?;
     plist::from_bytes::<Dictionary>(body).map_err(|e| bad(format!("not a plist dictionary: {e}")))
+}
+
+/// A binary plist may reference one object from many places, and the parser copies it for
+/// each: a chain of arrays that each name the next twice turns 2 KiB into more values than
+/// memory holds. Apple's encoders share strings, numbers and data, not containers, so a real
+/// message has at most about one value per byte; one that unfolds into far more is refused
+/// before it is built (the count walks the values without keeping them, and stops at the
+/// budget).
+fn refuse_reference_bombs(body: &[u8]) -> Result<(), MdmError> {
+    if !body.starts_with(b"bplist") {
+        return Ok(());
+    }
+    let budget = body.len().saturating_mul(4).saturating_add(1024);
+    VALUE_BUDGET.with(|b| b.set(budget));
+    let counted = plist::from_bytes::<CountedValues>(body);
+    let exhausted = VALUE_BUDGET.with(|b| b.get()) == 0;
+    match counted {
+        Err(_) if exhausted => Err(bad(
+            "the binary plist unfolds far beyond its size (containers referenced over and over)",
+        )),
+        // Anything else wrong is for the parse proper to report.
+        _ => Ok(()),
+    }
+}
+
+thread_local! {
+    static VALUE_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Every value of a plist, counted against `VALUE_BUDGET` and dropped.
+struct CountedValues;
+
+impl<'de> serde::Deserialize<'de> for CountedValues {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl CountVisitor {
+    fn spend<E: serde::de::Error>() -> Result<CountedValues, E> {
+        VALUE_BUDGET.with(|b| match b.get() {
+            0 => Err(E::custom("value budget exhausted")),
+            n => {
+                b.set(n - 1);
+                Ok(CountedValues)
+            }
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CountVisitor {
+    type Value = CountedValues;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any plist value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<CountedValues, E> {
+        Self::spend()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<CountedValues, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<CountedValues, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CountedValues, A::Error> {
+        Self::spend::<A::Error>()?;
+        while seq.next_element::<CountedValues>()?.is_some() {}
+        Ok(CountedValues)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<CountedValues, A::Error> {
+        Self::spend::<A::Error>()?;
+        while map.next_entry::<CountedValues, CountedValues>()?.is_some() {}
+        Ok(CountedValues)
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<CountedValues, A::Error> {
+        use serde::de::VariantAccess;
+        let (CountedValues, variant) = data.variant::<CountedValues>()?;
+        variant.newtype_variant::<CountedValues>()
+    }
 }
 
 /// A `/mdm/connect` body, parsed but not yet trusted: [`MdmService::answer_connect`] checks
@@ -1027,6 +1131,58 @@ impl MdmService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A binary plist of `depth` arrays, each holding the next one twice, ending in an integer:
+    /// a few hundred bytes that unfold into 2^depth values.
+    fn reference_bomb(depth: u8) -> Vec<u8> {
+        let mut out = b"bplist00".to_vec();
+        let mut offsets = Vec::new();
+        for i in 0..depth {
+            offsets.push(u16::try_from(out.len()).unwrap());
+            out.extend_from_slice(&[0xA2, i + 1, i + 1]);
+        }
+        offsets.push(u16::try_from(out.len()).unwrap());
+        out.extend_from_slice(&[0x10, 0x01]);
+        let table = out.len() as u64;
+        for o in &offsets {
+            out.extend_from_slice(&o.to_be_bytes());
+        }
+        out.extend_from_slice(&[0; 6]);
+        out.extend_from_slice(&[2, 1]);
+        out.extend_from_slice(&(offsets.len() as u64).to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&table.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn binary_plists_that_unfold_far_beyond_their_size_are_refused_unbuilt() {
+        // Small enough to unfold: the construction is a real plist the parser reads.
+        let small = reference_bomb(3);
+        let value: plist::Value = plist::from_bytes(&small).unwrap();
+        assert_eq!(format!("{value:?}").matches("Integer").count(), 8);
+        assert!(refuse_reference_bombs(&small).is_ok());
+        // 2^60 values from ~400 bytes: refused, at once.
+        let started = std::time::Instant::now();
+        let err = parse_plist(&reference_bomb(60)).unwrap_err();
+        assert!(err.to_string().contains("unfolds far beyond its size"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // What devices send in binary — shared strings included — is read as before.
+        let mut apps = Vec::new();
+        for i in 0..200 {
+            let mut app = Dictionary::new();
+            app.insert("Identifier".into(), Value::String(format!("com.example.app{i}")));
+            app.insert("Version".into(), Value::String("1.0".into()));
+            app.insert("Installing".into(), Value::Boolean(false));
+            apps.push(Value::Dictionary(app));
+        }
+        let mut msg = Dictionary::new();
+        msg.insert("Status".into(), Value::String("Acknowledged".into()));
+        msg.insert("InstalledApplicationList".into(), Value::Array(apps));
+        let mut binary = Vec::new();
+        plist::to_writer_binary(&mut binary, &Value::Dictionary(msg.clone())).unwrap();
+        assert_eq!(parse_plist(&binary).unwrap(), msg);
+    }
 
     #[test]
     fn due_devices_are_asked_for_their_inventory_and_move_to_their_next_slot() {
