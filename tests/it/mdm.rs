@@ -990,6 +990,26 @@ fn bad_messages_get_clear_errors() {
     let padded =
         json!({"UDID": dev.udid, "Status": "Acknowledged", "CommandUUID": "c", "Pad": "x".repeat(4096)});
     assert_eq!(unsigned(plist(&padded)), 401);
+    // A binary plist of 60 arrays, each holding the next twice: ~250 bytes that would unfold
+    // into 2^60 values. Signed by the device, refused on both channels, nothing built.
+    let mut bomb = b"bplist00".to_vec();
+    let offsets: Vec<u8> = (0..=60u8).map(|i| 8 + 3 * i).collect();
+    for i in 0..60u8 {
+        bomb.extend_from_slice(&[0xA2, i + 1, i + 1]);
+    }
+    bomb.extend_from_slice(&[0x10, 0x01]);
+    let table = bomb.len() as u64;
+    bomb.extend_from_slice(&offsets);
+    bomb.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 1]);
+    for field in [offsets.len() as u64, 0, table] {
+        bomb.extend_from_slice(&field.to_be_bytes());
+    }
+    for path in ["/mdm/connect", "/mdm/checkin"] {
+        let r = dev.send(&client, &a.url(path), bomb.clone());
+        assert_eq!(r.status(), 400, "{path}");
+        let why = r.text().unwrap();
+        assert!(why.contains("unfolds far beyond its size"), "{path}: {why}");
+    }
     // Huge bodies are refused before they are read in full.
     let huge = vec![b'x'; 5 * 1024 * 1024];
     let r = client.put(a.url("/mdm/connect")).body(huge).send().unwrap();
