@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::AppState;
+use super::{AppState, blocking_err};
 use crate::error::ApiError;
 use crate::mdm::identity::IdentityError;
 use crate::mdm::profile::{self, LinkRefusal};
@@ -108,7 +108,7 @@ async fn handle(
             })
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??,
+        .map_err(blocking_err)??,
         Channel::Connect => {
             // A small body (an Idle is a few hundred bytes) is authenticated and read here on
             // the HTTP worker, and an Idle — every session starts with one — answered here
@@ -116,24 +116,24 @@ async fn handle(
             // than the blocking pool's two thread hand-offs (BENCHMARKS.md, issue 6). Results
             // store and ingest what the device sent, so they go to the pool. Nothing is parsed
             // before its sender is known.
-            if body.len() <= IDLE_BODY_MAX {
-                let identity = authenticate(&body)?;
-                let request = ConnectRequest::parse(&body)?;
-                if request.is_idle() {
-                    mdm.answer_connect(&identity, &request, &body, now)?
-                } else {
-                    web::block(move || mdm.answer_connect(&identity, &request, &body, now))
-                        .await
-                        .map_err(|e| ApiError::Internal(e.to_string()))??
-                }
+            let checked = if body.len() <= IDLE_BODY_MAX {
+                Some((authenticate(&body)?, ConnectRequest::parse(&body)?))
             } else {
-                web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
-                    let identity = authenticate(&body)?;
-                    let request = ConnectRequest::parse(&body)?;
+                None
+            };
+            match checked {
+                Some((identity, request)) if request.is_idle() => {
+                    mdm.answer_connect(&identity, &request, &body, now)?
+                }
+                checked => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
+                    let (identity, request) = match checked {
+                        Some(checked) => checked,
+                        None => (authenticate(&body)?, ConnectRequest::parse(&body)?),
+                    };
                     Ok(mdm.answer_connect(&identity, &request, &body, now)?)
                 })
                 .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??
+                .map_err(blocking_err)??,
             }
         }
     };
