@@ -99,11 +99,25 @@ impl LostModeTrail {
     }
 }
 
+/// Serialises, within this process, the read-modify-writes of one device's inventory records
+/// (an answer ingested, lost mode ended, personal-device privacy applied): 64 locks, a device
+/// always on the same one.
+fn device_lock(enrollment: &str) -> std::sync::MutexGuard<'static, ()> {
+    use std::hash::{Hash, Hasher};
+    static LOCKS: [std::sync::Mutex<()>; 64] = [const { std::sync::Mutex::new(()) }; 64];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    enrollment.hash(&mut h);
+    let lock = &LOCKS[(h.finish() % 64) as usize];
+    // The guarded data is the store, which a panic elsewhere does not leave half-written.
+    lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Ends lost mode in the record (the device left management, or became personal) and forgets
 /// where it was, in one transaction.
 pub fn end_lost_mode(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
     let trail = LostModeTrail::read(store, enrollment)?;
     let key = enrollment.as_bytes();
+    let _device = device_lock(enrollment);
     store.transaction(&|txn| {
         if let Some(bytes) = txn.get(Tree::Inventory, key)? {
             let mut inv: DeviceInventory = decode(Tree::Inventory, key, &bytes)?;
@@ -282,6 +296,7 @@ pub fn ingest(
     let id = record.id.as_str();
     let key = id.as_bytes();
     let outcome = std::cell::Cell::new(Ingested::Ignored);
+    let device = device_lock(id);
     // Read outside the transaction: a store may lock the keyspace for its duration. Lost mode
     // ends with DisableLostMode, or when a device in lost mode reports it off.
     let ends_lost_mode = request_type == "DisableLostMode"
@@ -292,7 +307,9 @@ pub fn ingest(
     } else {
         LostModeTrail::default()
     };
-    store.transaction(&|txn| {
+    // One batch, not a transaction: a device reports one answer at a time and the lock keeps
+    // this process's other inventory writers out; a transaction would lock the whole store.
+    crate::store::write_buffered(store, &|txn| {
         let mut inv = match txn.get(Tree::Inventory, key)? {
             Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
             None => seeded(record),
@@ -357,7 +374,12 @@ pub fn ingest(
                     return Ok(());
                 };
                 let micros = u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(0);
-                put_json(txn, Tree::Locations, format!("{id}\0{micros:020}").as_bytes(), &fix)?;
+                put_json(
+                    txn,
+                    Tree::Locations,
+                    format!("{id}\0{micros:020}").as_bytes(),
+                    &fix,
+                )?;
             }
             "ProfileList" => {
                 put_json(
@@ -409,6 +431,7 @@ pub fn ingest(
         });
         Ok(())
     })?;
+    drop(device);
     let outcome = outcome.replace(Ingested::Ignored);
     if matches!(outcome, Ingested::Updated { changes, .. } if changes > 0) {
         trim_history(store, id)?;
@@ -436,6 +459,7 @@ pub fn drop_forbidden(store: &dyn Store, enrollment: &str) -> Result<(), StoreEr
     end_lost_mode(store, enrollment)?;
     let key = enrollment.as_bytes();
     let apps_key = List::Apps.key(enrollment);
+    let device = device_lock(enrollment);
     store.transaction(&|txn| {
         if let Some(bytes) = txn.get(Tree::Inventory, key)? {
             let mut inv: DeviceInventory = decode(Tree::Inventory, key, &bytes)?;
@@ -449,6 +473,7 @@ pub fn drop_forbidden(store: &dyn Store, enrollment: &str) -> Result<(), StoreEr
         }
         Ok(())
     })?;
+    drop(device);
     // History may hold the old phone number.
     let prefix = format!("{enrollment}\0").into_bytes();
     let mut batch = crate::store::WriteBatch::default();

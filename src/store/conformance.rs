@@ -20,6 +20,10 @@ where
         ("transactions read their writes and commit", transactions_commit),
         ("an aborted transaction leaves nothing behind", transactions_abort),
         (
+            "buffered writes read their own, commit whole or leave nothing",
+            buffered_writes,
+        ),
+        (
             "typed records round-trip and corruption is reported",
             typed_records,
         ),
@@ -33,6 +37,8 @@ where
     }
     let (store, _guard) = make();
     concurrent_transactions_are_isolated(Arc::new(store));
+    let (store, _guard) = make();
+    concurrent_batches_all_land_whole_and_in_order(Arc::new(store));
 }
 
 fn point_operations(s: &dyn Store) {
@@ -148,6 +154,39 @@ fn transactions_abort(s: &dyn Store) {
     assert_eq!(s.get(Tree::Scratch, b"keep").unwrap().as_deref(), Some(&b"k"[..]));
 }
 
+fn buffered_writes(s: &dyn Store) {
+    s.put(Tree::Scratch, b"old", b"o").unwrap();
+    s.put(Tree::Scratch, b"keep", b"k").unwrap();
+    super::write_buffered(s, &|tx| {
+        assert_eq!(tx.get(Tree::Scratch, b"old")?.as_deref(), Some(&b"o"[..]));
+        tx.put(Tree::Scratch, b"new", b"n")?;
+        assert_eq!(tx.get(Tree::Scratch, b"new")?.as_deref(), Some(&b"n"[..]));
+        tx.delete(Tree::Scratch, b"old")?;
+        assert_eq!(tx.get(Tree::Scratch, b"old")?, None);
+        tx.put(Tree::Meta, b"other tree", b"t")?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(s.get(Tree::Scratch, b"new").unwrap().as_deref(), Some(&b"n"[..]));
+    assert_eq!(s.get(Tree::Scratch, b"old").unwrap(), None);
+    assert_eq!(
+        s.get(Tree::Meta, b"other tree").unwrap().as_deref(),
+        Some(&b"t"[..])
+    );
+    let err = super::write_buffered(s, &|tx| {
+        tx.put(Tree::Scratch, b"half", b"h")?;
+        tx.delete(Tree::Scratch, b"keep")?;
+        Err(StoreError::Aborted("business rule".into()))
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Aborted(r) if r == "business rule"),
+        "{err:?}"
+    );
+    assert_eq!(s.get(Tree::Scratch, b"half").unwrap(), None);
+    assert_eq!(s.get(Tree::Scratch, b"keep").unwrap().as_deref(), Some(&b"k"[..]));
+}
+
 fn typed_records(s: &dyn Store) {
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
     struct Rec {
@@ -213,4 +252,56 @@ fn concurrent_transactions_are_isolated<S: Store + 'static>(s: Arc<S>) {
     }
     let n = s.get(Tree::Scratch, b"counter").unwrap().unwrap();
     assert_eq!(u64::from_be_bytes(n.try_into().unwrap()), THREADS * INCREMENTS);
+}
+
+/// Batches from many threads at once (an engine may apply them together): every one lands,
+/// whole, and a later batch from the same thread wins over an earlier one.
+fn concurrent_batches_all_land_whole_and_in_order<S: Store + 'static>(s: Arc<S>) {
+    const THREADS: u32 = 8;
+    const BATCHES: u32 = 200;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                for i in 0..BATCHES {
+                    let mut batch = WriteBatch::default();
+                    batch.put(Tree::Scratch, format!("t{t}/b{i:04}/a"), i.to_be_bytes().to_vec());
+                    batch.put(Tree::Meta, format!("t{t}/b{i:04}/b"), i.to_be_bytes().to_vec());
+                    batch.put(Tree::Scratch, format!("t{t}/last"), i.to_be_bytes().to_vec());
+                    if i > 0 {
+                        batch.delete(Tree::Scratch, format!("t{t}/b{:04}/gone", i - 1));
+                    }
+                    batch.put(Tree::Scratch, format!("t{t}/b{i:04}/gone"), Vec::new());
+                    s.apply(batch).unwrap();
+                    // What a caller applied is there when apply returns.
+                    assert!(
+                        s.get(Tree::Meta, format!("t{t}/b{i:04}/b").as_bytes())
+                            .unwrap()
+                            .is_some()
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for t in 0..THREADS {
+        let prefix = format!("t{t}/");
+        let meta = crate::store::scan_all(&*s, Tree::Meta, prefix.as_bytes()).unwrap();
+        assert_eq!(meta.len(), BATCHES as usize);
+        let scratch = crate::store::scan_all(&*s, Tree::Scratch, prefix.as_bytes()).unwrap();
+        // One `a` per batch, one `gone` (the last batch's), and `last`.
+        assert_eq!(scratch.len(), BATCHES as usize + 2, "thread {t}");
+        let last = s
+            .get(Tree::Scratch, format!("t{t}/last").as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(last, (BATCHES - 1).to_be_bytes().to_vec());
+        assert!(
+            s.get(Tree::Scratch, format!("t{t}/b{:04}/gone", BATCHES - 1).as_bytes())
+                .unwrap()
+                .is_some()
+        );
+    }
 }

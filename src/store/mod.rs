@@ -257,6 +257,66 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
+/// Runs `f` once against `store`, keeping its writes and applying them as one batch when it
+/// returns `Ok` (its reads see its own writes). Unlike [`Store::transaction`] nothing isolates
+/// it from other writers — callers serialise conflicting read-modify-writes themselves — but
+/// it costs one batch, which the engine may group with others, where a transaction locks the
+/// whole keyspace and (sled) writes its log out twice on its own.
+pub fn write_buffered(store: &dyn Store, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
+    let txn = BufferedTxn {
+        store,
+        staged: std::sync::Mutex::default(),
+    };
+    f(&txn)?;
+    let staged = txn
+        .staged
+        .into_inner()
+        .map_err(|_| StoreError::Engine("buffered writes lock poisoned".into()))?;
+    let mut batch = WriteBatch::default();
+    for ((tree, key), value) in staged {
+        match value {
+            Some(v) => batch.put(tree, key, v),
+            None => batch.delete(tree, key),
+        }
+    }
+    store.apply(batch)
+}
+
+/// Writes staged in memory; `None` marks a deletion.
+type StagedWrites = std::collections::BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
+
+struct BufferedTxn<'a> {
+    store: &'a dyn Store,
+    staged: std::sync::Mutex<StagedWrites>,
+}
+
+impl BufferedTxn<'_> {
+    fn staged(&self) -> Result<std::sync::MutexGuard<'_, StagedWrites>, StoreError> {
+        self.staged
+            .lock()
+            .map_err(|_| StoreError::Engine("buffered writes lock poisoned".into()))
+    }
+}
+
+impl Txn for BufferedTxn<'_> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(staged) = self.staged()?.get(&(tree, key.to_vec())) {
+            return Ok(staged.clone());
+        }
+        self.store.get(tree, key)
+    }
+
+    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.staged()?.insert((tree, key.to_vec()), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
+        self.staged()?.insert((tree, key.to_vec()), None);
+        Ok(())
+    }
+}
+
 /// Typed records on top of the byte interface. Values are JSON so a dump stays readable.
 pub trait StoreExt {
     fn get_record<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>, StoreError>;

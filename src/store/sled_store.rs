@@ -1,9 +1,15 @@
 //! The sled backend. All trees live in one sled tree, each under a one-byte prefix, so that a
 //! [`WriteBatch`] spanning trees is a single atomic sled batch and transactions need no
 //! multi-tree juggling.
+//!
+//! Batches are group-committed: sled writes its log buffer to disk, synchronously and twice,
+//! for every atomic batch (it seals the buffer around the batch's recovery marker), so batches
+//! that arrive while one is being applied are applied together as one sled batch. Each caller
+//! still gets all-or-nothing for its own writes, in the order the batches arrived.
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -31,6 +37,67 @@ impl Default for SledOptions {
 pub struct SledStore {
     db: sled::Db,
     data: sled::Tree,
+    commits: GroupCommit,
+}
+
+/// The batches waiting for the next sled batch, and whether a caller is applying one now.
+#[derive(Default)]
+struct GroupCommit {
+    state: Mutex<GroupState>,
+    applied: Condvar,
+}
+
+#[derive(Default)]
+struct GroupState {
+    /// Writes of the batches that arrived since the group in flight was taken, in order.
+    pending: sled::Batch,
+    /// Where the pending batches learn their outcome (`Err` carries the engine's message).
+    outcome: Arc<OnceLock<Result<(), String>>>,
+    /// A caller is applying a group: the next one waits for it rather than syncing alongside.
+    applying: bool,
+}
+
+impl GroupCommit {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        // Nothing panics while holding it; a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `ops` to the pending group and returns once that group is applied: by this caller
+    /// when no group is in flight, else by whichever waiter finds the engine free first.
+    fn commit(
+        &self,
+        data: &sled::Tree,
+        ops: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for (tree, key, value) in ops {
+            match value {
+                Some(v) => state.pending.insert(full_key(tree, &key), v),
+                None => state.pending.remove(full_key(tree, &key)),
+            }
+        }
+        let mine = Arc::clone(&state.outcome);
+        loop {
+            if let Some(outcome) = mine.get() {
+                return outcome.clone().map_err(StoreError::Engine);
+            }
+            if !state.applying {
+                // Our group is the pending one (a taken group always gets its outcome).
+                state.applying = true;
+                let group = std::mem::take(&mut state.pending);
+                let outcome = std::mem::take(&mut state.outcome);
+                drop(state);
+                let result = data.apply_batch(group).map_err(|e| e.to_string());
+                let _ = outcome.set(result);
+                state = self.lock();
+                state.applying = false;
+                self.applied.notify_all();
+                continue;
+            }
+            state = self.applied.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 fn tree_prefix(tree: Tree) -> u8 {
@@ -97,7 +164,11 @@ impl SledStore {
                 other => engine(other),
             })?;
         let data = db.open_tree("citadel").map_err(engine)?;
-        Ok(Self { db, data })
+        Ok(Self {
+            db,
+            data,
+            commits: GroupCommit::default(),
+        })
     }
 }
 
@@ -195,14 +266,10 @@ impl Store for SledStore {
     }
 
     fn apply(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        let mut b = sled::Batch::default();
-        for (tree, key, value) in batch.into_ops() {
-            match value {
-                Some(v) => b.insert(full_key(tree, &key), v),
-                None => b.remove(full_key(tree, &key)),
-            }
+        if batch.is_empty() {
+            return Ok(());
         }
-        self.data.apply_batch(b).map_err(engine)
+        self.commits.commit(&self.data, batch.into_ops())
     }
 
     fn transaction(&self, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
