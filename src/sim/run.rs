@@ -116,6 +116,8 @@ pub struct FanOut {
     pub answered: usize,
     /// Enqueue → every target answered (or the end of --duration).
     pub seconds: f64,
+    /// How long the admin API took to accept the command (validate targets, queue for each).
+    pub enqueue_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -182,8 +184,8 @@ impl Report {
         }
         if let Some(f) = &self.command {
             out.push_str(&format!(
-                "command      {}: {} of {} answered in {:.2} s\n",
-                f.command_uuid, f.answered, f.targets, f.seconds
+                "command      {}: {} of {} answered in {:.2} s (queued by the API in {:.2} s)\n",
+                f.command_uuid, f.answered, f.targets, f.seconds, f.enqueue_seconds
             ));
         }
         if self.command_latency.count > 0 {
@@ -325,6 +327,7 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     let mut fan_out = None;
     if let Some(command) = command {
         let uuid = fleet.enqueue(command, None).await?;
+        let enqueue_seconds = started.elapsed().as_secs_f64();
         let targets = fleet.enrollment_ids().len();
         let answered = fleet.wait_answered(&uuid, args.duration).await;
         fan_out = Some(FanOut {
@@ -332,6 +335,7 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
             targets,
             answered,
             seconds: started.elapsed().as_secs_f64(),
+            enqueue_seconds,
         });
         fleet.stop();
     }
