@@ -279,9 +279,52 @@ fn put_json<T: Serialize>(
 }
 
 /// Folds an acknowledged result of `request_type` (queued as `command`) into the device's
-/// inventory, in one transaction with its history entries.
+/// inventory, in one batch with its history entries.
 pub fn ingest(
     store: &dyn Store,
+    record: &EnrollmentRecord,
+    request_type: &str,
+    command: Option<&Dictionary>,
+    result: &Dictionary,
+    now: OffsetDateTime,
+) -> Result<Ingested, StoreError> {
+    ingest_after(
+        store,
+        &crate::store::WriteBatch::default(),
+        record,
+        request_type,
+        command,
+        result,
+        now,
+    )?
+}
+
+/// [`ingest`], with `first` (the answer's own record) written in the same batch: one write
+/// per answer instead of two. `first` is written whatever becomes of the inventory — alone if
+/// the inventory cannot be updated; the outer `Err` says that it could not be written, the
+/// inner result is the inventory's.
+pub fn ingest_after(
+    store: &dyn Store,
+    first: &crate::store::WriteBatch,
+    record: &EnrollmentRecord,
+    request_type: &str,
+    command: Option<&Dictionary>,
+    result: &Dictionary,
+    now: OffsetDateTime,
+) -> Result<Result<Ingested, StoreError>, StoreError> {
+    let written = std::cell::Cell::new(first.is_empty());
+    let inventory = ingest_inner(store, first, &written, record, request_type, command, result, now);
+    if !written.get() {
+        store.apply(first.clone())?;
+    }
+    Ok(inventory)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ingest_inner(
+    store: &dyn Store,
+    first: &crate::store::WriteBatch,
+    written: &std::cell::Cell<bool>,
     record: &EnrollmentRecord,
     request_type: &str,
     command: Option<&Dictionary>,
@@ -309,7 +352,7 @@ pub fn ingest(
     };
     // One batch, not a transaction: a device reports one answer at a time and the lock keeps
     // this process's other inventory writers out; a transaction would lock the whole store.
-    crate::store::write_buffered(store, &|txn| {
+    crate::store::write_buffered_after(store, first, &|txn| {
         let mut inv = match txn.get(Tree::Inventory, key)? {
             Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
             None => seeded(record),
@@ -431,6 +474,7 @@ pub fn ingest(
         });
         Ok(())
     })?;
+    written.set(true);
     drop(device);
     let outcome = outcome.replace(Ingested::Ignored);
     if matches!(outcome, Ingested::Updated { changes, .. } if changes > 0) {
@@ -503,4 +547,94 @@ pub fn forget(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
     }
     store.apply(batch)?;
     schedule::unschedule(store, enrollment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, WriteBatch};
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-12-06 12:00 UTC);
+
+    fn device_information(name: &str) -> Dictionary {
+        let mut q = Dictionary::new();
+        q.insert("DeviceName".into(), Value::String(name.into()));
+        q.insert("OSVersion".into(), Value::String("18.1".into()));
+        let mut result = Dictionary::new();
+        result.insert("QueryResponses".into(), Value::Dictionary(q));
+        result
+    }
+
+    fn answer(key: &str) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        batch.put(Tree::Scratch, key.as_bytes().to_vec(), b"answered".to_vec());
+        batch
+    }
+
+    #[test]
+    fn an_answer_is_written_with_what_it_changes_and_survives_an_inventory_that_cannot_be() {
+        let store = MemoryStore::new();
+        let record = EnrollmentRecord::new(
+            "DEV-1".into(),
+            EnrollmentKind::Device,
+            "ab".repeat(32),
+            "01".into(),
+            NOW,
+        );
+        let ingested = ingest_after(
+            &store,
+            &answer("first"),
+            &record,
+            "DeviceInformation",
+            None,
+            &device_information("Ward 17 iPad"),
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(ingested, Ingested::Updated { .. }));
+        assert!(store.get(Tree::Scratch, b"first").unwrap().is_some());
+        let inv = get(&store, "DEV-1").unwrap().unwrap();
+        assert_eq!(inv.device_name.as_deref(), Some("Ward 17 iPad"));
+
+        // A stored inventory that cannot be read: the inventory is left as it is and reported,
+        // the answer is stored all the same.
+        store.put(Tree::Inventory, b"DEV-1", b"not json").unwrap();
+        let inventory = ingest_after(
+            &store,
+            &answer("second"),
+            &record,
+            "DeviceInformation",
+            None,
+            &device_information("Ward 18 iPad"),
+            NOW,
+        )
+        .unwrap();
+        assert!(
+            matches!(inventory, Err(StoreError::Corrupt { .. })),
+            "{inventory:?}"
+        );
+        assert!(store.get(Tree::Scratch, b"second").unwrap().is_some());
+        assert_eq!(
+            store.get(Tree::Inventory, b"DEV-1").unwrap().as_deref(),
+            Some(&b"not json"[..])
+        );
+
+        // An answer whose type is not inventory is still stored.
+        store.delete(Tree::Inventory, b"DEV-1").unwrap();
+        let ignored = ingest_after(
+            &store,
+            &answer("third"),
+            &record,
+            "RestartDevice",
+            None,
+            &Dictionary::new(),
+            NOW,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(ignored, Ingested::Ignored));
+        assert!(store.get(Tree::Scratch, b"third").unwrap().is_some());
+    }
 }

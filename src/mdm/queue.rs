@@ -379,18 +379,34 @@ pub fn report(
     raw: &[u8],
     now: OffsetDateTime,
 ) -> Result<ReportOutcome, StoreError> {
+    let (outcome, batch) = prepare_report(store, enrollment, uuid, status, raw, now)?;
+    store.apply(batch)?;
+    Ok(outcome)
+}
+
+/// [`report`] without the write: the batch that records it (empty when nothing is pending),
+/// for a caller that writes it together with what the answer changes elsewhere.
+pub fn prepare_report(
+    store: &dyn Store,
+    enrollment: &str,
+    uuid: &str,
+    status: DeliveryStatus,
+    raw: &[u8],
+    now: OffsetDateTime,
+) -> Result<(ReportOutcome, WriteBatch), StoreError> {
+    let not_pending = || Ok((ReportOutcome::NotPending, WriteBatch::default()));
     let dkey = delivery_key(uuid, enrollment);
     let Some(mut d) = store.get_record::<Delivery>(Tree::Deliveries, &dkey)? else {
-        return Ok(ReportOutcome::NotPending);
+        return not_pending();
     };
     if d.status.is_final() {
-        return Ok(ReportOutcome::NotPending);
+        return not_pending();
     }
     let qkey = queue_key(enrollment, d.priority, d.sequence);
     let mut batch = WriteBatch::default();
     if status == DeliveryStatus::NotNow {
         let Some(mut entry) = store.get_record::<QueueEntry>(Tree::Queue, &qkey)? else {
-            return Ok(ReportOutcome::NotPending);
+            return not_pending();
         };
         entry.not_now = true;
         batch.put(Tree::Queue, qkey, encode(&entry)?);
@@ -403,10 +419,12 @@ pub fn report(
     d.status = status;
     d.result = Some(RawPlist::from_body(raw));
     batch.put(Tree::Deliveries, dkey, encode(&d)?);
-    store.apply(batch)?;
-    Ok(ReportOutcome::Recorded {
-        request_type: d.request_type,
-    })
+    Ok((
+        ReportOutcome::Recorded {
+            request_type: d.request_type,
+        },
+        batch,
+    ))
 }
 
 /// Clears everything pending for `enrollment` (its deliveries become `Cancelled`). Returns how

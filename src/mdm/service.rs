@@ -752,12 +752,17 @@ impl MdmService {
                     "CommandFormatError" => DeliveryStatus::CommandFormatError,
                     _ => DeliveryStatus::NotNow,
                 };
-                match queue::report(self.store.as_ref(), &record.id, uuid, delivery_status, body, now)? {
+                let (outcome, recorded) =
+                    queue::prepare_report(self.store.as_ref(), &record.id, uuid, delivery_status, body, now)?;
+                match outcome {
                     ReportOutcome::Recorded { request_type } => {
+                        // An inventory answer is stored in the same write as what it changes.
                         if delivery_status == DeliveryStatus::Acknowledged
                             && inventory::INVENTORY_REQUEST_TYPES.contains(&request_type.as_str())
                         {
-                            self.ingest_inventory(&record, uuid, &request_type, msg, now);
+                            self.ingest_inventory(&record, uuid, &request_type, msg, now, &recorded)?;
+                        } else {
+                            self.store.apply(recorded)?;
                         }
                         if delivery_status != DeliveryStatus::NotNow {
                             self.emit(Event::result(&record.id, uuid, status, msg, now));
@@ -922,6 +927,9 @@ impl MdmService {
 
     /// Folds an inventory result into the device's record. A failure here is logged, not
     /// returned: the result itself is already stored, and the next report will try again.
+    /// Updates the inventory from an answer, writing `recorded` (the answer's delivery) in the
+    /// same batch. Only a failure to write `recorded` is an error; an inventory that cannot be
+    /// updated is logged.
     fn ingest_inventory(
         &self,
         record: &EnrollmentRecord,
@@ -929,7 +937,8 @@ impl MdmService {
         request_type: &str,
         msg: &Dictionary,
         now: OffsetDateTime,
-    ) {
+        recorded: &crate::store::WriteBatch,
+    ) -> Result<(), StoreError> {
         // Only an app list's interpretation depends on what was asked (ManagedAppsOnly).
         let command = if request_type == "InstalledApplicationList" {
             match queue::command(self.store.as_ref(), uuid) {
@@ -942,14 +951,15 @@ impl MdmService {
         } else {
             None
         };
-        match inventory::ingest(
+        match inventory::ingest_after(
             self.store.as_ref(),
+            recorded,
             record,
             request_type,
             command.as_ref(),
             msg,
             now,
-        ) {
+        )? {
             Ok(inventory::Ingested::Updated {
                 changes,
                 inventory,
@@ -965,6 +975,7 @@ impl MdmService {
                 tracing::warn!(enrollment = %record.id, %request_type, error = %e, "inventory not updated")
             }
         }
+        Ok(())
     }
 
     /// The inventory commands for `record`'s device, by its platform and ownership.

@@ -263,6 +263,16 @@ pub trait Store: Send + Sync {
 /// it costs one batch, which the engine may group with others, where a transaction locks the
 /// whole keyspace and (sled) writes its log out twice on its own.
 pub fn write_buffered(store: &dyn Store, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
+    write_buffered_after(store, &WriteBatch::default(), f)
+}
+
+/// [`write_buffered`], with `first` written in the same batch ahead of `f`'s writes (`f` does
+/// not see them). Nothing is written when `f` fails, `first` included.
+pub fn write_buffered_after(
+    store: &dyn Store,
+    first: &WriteBatch,
+    f: &dyn Fn(&dyn Txn) -> TxResult,
+) -> Result<(), StoreError> {
     let txn = BufferedTxn {
         store,
         staged: std::sync::Mutex::default(),
@@ -272,7 +282,7 @@ pub fn write_buffered(store: &dyn Store, f: &dyn Fn(&dyn Txn) -> TxResult) -> Re
         .staged
         .into_inner()
         .map_err(|_| StoreError::Engine("buffered writes lock poisoned".into()))?;
-    let mut batch = WriteBatch::default();
+    let mut batch = first.clone();
     for ((tree, key), value) in staged {
         match value {
             Some(v) => batch.put(tree, key, v),
