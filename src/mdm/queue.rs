@@ -369,8 +369,8 @@ pub enum ReportOutcome {
     NotPending,
 }
 
-/// Stores a device's answer (`Acknowledged`, `Error`, `CommandFormatError` or `NotNow`) for
-/// one of its own pending commands.
+/// Records a device's answer for one of its own pending commands, on its own (see
+/// [`prepare_report`]).
 pub fn report(
     store: &dyn Store,
     enrollment: &str,
@@ -384,8 +384,9 @@ pub fn report(
     Ok(outcome)
 }
 
-/// [`report`] without the write: the batch that records it (empty when nothing is pending),
-/// for a caller that writes it together with what the answer changes elsewhere.
+/// Records a device's answer (`Acknowledged`, `Error`, `CommandFormatError` or `NotNow`) for
+/// one of its own pending commands — as the batch that does it (empty when nothing is pending),
+/// so the caller writes it together with what the answer changes elsewhere.
 pub fn prepare_report(
     store: &dyn Store,
     enrollment: &str,
@@ -587,6 +588,7 @@ pub fn prune(store: &dyn Store, cutoff: OffsetDateTime, max: usize) -> Result<us
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use crate::store::MemoryStore;
     use time::macros::datetime;
 

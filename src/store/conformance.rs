@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Store, StoreError, StoreExt, Tree, WriteBatch};
+use super::{Store, StoreError, StoreExt, Tree, TxResult, Txn, WriteBatch};
 
 type Case = (&'static str, fn(&dyn Store));
 
@@ -17,12 +17,18 @@ where
         ("trees are separate keyspaces", trees_are_separate),
         ("prefix scans are ordered, bounded and pageable", prefix_scans),
         ("batches apply atomically across trees", batches),
-        ("transactions read their writes and commit", transactions_commit),
-        ("an aborted transaction leaves nothing behind", transactions_abort),
-        (
-            "buffered writes read their own, commit whole or leave nothing",
-            buffered_writes,
-        ),
+        ("transactions read their writes and commit", |s| {
+            commits(s, &|f| s.transaction(f))
+        }),
+        ("an aborted transaction leaves nothing behind", |s| {
+            aborts(s, &|f| s.transaction(f))
+        }),
+        ("buffered writes read their own and commit whole", |s| {
+            commits(s, &|f| super::write_buffered(s, f))
+        }),
+        ("failed buffered writes leave nothing behind", |s| {
+            aborts(s, &|f| super::write_buffered(s, f))
+        }),
         (
             "typed records round-trip and corruption is reported",
             typed_records,
@@ -117,9 +123,12 @@ fn batches(s: &dyn Store) {
     s.apply(WriteBatch::default()).unwrap();
 }
 
-fn transactions_commit(s: &dyn Store) {
+/// A transaction, or anything that runs a closure over a `Txn` and writes what it wrote.
+type RunTxn<'a> = dyn Fn(&dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> + 'a;
+
+fn commits(s: &dyn Store, run: &RunTxn<'_>) {
     s.put(Tree::Scratch, b"old", b"o").unwrap();
-    s.transaction(&|tx| {
+    run(&|tx| {
         assert_eq!(tx.get(Tree::Scratch, b"new")?, None);
         tx.put(Tree::Scratch, b"new", b"n")?;
         assert_eq!(tx.get(Tree::Scratch, b"new")?.as_deref(), Some(&b"n"[..]));
@@ -137,43 +146,9 @@ fn transactions_commit(s: &dyn Store) {
     );
 }
 
-fn transactions_abort(s: &dyn Store) {
+fn aborts(s: &dyn Store, run: &RunTxn<'_>) {
     s.put(Tree::Scratch, b"keep", b"k").unwrap();
-    let err = s
-        .transaction(&|tx| {
-            tx.put(Tree::Scratch, b"half", b"h")?;
-            tx.delete(Tree::Scratch, b"keep")?;
-            Err(StoreError::Aborted("business rule".into()))
-        })
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::Aborted(r) if r == "business rule"),
-        "{err:?}"
-    );
-    assert_eq!(s.get(Tree::Scratch, b"half").unwrap(), None);
-    assert_eq!(s.get(Tree::Scratch, b"keep").unwrap().as_deref(), Some(&b"k"[..]));
-}
-
-fn buffered_writes(s: &dyn Store) {
-    s.put(Tree::Scratch, b"old", b"o").unwrap();
-    s.put(Tree::Scratch, b"keep", b"k").unwrap();
-    super::write_buffered(s, &|tx| {
-        assert_eq!(tx.get(Tree::Scratch, b"old")?.as_deref(), Some(&b"o"[..]));
-        tx.put(Tree::Scratch, b"new", b"n")?;
-        assert_eq!(tx.get(Tree::Scratch, b"new")?.as_deref(), Some(&b"n"[..]));
-        tx.delete(Tree::Scratch, b"old")?;
-        assert_eq!(tx.get(Tree::Scratch, b"old")?, None);
-        tx.put(Tree::Meta, b"other tree", b"t")?;
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(s.get(Tree::Scratch, b"new").unwrap().as_deref(), Some(&b"n"[..]));
-    assert_eq!(s.get(Tree::Scratch, b"old").unwrap(), None);
-    assert_eq!(
-        s.get(Tree::Meta, b"other tree").unwrap().as_deref(),
-        Some(&b"t"[..])
-    );
-    let err = super::write_buffered(s, &|tx| {
+    let err = run(&|tx| {
         tx.put(Tree::Scratch, b"half", b"h")?;
         tx.delete(Tree::Scratch, b"keep")?;
         Err(StoreError::Aborted("business rule".into()))

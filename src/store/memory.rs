@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{Entries, Store, StoreError, Tree, TxResult, Txn, WriteBatch};
+use super::{Entries, StagedTxn, Store, StoreError, Tree, TxResult, Txn, WriteBatch};
 
 type Map = BTreeMap<(Tree, Vec<u8>), Vec<u8>>;
-/// Writes staged by a transaction; `None` marks a deletion.
-type Staged = BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -24,39 +22,6 @@ impl MemoryStore {
         self.map
             .lock()
             .map_err(|_| StoreError::Engine("memory store lock poisoned".into()))
-    }
-}
-
-struct MemTxn<'a> {
-    base: &'a Map,
-    staged: Mutex<Staged>,
-}
-
-impl MemTxn<'_> {
-    fn staged(&self) -> Result<std::sync::MutexGuard<'_, Staged>, StoreError> {
-        self.staged
-            .lock()
-            .map_err(|_| StoreError::Engine("transaction lock poisoned".into()))
-    }
-}
-
-impl Txn for MemTxn<'_> {
-    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let k = (tree, key.to_vec());
-        if let Some(staged) = self.staged()?.get(&k) {
-            return Ok(staged.clone());
-        }
-        Ok(self.base.get(&k).cloned())
-    }
-
-    fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.staged()?.insert((tree, key.to_vec()), Some(value.to_vec()));
-        Ok(())
-    }
-
-    fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError> {
-        self.staged()?.insert((tree, key.to_vec()), None);
-        Ok(())
     }
 }
 
@@ -110,15 +75,13 @@ impl Store for MemoryStore {
     fn transaction(&self, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
         // Holding the lock for the whole closure serialises transactions: isolation for free.
         let mut map = self.lock()?;
-        let txn = MemTxn {
-            base: &map,
-            staged: Mutex::new(BTreeMap::new()),
+        let staged = {
+            let base = &*map;
+            let read = |tree: Tree, key: &[u8]| Ok(base.get(&(tree, key.to_vec())).cloned());
+            let txn = StagedTxn::new(&read);
+            f(&txn)?;
+            txn.into_staged()?
         };
-        f(&txn)?;
-        let staged = txn
-            .staged
-            .into_inner()
-            .map_err(|_| StoreError::Engine("transaction lock poisoned".into()))?;
         for (k, v) in staged {
             match v {
                 Some(v) => map.insert(k, v),

@@ -273,17 +273,11 @@ pub fn write_buffered_after(
     first: &WriteBatch,
     f: &dyn Fn(&dyn Txn) -> TxResult,
 ) -> Result<(), StoreError> {
-    let txn = BufferedTxn {
-        store,
-        staged: std::sync::Mutex::default(),
-    };
+    let read = |tree: Tree, key: &[u8]| store.get(tree, key);
+    let txn = StagedTxn::new(&read);
     f(&txn)?;
-    let staged = txn
-        .staged
-        .into_inner()
-        .map_err(|_| StoreError::Engine("buffered writes lock poisoned".into()))?;
     let mut batch = first.clone();
-    for ((tree, key), value) in staged {
+    for ((tree, key), value) in txn.into_staged()? {
         match value {
             Some(v) => batch.put(tree, key, v),
             None => batch.delete(tree, key),
@@ -293,27 +287,44 @@ pub fn write_buffered_after(
 }
 
 /// Writes staged in memory; `None` marks a deletion.
-type StagedWrites = std::collections::BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
+pub(crate) type StagedWrites = std::collections::BTreeMap<(Tree, Vec<u8>), Option<Vec<u8>>>;
 
-struct BufferedTxn<'a> {
-    store: &'a dyn Store,
+type BaseRead<'a> = dyn Fn(Tree, &[u8]) -> Result<Option<Vec<u8>>, StoreError> + 'a;
+
+/// A [`Txn`] that keeps its writes in memory over a base it reads from; the caller decides
+/// what becomes of them.
+pub(crate) struct StagedTxn<'a> {
+    base: &'a BaseRead<'a>,
     staged: std::sync::Mutex<StagedWrites>,
 }
 
-impl BufferedTxn<'_> {
+impl<'a> StagedTxn<'a> {
+    pub(crate) fn new(base: &'a BaseRead<'a>) -> Self {
+        Self {
+            base,
+            staged: std::sync::Mutex::default(),
+        }
+    }
+
+    pub(crate) fn into_staged(self) -> Result<StagedWrites, StoreError> {
+        self.staged
+            .into_inner()
+            .map_err(|_| StoreError::Engine("staged writes lock poisoned".into()))
+    }
+
     fn staged(&self) -> Result<std::sync::MutexGuard<'_, StagedWrites>, StoreError> {
         self.staged
             .lock()
-            .map_err(|_| StoreError::Engine("buffered writes lock poisoned".into()))
+            .map_err(|_| StoreError::Engine("staged writes lock poisoned".into()))
     }
 }
 
-impl Txn for BufferedTxn<'_> {
+impl Txn for StagedTxn<'_> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(staged) = self.staged()?.get(&(tree, key.to_vec())) {
             return Ok(staged.clone());
         }
-        self.store.get(tree, key)
+        (self.base)(tree, key)
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
