@@ -115,9 +115,9 @@ fn device_lock(enrollment: &str) -> std::sync::MutexGuard<'static, ()> {
 /// Ends lost mode in the record (the device left management, or became personal) and forgets
 /// where it was, in one transaction.
 pub fn end_lost_mode(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
+    let _device = device_lock(enrollment);
     let trail = LostModeTrail::read(store, enrollment)?;
     let key = enrollment.as_bytes();
-    let _device = device_lock(enrollment);
     store.transaction(&|txn| {
         if let Some(bytes) = txn.get(Tree::Inventory, key)? {
             let mut inv: DeviceInventory = decode(Tree::Inventory, key, &bytes)?;
@@ -335,13 +335,14 @@ fn ingest_inner(
     if record.kind.is_user_channel() {
         return Ok(Ingested::Ignored);
     }
-    let ownership = ownership(store, record)?;
     let id = record.id.as_str();
     let key = id.as_bytes();
     let outcome = std::cell::Cell::new(Ingested::Ignored);
+    // Everything that decides what may be kept is read under the lock: an ownership change or
+    // lost mode's end waits for it (`drop_forbidden`, `end_lost_mode`).
     let device = device_lock(id);
-    // Read outside the transaction: a store may lock the keyspace for its duration. Lost mode
-    // ends with DisableLostMode, or when a device in lost mode reports it off.
+    let ownership = ownership(store, record)?;
+    // Lost mode ends with DisableLostMode, or when a device in lost mode reports it off.
     let ends_lost_mode = request_type == "DisableLostMode"
         || (request_type == "DeviceInformation"
             && get(store, id)?.is_some_and(|inv| inv.lost_mode_enabled == Some(true)));
@@ -350,9 +351,7 @@ fn ingest_inner(
     } else {
         LostModeTrail::default()
     };
-    // One batch, not a transaction: a device reports one answer at a time and the lock keeps
-    // this process's other inventory writers out; a transaction would lock the whole store.
-    crate::store::write_buffered_after(store, first, &|txn| {
+    let update = |txn: &dyn crate::store::Txn| -> crate::store::TxResult {
         let mut inv = match txn.get(Tree::Inventory, key)? {
             Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
             None => seeded(record),
@@ -473,7 +472,19 @@ fn ingest_inner(
             ownership,
         });
         Ok(())
-    })?;
+    };
+    if trail.fixes.is_empty() && trail.answers.is_empty() {
+        // One batch, not a transaction: a device reports one answer at a time and the lock keeps
+        // this process's other inventory writers out; a transaction would lock the whole store.
+        crate::store::write_buffered_after(store, first, &update)?;
+    } else {
+        // Ending lost mode rewrites stored answers that pruning may delete meanwhile: only a
+        // transaction keeps a pruned one from being written back.
+        store.transaction(&|txn| {
+            first.write_to(txn)?;
+            update(txn)
+        })?;
+    }
     written.set(true);
     drop(device);
     let outcome = outcome.replace(Ingested::Ignored);

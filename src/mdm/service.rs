@@ -925,11 +925,9 @@ impl MdmService {
 
     // ---------------------------------------------------------------- inventory
 
-    /// Folds an inventory result into the device's record. A failure here is logged, not
-    /// returned: the result itself is already stored, and the next report will try again.
     /// Updates the inventory from an answer, writing `recorded` (the answer's delivery) in the
     /// same batch. Only a failure to write `recorded` is an error; an inventory that cannot be
-    /// updated is logged.
+    /// updated is logged (the answer is stored alone; the next report will try again).
     fn ingest_inventory(
         &self,
         record: &EnrollmentRecord,

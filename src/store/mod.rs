@@ -210,6 +210,17 @@ impl WriteBatch {
     pub(crate) fn into_ops(self) -> Vec<(Tree, Vec<u8>, Option<Vec<u8>>)> {
         self.ops
     }
+
+    /// Makes the same writes inside a transaction.
+    pub fn write_to(&self, txn: &dyn Txn) -> TxResult {
+        for (tree, key, value) in &self.ops {
+            match value {
+                Some(v) => txn.put(*tree, key, v)?,
+                None => txn.delete(*tree, key)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The view a transaction closure gets. Reads see the transaction's own writes.

@@ -5,7 +5,8 @@
 //! Batches are group-committed: sled writes its log buffer to disk, synchronously and twice,
 //! for every atomic batch (it seals the buffer around the batch's recovery marker), so batches
 //! that arrive while one is being applied are applied together as one sled batch. Each caller
-//! still gets all-or-nothing for its own writes, in the order the batches arrived.
+//! still gets all-or-nothing for its own writes, in the order the batches arrived. An engine
+//! error fails every batch of its group (as it would have failed each alone).
 
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -40,6 +41,24 @@ pub struct SledStore {
     commits: GroupCommit,
 }
 
+/// Ends a group's turn even if applying it panicked: its callers get an error rather than
+/// waiting forever, and the next group can go.
+struct Settle<'a> {
+    commits: &'a GroupCommit,
+    outcome: &'a OnceLock<Result<(), String>>,
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        // Already set unless applying panicked.
+        let _ = self
+            .outcome
+            .set(Err("the storage engine failed while applying this batch".into()));
+        self.commits.lock().applying = false;
+        self.commits.applied.notify_all();
+    }
+}
+
 /// The batches waiting for the next sled batch, and whether a caller is applying one now.
 #[derive(Default)]
 struct GroupCommit {
@@ -51,6 +70,8 @@ struct GroupCommit {
 struct GroupState {
     /// Writes of the batches that arrived since the group in flight was taken, in order.
     pending: sled::Batch,
+    /// How many batches those are.
+    pending_batches: usize,
     /// Where the pending batches learn their outcome (`Err` carries the engine's message).
     outcome: Arc<OnceLock<Result<(), String>>>,
     /// A caller is applying a group: the next one waits for it rather than syncing alongside.
@@ -67,8 +88,8 @@ impl GroupCommit {
     /// when no group is in flight, else by whichever waiter finds the engine free first.
     fn commit(
         &self,
-        data: &sled::Tree,
         ops: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
+        apply: &dyn Fn(sled::Batch) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
         for (tree, key, value) in ops {
@@ -77,6 +98,7 @@ impl GroupCommit {
                 None => state.pending.remove(full_key(tree, &key)),
             }
         }
+        state.pending_batches += 1;
         let mine = Arc::clone(&state.outcome);
         loop {
             if let Some(outcome) = mine.get() {
@@ -86,13 +108,16 @@ impl GroupCommit {
                 // Our group is the pending one (a taken group always gets its outcome).
                 state.applying = true;
                 let group = std::mem::take(&mut state.pending);
+                state.pending_batches = 0;
                 let outcome = std::mem::take(&mut state.outcome);
                 drop(state);
-                let result = data.apply_batch(group).map_err(|e| e.to_string());
-                let _ = outcome.set(result);
+                let settle = Settle {
+                    commits: self,
+                    outcome: &outcome,
+                };
+                let _ = outcome.set(apply(group));
+                drop(settle);
                 state = self.lock();
-                state.applying = false;
-                self.applied.notify_all();
                 continue;
             }
             state = self.applied.wait(state).unwrap_or_else(PoisonError::into_inner);
@@ -269,7 +294,9 @@ impl Store for SledStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.commits.commit(&self.data, batch.into_ops())
+        self.commits.commit(batch.into_ops(), &|group| {
+            self.data.apply_batch(group).map_err(|e| e.to_string())
+        })
     }
 
     fn transaction(&self, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
@@ -313,6 +340,40 @@ mod tests {
             let store = SledStore::open(&dir.path().join("db"), &SledOptions::default()).unwrap();
             (store, dir)
         });
+    }
+
+    #[test]
+    fn a_group_that_panics_fails_its_callers_and_the_next_group_goes_through() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let commits = Arc::new(GroupCommit::default());
+        let write = |k: &str| vec![(Tree::Scratch, k.as_bytes().to_vec(), Some(b"v".to_vec()))];
+        let leader = {
+            let commits = Arc::clone(&commits);
+            std::thread::spawn(move || {
+                commits.commit(write("a"), &|_| {
+                    // Panic only once another caller waits behind this group.
+                    while commits.lock().pending_batches == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    panic!("storage engine bug");
+                })
+            })
+        };
+        let applied = AtomicUsize::new(0);
+        // Whichever call leads first, "b" waits for or follows the panicking group.
+        while !commits.lock().applying {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let waiter = commits.commit(write("b"), &|_| {
+            applied.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        assert!(leader.join().is_err(), "the leader's own call panicked");
+        assert!(waiter.is_ok(), "{waiter:?}");
+        assert_eq!(applied.load(Ordering::SeqCst), 1);
+        // And nothing is left stuck.
+        commits.commit(write("c"), &|_| Ok(())).unwrap();
     }
 
     #[test]
