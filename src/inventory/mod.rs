@@ -279,31 +279,11 @@ fn put_json<T: Serialize>(
 }
 
 /// Folds an acknowledged result of `request_type` (queued as `command`) into the device's
-/// inventory, in one batch with its history entries.
+/// inventory, in one batch with its history entries and with `first` (the answer's own record):
+/// one write per answer. `first` is written whatever becomes of the inventory — alone if the
+/// inventory cannot be updated; the outer `Err` says that it could not be written, the inner
+/// result is the inventory's.
 pub fn ingest(
-    store: &dyn Store,
-    record: &EnrollmentRecord,
-    request_type: &str,
-    command: Option<&Dictionary>,
-    result: &Dictionary,
-    now: OffsetDateTime,
-) -> Result<Ingested, StoreError> {
-    ingest_after(
-        store,
-        &crate::store::WriteBatch::default(),
-        record,
-        request_type,
-        command,
-        result,
-        now,
-    )?
-}
-
-/// [`ingest`], with `first` (the answer's own record) written in the same batch: one write
-/// per answer instead of two. `first` is written whatever becomes of the inventory — alone if
-/// the inventory cannot be updated; the outer `Err` says that it could not be written, the
-/// inner result is the inventory's.
-pub fn ingest_after(
     store: &dyn Store,
     first: &crate::store::WriteBatch,
     record: &EnrollmentRecord,
@@ -312,29 +292,39 @@ pub fn ingest_after(
     result: &Dictionary,
     now: OffsetDateTime,
 ) -> Result<Result<Ingested, StoreError>, StoreError> {
-    let written = std::cell::Cell::new(first.is_empty());
-    let inventory = ingest_inner(store, first, &written, record, request_type, command, result, now);
-    if !written.get() {
+    // User channels report about their device: fold into the device's record.
+    if record.kind.is_user_channel() {
         store.apply(first.clone())?;
+        return Ok(Ok(Ingested::Ignored));
     }
-    Ok(inventory)
+    match update(store, first, record, request_type, command, result, now) {
+        // Written, `first` with it.
+        Ok(outcome) => {
+            if matches!(outcome, Ingested::Updated { changes, .. } if changes > 0)
+                && let Err(e) = trim_history(store, &record.id)
+            {
+                return Ok(Err(e));
+            }
+            Ok(Ok(outcome))
+        }
+        // Nothing was written: the answer goes alone.
+        Err(e) => {
+            store.apply(first.clone())?;
+            Ok(Err(e))
+        }
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ingest_inner(
+/// The inventory part of [`ingest`], written with `first`; an `Err` means nothing was written.
+fn update(
     store: &dyn Store,
     first: &crate::store::WriteBatch,
-    written: &std::cell::Cell<bool>,
     record: &EnrollmentRecord,
     request_type: &str,
     command: Option<&Dictionary>,
     result: &Dictionary,
     now: OffsetDateTime,
 ) -> Result<Ingested, StoreError> {
-    // User channels report about their device: fold into the device's record.
-    if record.kind.is_user_channel() {
-        return Ok(Ingested::Ignored);
-    }
     let id = record.id.as_str();
     let key = id.as_bytes();
     let outcome = std::cell::Cell::new(Ingested::Ignored);
@@ -351,7 +341,7 @@ fn ingest_inner(
     } else {
         LostModeTrail::default()
     };
-    let update = |txn: &dyn crate::store::Txn| -> crate::store::TxResult {
+    let fold = |txn: &dyn crate::store::Txn| -> crate::store::TxResult {
         let mut inv = match txn.get(Tree::Inventory, key)? {
             Some(bytes) => decode::<DeviceInventory>(Tree::Inventory, key, &bytes)?,
             None => seeded(record),
@@ -476,22 +466,17 @@ fn ingest_inner(
     if trail.fixes.is_empty() && trail.answers.is_empty() {
         // One batch, not a transaction: a device reports one answer at a time and the lock keeps
         // this process's other inventory writers out; a transaction would lock the whole store.
-        crate::store::write_buffered_after(store, first, &update)?;
+        crate::store::write_buffered(store, first, &fold)?;
     } else {
         // Ending lost mode rewrites stored answers that pruning may delete meanwhile: only a
         // transaction keeps a pruned one from being written back.
         store.transaction(&|txn| {
             first.write_to(txn)?;
-            update(txn)
+            fold(txn)
         })?;
     }
-    written.set(true);
     drop(device);
-    let outcome = outcome.replace(Ingested::Ignored);
-    if matches!(outcome, Ingested::Updated { changes, .. } if changes > 0) {
-        trim_history(store, id)?;
-    }
-    Ok(outcome)
+    Ok(outcome.replace(Ingested::Ignored))
 }
 
 fn trim_history(store: &dyn Store, enrollment: &str) -> Result<(), StoreError> {
@@ -593,7 +578,7 @@ mod tests {
             "01".into(),
             NOW,
         );
-        let ingested = ingest_after(
+        let ingested = ingest(
             &store,
             &answer("first"),
             &record,
@@ -612,7 +597,7 @@ mod tests {
         // A stored inventory that cannot be read: the inventory is left as it is and reported,
         // the answer is stored all the same.
         store.put(Tree::Inventory, b"DEV-1", b"not json").unwrap();
-        let inventory = ingest_after(
+        let inventory = ingest(
             &store,
             &answer("second"),
             &record,
@@ -634,7 +619,7 @@ mod tests {
 
         // An answer whose type is not inventory is still stored.
         store.delete(Tree::Inventory, b"DEV-1").unwrap();
-        let ignored = ingest_after(
+        let ignored = ingest(
             &store,
             &answer("third"),
             &record,

@@ -949,7 +949,7 @@ impl MdmService {
         } else {
             None
         };
-        match inventory::ingest_after(
+        match inventory::ingest(
             self.store.as_ref(),
             recorded,
             record,

@@ -24,10 +24,10 @@ where
             aborts(s, &|f| s.transaction(f))
         }),
         ("buffered writes read their own and commit whole", |s| {
-            commits(s, &|f| super::write_buffered(s, f))
+            commits(s, &|f| super::write_buffered(s, &WriteBatch::default(), f))
         }),
         ("failed buffered writes leave nothing behind", |s| {
-            aborts(s, &|f| super::write_buffered(s, f))
+            aborts(s, &|f| super::write_buffered(s, &WriteBatch::default(), f))
         }),
         (
             "typed records round-trip and corruption is reported",

@@ -268,18 +268,14 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// Runs `f` once against `store`, keeping its writes and applying them as one batch when it
-/// returns `Ok` (its reads see its own writes). Unlike [`Store::transaction`] nothing isolates
-/// it from other writers — callers serialise conflicting read-modify-writes themselves — but
-/// it costs one batch, which the engine may group with others, where a transaction locks the
-/// whole keyspace and (sled) writes its log out twice on its own.
-pub fn write_buffered(store: &dyn Store, f: &dyn Fn(&dyn Txn) -> TxResult) -> Result<(), StoreError> {
-    write_buffered_after(store, &WriteBatch::default(), f)
-}
-
-/// [`write_buffered`], with `first` written in the same batch ahead of `f`'s writes (`f` does
-/// not see them). Nothing is written when `f` fails, `first` included.
-pub fn write_buffered_after(
+/// Runs `f` once against `store`, keeping its writes and applying them as one batch, with
+/// `first` ahead of them (`f` does not see `first`), when it returns `Ok`; its reads see its
+/// own writes. Nothing is written when `f` fails, `first` included. Unlike
+/// [`Store::transaction`] nothing isolates it from other writers — callers serialise
+/// conflicting read-modify-writes themselves — but it costs one batch, which the engine may
+/// group with others, where a transaction locks the whole keyspace and (sled) writes its log
+/// out twice on its own.
+pub fn write_buffered(
     store: &dyn Store,
     first: &WriteBatch,
     f: &dyn Fn(&dyn Txn) -> TxResult,

@@ -68,10 +68,9 @@ struct GroupCommit {
 
 #[derive(Default)]
 struct GroupState {
-    /// Writes of the batches that arrived since the group in flight was taken, in order.
-    pending: sled::Batch,
-    /// How many batches those are.
-    pending_batches: usize,
+    /// Writes of the batches that arrived since the group in flight was taken, in order
+    /// (`None`: no batch is waiting).
+    pending: Option<sled::Batch>,
     /// Where the pending batches learn their outcome (`Err` carries the engine's message).
     outcome: Arc<OnceLock<Result<(), String>>>,
     /// A caller is applying a group: the next one waits for it rather than syncing alongside.
@@ -92,13 +91,13 @@ impl GroupCommit {
         apply: &dyn Fn(sled::Batch) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
+        let pending = state.pending.get_or_insert_with(sled::Batch::default);
         for (tree, key, value) in ops {
             match value {
-                Some(v) => state.pending.insert(full_key(tree, &key), v),
-                None => state.pending.remove(full_key(tree, &key)),
+                Some(v) => pending.insert(full_key(tree, &key), v),
+                None => pending.remove(full_key(tree, &key)),
             }
         }
-        state.pending_batches += 1;
         let mine = Arc::clone(&state.outcome);
         loop {
             if let Some(outcome) = mine.get() {
@@ -107,8 +106,7 @@ impl GroupCommit {
             if !state.applying {
                 // Our group is the pending one (a taken group always gets its outcome).
                 state.applying = true;
-                let group = std::mem::take(&mut state.pending);
-                state.pending_batches = 0;
+                let group = state.pending.take().unwrap_or_default();
                 let outcome = std::mem::take(&mut state.outcome);
                 drop(state);
                 let settle = Settle {
@@ -353,7 +351,7 @@ mod tests {
             std::thread::spawn(move || {
                 commits.commit(write("a"), &|_| {
                     // Panic only once another caller waits behind this group.
-                    while commits.lock().pending_batches == 0 {
+                    while commits.lock().pending.is_none() {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
                     panic!("storage engine bug");
