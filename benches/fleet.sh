@@ -120,7 +120,11 @@ for s in $SCENARIOS; do
       curl -s --cacert "$OUT/ca.pem" "https://localhost:$PORT/metrics" | awk '/^citadel_tls_handshakes_total/ {printf "  %s %s", $1, $2} END {print ""}'
       echo "  appliance CPU: enrolment $(( (CPU_MID - CPU0) * 1000 / TICK )) ms, fan-out $(( ($(cpu_ticks "$SERVER") - CPU_MID) * 1000 / TICK )) ms" ;;
     rss)
-      echo "appliance RSS now: $(( $(rss_kb "$SERVER") / 1024 )) MB (idle at start: $((IDLE_RSS / 1024)) MB, peak $(( $(awk '/^VmHWM/ {print $2}' "/proc/$SERVER/status") / 1024 )) MB)" ;;
+      # Right after the previous scenario, and again once the appliance has been at rest a while
+      # (freed memory goes back to the system in the background).
+      echo "appliance RSS now: $(( $(rss_kb "$SERVER") / 1024 )) MB (idle at start: $((IDLE_RSS / 1024)) MB, peak $(( $(awk '/^VmHWM/ {print $2}' "/proc/$SERVER/status") / 1024 )) MB)"
+      sleep "${RSS_REST:-30}"
+      echo "appliance RSS after ${RSS_REST:-30} s at rest: $(( $(rss_kb "$SERVER") / 1024 )) MB" ;;
   esac
   if [ -n "${PERF:-}" ]; then kill -TERM "$PERF_PID"; wait "$PERF_PID" || true; fi
   echo "  appliance CPU during $s: $(( ($(cpu_ticks "$SERVER") - CPU0) * 1000 / TICK )) ms"

@@ -275,7 +275,7 @@ fn main() {
         for body in [auth, token] {
             let sig = data_encoding::BASE64.encode(&dev.signer.sign_detached(&body).unwrap());
             let id = verifier
-                .authenticate(&pki, store.as_ref(), None, Some(&sig), &body, now)
+                .authenticate(store.as_ref(), None, Some(&sig), &body, now)
                 .unwrap();
             mdm.checkin(&id, &body, now).unwrap();
         }
@@ -323,14 +323,14 @@ fn main() {
         let handles: Vec<_> = work
             .into_iter()
             .map(|requests| {
-                let (pki, store, mdm) = (Arc::clone(&pki), Arc::clone(&store), Arc::clone(&mdm));
+                let (store, mdm) = (Arc::clone(&store), Arc::clone(&mdm));
                 let verifier = Arc::clone(&verifier);
                 std::thread::spawn(move || {
                     let mut latencies = Vec::with_capacity(requests.len());
                     for (body, sig) in &requests {
                         let t = Instant::now();
                         let id = verifier
-                            .authenticate(&pki, store.as_ref(), None, Some(sig), body, now)
+                            .authenticate(store.as_ref(), None, Some(sig), body, now)
                             .unwrap();
                         let reply = mdm.connect(&id, body, now).unwrap();
                         latencies.push(t.elapsed());

@@ -32,6 +32,8 @@ pub const MAX_SIGNATURE_LEN: usize = 16 * 1024;
 pub struct SignedBy {
     /// DER of the certificate whose key made the signature.
     pub certificate_der: Vec<u8>,
+    /// Its serial number, as [`crate::CertificateInfo::serial_hex`].
+    pub serial_hex: String,
     /// DER of the other certificates the signature carried (intermediates, usually).
     pub other_certificates: Vec<Vec<u8>>,
 }
@@ -297,6 +299,7 @@ fn signed_by(sd: &SignedData, signer: &crate::scep::asn1::Certificate) -> Result
     }
     Ok(SignedBy {
         certificate_der,
+        serial_hex: hex::encode(signer.tbs_certificate().serial_number().as_bytes()),
         other_certificates,
     })
 }
@@ -593,6 +596,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The identity check looks a signer up by serial number in the registry, which is keyed
+    /// as `inspect_der` reads it: the same hex whatever the serial's first bit (a DER INTEGER
+    /// with it set gets a leading zero byte) and however long it is.
+    #[test]
+    fn the_signers_serial_reads_as_the_inspector_reads_it() {
+        let p = pki();
+        let serials: [&[u8]; 4] = [&[0x01], &[0x7f, 0xff], &[0x80, 0x00, 0x01], &[0xc3; 20]];
+        for serial in serials {
+            let signer = device(&p.issuing, ec_key(), "serial", serial);
+            let by = verify_detached(&openssl_sign(&signer, BODY, &[]), BODY).unwrap();
+            let inspected = crate::inspect_der(&signer.cert_der).unwrap().serial_hex;
+            assert_eq!(by.serial_hex, inspected, "{serial:02x?}");
+            assert_eq!(
+                crate::serial_hex(&signer.cert_der).unwrap(),
+                inspected,
+                "{serial:02x?}"
+            );
+            // The serial asked for, with the sign byte DER needs when the first bit is set.
+            let expected = if serial[0] & 0x80 != 0 {
+                format!("00{}", hex::encode(serial))
+            } else {
+                hex::encode(serial)
+            };
+            assert_eq!(inspected, expected);
+        }
+        assert!(crate::serial_hex(b"not a certificate").is_err());
     }
 
     /// `der` (a ContentInfo(SignedData)) with indefinite lengths on its three outer levels,

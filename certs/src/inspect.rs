@@ -77,6 +77,13 @@ pub fn inspect_der(der: &[u8]) -> Result<CertificateInfo, CertError> {
     })
 }
 
+/// The serial number of a DER certificate, as [`CertificateInfo::serial_hex`], without the
+/// rest of what [`inspect_der`] reads (this runs on every mTLS request).
+pub fn serial_hex(der: &[u8]) -> Result<String, CertError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
+    Ok(hex::encode(cert.raw_serial()))
+}
+
 fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
     match bytes.len() {
         4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),

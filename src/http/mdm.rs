@@ -87,11 +87,10 @@ async fn handle(
         .transpose()
         .map_err(|_| ApiError::DeviceUnauthorized("the Mdm-Signature header is not ASCII".into()))?;
     let now = state.clock.now();
-    let (pki, store, mdm) = (state.pki.clone(), state.store.clone(), state.mdm.clone());
+    let (store, mdm) = (state.store.clone(), state.mdm.clone());
     let identities = state.identities.clone();
     let authenticate = move |body: &[u8]| {
         identities.authenticate(
-            &pki,
             store.as_ref(),
             peer.as_deref().map(Vec::as_slice),
             signature.as_deref(),

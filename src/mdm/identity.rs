@@ -2,16 +2,12 @@
 //! any plist it sent is trusted.
 //!
 //! The certificate comes from the TLS client certificate (mTLS) or from the `Mdm-Signature`
-//! header (base64 detached CMS over the exact body). Either way it must have been issued by our
-//! issuing CA, be valid now, be in the registry and not be revoked.
+//! header (base64 detached CMS over the exact body). Either way it must be byte for byte a
+//! certificate this appliance issued (the registry's record for its serial number has its
+//! fingerprint), be valid now and not be revoked.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use citadel_certs::inspect_der;
 use time::OffsetDateTime;
 
-use crate::pki::Pki;
 use crate::scep::registry::{self, CertificateRecord};
 use crate::store::{Store, StoreError};
 
@@ -41,7 +37,7 @@ pub enum IdentityError {
     BadSignature(String),
     #[error("the client certificate and the Mdm-Signature signer differ")]
     Conflicting,
-    #[error("the certificate was not issued by this appliance's CA or is not valid now")]
+    #[error("the certificate was not issued by this appliance or is not valid now")]
     NotOurs,
     #[error("the certificate is not in the registry")]
     Unknown,
@@ -51,12 +47,13 @@ pub enum IdentityError {
     Store(#[from] StoreError),
 }
 
-/// Remembers which certificates already proved to be ours (CA signature checked), so that a
-/// device's every request costs a hash lookup instead of parsing and an ECDSA verification.
-/// Validity dates and revocation are still checked on every request.
+/// Establishes device identities. A certificate is the device's when the registry holds one
+/// with its serial number and the same SHA-256 fingerprint: byte for byte the certificate this
+/// appliance issued, so no signature check against the CA and no cache of certificates seen
+/// (100,000 devices would keep 100,000 entries in memory). Validity dates and revocation come
+/// from the same record, read on every request.
 #[derive(Debug)]
 pub struct IdentityVerifier {
-    known: Mutex<HashMap<[u8; 32], KnownCertificate>>,
     /// Checks `Mdm-Signature`s, keeping the parsed keys of the devices talking now.
     signatures: citadel_certs::cms::DetachedVerifier,
 }
@@ -64,21 +61,10 @@ pub struct IdentityVerifier {
 impl Default for IdentityVerifier {
     fn default() -> Self {
         Self {
-            known: Mutex::default(),
             signatures: citadel_certs::cms::DetachedVerifier::new(SIGNERS_KEPT),
         }
     }
 }
-
-#[derive(Debug, Clone)]
-struct KnownCertificate {
-    serial: String,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-}
-
-/// Beyond this many distinct certificates the cache starts over (a fleet is ~100,000).
-const MAX_KNOWN: usize = 250_000;
 
 /// Parsed signer keys kept: more than the devices in one push fan-out's flight (each signs an
 /// Idle and then its answers within a second or two), ~6 MB at most for RSA-2048.
@@ -89,7 +75,6 @@ impl IdentityVerifier {
     /// `Mdm-Signature` header value over `body`.
     pub fn authenticate(
         &self,
-        pki: &Pki,
         store: &dyn Store,
         peer_certificate: Option<&[u8]>,
         signature_header: Option<&str>,
@@ -122,63 +107,46 @@ impl IdentityVerifier {
                     .signatures
                     .verify(&der, body)
                     .map_err(|e| IdentityError::BadSignature(e.to_string()))?;
-                Some(signed.certificate_der)
+                Some(signed)
             }
         };
-        let der = match (peer_certificate, signed_by.as_deref()) {
+        let (der, serial) = match (peer_certificate, signed_by) {
             (None, None) => return Err(IdentityError::Missing),
-            (Some(tls), Some(sig)) if tls != sig => return Err(IdentityError::Conflicting),
-            (Some(tls), _) => tls,
-            (None, Some(sig)) => sig,
+            (Some(tls), Some(sig)) if tls != sig.certificate_der.as_slice() => {
+                return Err(IdentityError::Conflicting);
+            }
+            (Some(tls), signed) => {
+                let serial = match signed {
+                    Some(sig) => sig.serial_hex,
+                    None => citadel_certs::serial_hex(tls).map_err(|_| IdentityError::NotOurs)?,
+                };
+                (std::borrow::Cow::Borrowed(tls), serial)
+            }
+            (None, Some(sig)) => (std::borrow::Cow::Owned(sig.certificate_der), sig.serial_hex),
         };
         let source = if peer_certificate.is_some() {
             IdentitySource::ClientCertificate
         } else {
             IdentitySource::MdmSignature
         };
-        let digest = citadel_certs::sha256(der);
-        let known = self.lookup(&digest);
-        let known = match known {
-            Some(k) => k,
-            None => {
-                if !pki.issuing_ca().issued_and_valid(der, now) {
-                    return Err(IdentityError::NotOurs);
-                }
-                let info = inspect_der(der).map_err(|_| IdentityError::NotOurs)?;
-                let k = KnownCertificate {
-                    serial: info.serial_hex,
-                    not_before: info.not_before,
-                    not_after: info.not_after,
-                };
-                self.remember(digest, k.clone());
-                k
-            }
-        };
-        if now < known.not_before || now > known.not_after {
+        let sha256 = hex::encode(citadel_certs::sha256(&der));
+        let record = registry::get(store, &serial)?.ok_or(IdentityError::Unknown)?;
+        // Same serial, other bytes: not the certificate this appliance issued (a certificate
+        // made elsewhere can carry any serial number).
+        if record.sha256_fingerprint != sha256 {
             return Err(IdentityError::NotOurs);
         }
-        let record = registry::get(store, &known.serial)?.ok_or(IdentityError::Unknown)?;
+        if now < record.not_before || now > record.not_after {
+            return Err(IdentityError::NotOurs);
+        }
         if record.is_revoked() {
             return Err(IdentityError::Revoked);
         }
         Ok(DeviceIdentity {
-            sha256: hex::encode(digest),
-            serial: known.serial,
+            sha256,
+            serial,
             source,
             record,
         })
-    }
-
-    fn lookup(&self, digest: &[u8; 32]) -> Option<KnownCertificate> {
-        self.known.lock().ok()?.get(digest).cloned()
-    }
-
-    fn remember(&self, digest: [u8; 32], known: KnownCertificate) {
-        if let Ok(mut map) = self.known.lock() {
-            if map.len() >= MAX_KNOWN {
-                map.clear();
-            }
-            map.insert(digest, known);
-        }
     }
 }

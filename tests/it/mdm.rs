@@ -801,6 +801,57 @@ fn identities_are_strict() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 401);
+    // Nor is one made elsewhere with Alice's serial number and name: the registry holds the
+    // certificate issued under that serial, and this is not it.
+    let openssl_out = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let alice_cert = alice.cert.to_str().unwrap();
+    let serial = openssl_out(&["x509", "-in", alice_cert, "-noout", "-serial"]);
+    let subject = openssl_out(&[
+        "x509", "-in", alice_cert, "-noout", "-subject", "-nameopt", "compat",
+    ]);
+    let (serial, subject) = (
+        serial.trim().trim_start_matches("serial="),
+        subject.trim().trim_start_matches("subject="),
+    );
+    openssl_out(&[
+        "req",
+        "-x509",
+        "-key",
+        "k.pem",
+        "-subj",
+        subject,
+        "-set_serial",
+        &format!("0x{serial}"),
+        "-days",
+        "1",
+        "-out",
+        "twin.pem",
+    ]);
+    assert_eq!(
+        openssl_out(&["x509", "-in", "twin.pem", "-noout", "-serial"]).trim(),
+        format!("serial={serial}")
+    );
+    let refusals = || a.stderr().matches("was not issued by this appliance").count();
+    let before = refusals();
+    let r = client
+        .put(a.url("/mdm/connect"))
+        .header(
+            "Mdm-Signature",
+            sign_with(&dir, &dir.join("twin.pem"), &dir.join("k.pem"), &body),
+        )
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(refusals(), before + 1, "{}", a.stderr());
 
     // mTLS: Alice's certificate as the TLS client identity, no header.
     let mut pem = std::fs::read(&alice.cert).unwrap();
