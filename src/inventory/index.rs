@@ -7,7 +7,7 @@
 //! ownership ([`DeviceIndex::refresh`]).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{self, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -80,17 +80,25 @@ fn millis(t: OffsetDateTime) -> i64 {
 }
 
 /// One enrollment as the list sees it.
+///
+/// Its text — ID, name, serial number, model and the search haystack — is one allocation, and
+/// the row is the B-tree's key (ordered and found by ID): at 100,000 devices that is 100,000
+/// small allocations instead of seven times as many, and B-tree leaves of 1 KiB instead of
+/// 1.75 KiB (BENCHMARKS.md, issue 6).
 #[derive(Debug, Clone)]
 pub struct DeviceRow {
-    pub id: Box<str>,
+    /// The ID, the name, serial number and model (each present or not, see `present`), then
+    /// the lower-case haystack the text search looks in.
+    text: Box<str>,
+    /// Where the ID, name, serial number and model end in `text`.
+    ends: [u16; 4],
+    /// Bits 0, 1 and 2: the name, serial number and model are present.
+    present: u8,
     pub kind: EnrollmentKind,
     pub status: EnrollmentStatus,
     pub platform: Platform,
     pub ownership: Ownership,
     pub compliance: Compliance,
-    pub device_name: Option<Box<str>>,
-    pub serial_number: Option<Box<str>>,
-    pub model_name: Option<Box<str>>,
     pub os_version: Option<OsVersion>,
     pub supervised: Option<bool>,
     pub passcode_present: Option<bool>,
@@ -99,8 +107,21 @@ pub struct DeviceRow {
     pub last_seen_at: i64,
     pub enrolled_at: i64,
     pub identity_not_after: Option<i64>,
-    /// Lower-case ID, name, serial number, model and user, for search.
-    haystack: Box<str>,
+}
+
+/// What the index keeps of one string a device reported: enough to find and sort it by (a
+/// device can send a name of any length; a row's parts stay well within `DeviceRow::ends`').
+const MAX_PART_BYTES: usize = 256;
+
+fn clamp(s: &str) -> &str {
+    if s.len() <= MAX_PART_BYTES {
+        return s;
+    }
+    let mut end = MAX_PART_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 impl DeviceRow {
@@ -111,23 +132,39 @@ impl DeviceRow {
         not_after: Option<i64>,
     ) -> Self {
         let f = &record.facts;
-        let pick = |from_inv: Option<&String>, fact: &Option<String>| -> Option<Box<str>> {
-            from_inv.or(fact.as_ref()).map(|s| s.as_str().into())
-        };
+        fn pick<'a>(from_inv: Option<&'a String>, fact: &'a Option<String>) -> Option<&'a str> {
+            from_inv.or(fact.as_ref()).map(|s| clamp(s))
+        }
         let device_name = pick(inv.and_then(|i| i.device_name.as_ref()), &f.device_name);
         let serial_number = pick(inv.and_then(|i| i.serial_number.as_ref()), &f.serial_number);
         let model_name = pick(inv.and_then(|i| i.model_name.as_ref()), &f.model_name);
         let os = inv.and_then(|i| i.os_version.as_ref()).or(f.os_version.as_ref());
         let platform = super::platform(record, inv);
-        let mut haystack = String::with_capacity(96);
+        // Enrollment IDs are short (a UDID, or one and a user's), never clamped: the row is found by it.
+        let id = record.id.as_str();
+        let mut text = String::with_capacity(192);
+        let mut ends = [0u16; 4];
+        let mut present = 0u8;
+        for (i, part) in [Some(id), device_name, serial_number, model_name]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(part) = part {
+                text.push_str(part);
+                if i > 0 {
+                    present |= 1 << (i - 1);
+                }
+            }
+            ends[i] = u16::try_from(text.len()).unwrap_or(u16::MAX);
+        }
         for part in [
-            Some(record.id.as_str()),
-            device_name.as_deref(),
-            serial_number.as_deref(),
+            Some(id),
+            device_name,
+            serial_number,
             // What it said at enrolment stays findable after a report changed it.
             f.device_name.as_deref(),
             f.serial_number.as_deref(),
-            model_name.as_deref(),
+            model_name,
             f.product_name.as_deref(),
             f.model.as_deref(),
             record.user_short_name.as_deref(),
@@ -136,19 +173,18 @@ impl DeviceRow {
         .into_iter()
         .flatten()
         {
-            haystack.push_str(&part.to_lowercase());
-            haystack.push('\n');
+            text.push_str(&clamp(part).to_lowercase());
+            text.push('\n');
         }
         Self {
-            id: record.id.as_str().into(),
+            text: text.into(),
+            ends,
+            present,
             kind: record.kind,
             status: record.status,
             platform,
             ownership,
             compliance: Compliance::of(inv),
-            device_name,
-            serial_number,
-            model_name,
             os_version: os.and_then(|v| OsVersion::parse(v)),
             supervised: inv.and_then(|i| i.is_supervised),
             passcode_present: inv.and_then(|i| i.passcode_present),
@@ -156,8 +192,71 @@ impl DeviceRow {
             last_seen_at: millis(record.last_seen_at),
             enrolled_at: millis(record.enrolled_at),
             identity_not_after: not_after,
-            haystack: haystack.into(),
         }
+    }
+
+    fn span(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1).copied().unwrap_or(0),
+        };
+        let end = self.ends.get(i).copied().unwrap_or(0);
+        self.text
+            .get(usize::from(start)..usize::from(end))
+            .unwrap_or_default()
+    }
+
+    /// The string after the ID, if present (1: name, 2: serial number, 3: model).
+    fn part(&self, i: usize) -> Option<&str> {
+        (self.present & (1 << (i - 1)) != 0).then(|| self.span(i))
+    }
+
+    pub fn id(&self) -> &str {
+        self.span(0)
+    }
+
+    pub fn device_name(&self) -> Option<&str> {
+        self.part(1)
+    }
+
+    pub fn serial_number(&self) -> Option<&str> {
+        self.part(2)
+    }
+
+    pub fn model_name(&self) -> Option<&str> {
+        self.part(3)
+    }
+
+    fn haystack(&self) -> &str {
+        let start = usize::from(self.ends[3]);
+        self.text.get(start..).unwrap_or_default()
+    }
+}
+
+// A row is found and ordered by its ID alone (the index holds one row per ID).
+impl PartialEq for DeviceRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for DeviceRow {}
+
+impl PartialOrd for DeviceRow {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for DeviceRow {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.id().cmp(other.id())
+    }
+}
+
+impl std::borrow::Borrow<str> for DeviceRow {
+    fn borrow(&self) -> &str {
+        self.id()
     }
 }
 
@@ -264,7 +363,7 @@ impl Matcher {
             && self
                 .needle
                 .as_ref()
-                .is_none_or(|n| r.haystack.contains(n.as_str()))
+                .is_none_or(|n| r.haystack().contains(n.as_str()))
     }
 }
 
@@ -304,15 +403,15 @@ impl SortKey {
     fn compare(self, a: &DeviceRow, b: &DeviceRow) -> Ordering {
         let by = match self {
             Self::Id => Ordering::Equal,
-            Self::Name => a.device_name.cmp(&b.device_name),
-            Self::Serial => a.serial_number.cmp(&b.serial_number),
-            Self::Model => a.model_name.cmp(&b.model_name),
+            Self::Name => a.device_name().cmp(&b.device_name()),
+            Self::Serial => a.serial_number().cmp(&b.serial_number()),
+            Self::Model => a.model_name().cmp(&b.model_name()),
             Self::Platform => a.platform.name().cmp(b.platform.name()),
             Self::OsVersion => a.os_version.cmp(&b.os_version),
             Self::LastSeen => a.last_seen_at.cmp(&b.last_seen_at),
             Self::Enrolled => a.enrolled_at.cmp(&b.enrolled_at),
         };
-        by.then_with(|| a.id.cmp(&b.id))
+        by.then_with(|| a.id().cmp(b.id()))
     }
 }
 
@@ -325,7 +424,7 @@ pub struct QueryPage {
 
 #[derive(Debug, Default)]
 pub struct DeviceIndex {
-    rows: RwLock<BTreeMap<Box<str>, DeviceRow>>,
+    rows: RwLock<BTreeSet<DeviceRow>>,
     /// Bumped under the write lock by every change to `rows`.
     generation: AtomicU64,
     /// The last fleet report, reused while nothing changed (a dashboard asks for the report
@@ -367,7 +466,7 @@ impl DeviceIndex {
             after = page.last().map(|(k, _)| k.clone());
             if let Ok(mut map) = index.rows.write() {
                 for row in rows {
-                    map.insert(row.id.clone(), row);
+                    map.replace(row);
                 }
             }
             if !full {
@@ -391,7 +490,7 @@ impl DeviceIndex {
     pub fn update(&self, store: &dyn Store, record: &EnrollmentRecord) -> Result<(), StoreError> {
         let row = Self::row(store, record)?;
         if let Ok(mut map) = self.rows.write() {
-            map.insert(row.id.clone(), row);
+            map.replace(row);
             self.generation.fetch_add(1, atomic::Ordering::Relaxed);
         }
         Ok(())
@@ -403,7 +502,7 @@ impl DeviceIndex {
         if let Ok(mut map) = self.rows.write() {
             let not_after = map.get(record.id.as_str()).and_then(|r| r.identity_not_after);
             let row = DeviceRow::build(record, Some(inv), ownership, not_after);
-            map.insert(row.id.clone(), row);
+            map.replace(row);
             self.generation.fetch_add(1, atomic::Ordering::Relaxed);
         }
     }
@@ -417,7 +516,7 @@ impl DeviceIndex {
         if let Ok(mut map) = self.rows.write() {
             match row {
                 Some(row) => {
-                    map.insert(row.id.clone(), row);
+                    map.replace(row);
                 }
                 None => {
                     map.remove(id);
@@ -462,16 +561,16 @@ impl DeviceIndex {
             // Already in ID order: count everything, keep only the page.
             let mut ids = Vec::with_capacity(limit.min(1000));
             let mut total = 0;
-            for r in rows.values().filter(|r| matcher.matches(r)) {
+            for r in rows.iter().filter(|r| matcher.matches(r)) {
                 total += 1;
-                let past_cursor = after.is_none_or(|a| &*r.id > a);
+                let past_cursor = after.is_none_or(|a| r.id() > a);
                 if past_cursor && total > offset && ids.len() < limit {
-                    ids.push(r.id.to_string());
+                    ids.push(r.id().to_string());
                 }
             }
             return Ok(QueryPage { ids, total });
         }
-        let mut hits: Vec<&DeviceRow> = rows.values().filter(|r| matcher.matches(r)).collect();
+        let mut hits: Vec<&DeviceRow> = rows.iter().filter(|r| matcher.matches(r)).collect();
         let total = hits.len();
         let order = |a: &&DeviceRow, b: &&DeviceRow| {
             let o = key.compare(a, b);
@@ -496,7 +595,7 @@ impl DeviceIndex {
         }
         let page = &mut page[..k];
         page.sort_unstable_by(order);
-        let ids = page.iter().map(|r| r.id.to_string()).collect();
+        let ids = page.iter().map(|r| r.id().to_string()).collect();
         Ok(QueryPage { ids, total })
     }
 
@@ -509,7 +608,7 @@ impl DeviceIndex {
     ) -> Result<(), QueryError> {
         let matcher = filter.matcher(now)?;
         if let Ok(rows) = self.rows.read() {
-            rows.values().filter(|r| matcher.matches(r)).for_each(&mut f);
+            rows.iter().filter(|r| matcher.matches(r)).for_each(&mut f);
         }
         Ok(())
     }
@@ -608,7 +707,7 @@ impl DeviceIndex {
     }
 
     fn report_of(
-        rows: &BTreeMap<Box<str>, DeviceRow>,
+        rows: &BTreeSet<DeviceRow>,
         now: OffsetDateTime,
         stale_days: u32,
         expiring_days: u32,
@@ -628,29 +727,27 @@ impl DeviceIndex {
         let mut models: HashMap<&str, usize> = HashMap::new();
         let mut ownerships: HashMap<Ownership, usize> = HashMap::new();
         let mut compliances: HashMap<Compliance, usize> = HashMap::new();
-        for row in rows.values() {
+        for row in rows.iter() {
             if row.status != EnrollmentStatus::Active || row.kind.is_user_channel() {
                 continue;
             }
             r.devices += 1;
             *platforms.entry(row.platform).or_default() += 1;
             *versions.entry((row.platform, row.os_version)).or_default() += 1;
-            *models
-                .entry(row.model_name.as_deref().unwrap_or("unknown"))
-                .or_default() += 1;
+            *models.entry(row.model_name().unwrap_or("unknown")).or_default() += 1;
             *ownerships.entry(row.ownership).or_default() += 1;
             *compliances.entry(row.compliance).or_default() += 1;
             if row.last_seen_at < stale_before {
-                stale.push((row.last_seen_at, &*row.id));
+                stale.push((row.last_seen_at, row.id()));
             }
             if let Some(t) = row.identity_not_after.filter(|t| *t < expiring_before) {
-                expiring.push((t, &*row.id));
+                expiring.push((t, row.id()));
             }
             if row.passcode_present == Some(false) {
-                no_passcode.push((0, &*row.id));
+                no_passcode.push((0, row.id()));
             }
             if row.storage_encrypted == Some(false) {
-                unencrypted.push((0, &*row.id));
+                unencrypted.push((0, row.id()));
             }
         }
         r.by_platform = platforms
@@ -727,7 +824,7 @@ mod tests {
             let mut map = index.rows.write().unwrap();
             for i in 0..n {
                 let r = row(i);
-                map.insert(r.id.clone(), r);
+                map.replace(r);
             }
         }
         index
@@ -796,12 +893,12 @@ mod tests {
         ] {
             let (key, desc) = SortKey::parse(sort).unwrap();
             let rows = idx.rows.read().unwrap();
-            let mut all: Vec<&DeviceRow> = rows.values().collect();
+            let mut all: Vec<&DeviceRow> = rows.iter().collect();
             all.sort_by(|a, b| {
                 let o = key.compare(a, b);
                 if desc { o.reverse() } else { o }
             });
-            let expected: Vec<String> = all.iter().skip(40).take(25).map(|r| r.id.to_string()).collect();
+            let expected: Vec<String> = all.iter().skip(40).take(25).map(|r| r.id().to_string()).collect();
             drop(rows);
             let page = idx
                 .query(&DeviceFilter::default(), Some(sort), None, 40, 25, NOW)
@@ -864,6 +961,89 @@ mod tests {
         let after = idx.report(NOW, 30, 30);
         assert_eq!((before.devices, after.devices), (30, 31));
         assert_eq!(*after, idx.fresh_report(NOW, 30, 30));
+    }
+
+    #[test]
+    fn a_row_keeps_each_string_apart_and_absent_ones_absent() {
+        let mut record = EnrollmentRecord::new(
+            "UDID-1:U-2".into(),
+            EnrollmentKind::UserChannel,
+            String::new(),
+            String::new(),
+            NOW,
+        );
+        record.user_short_name = Some("Élodie".into());
+        // Present but empty, absent, and one from the report overriding the enrolment's.
+        record.facts.device_name = Some(String::new());
+        record.facts.model_name = Some("iPad".into());
+        let inv = DeviceInventory {
+            model_name: Some("iPad Pro".into()),
+            ..DeviceInventory::default()
+        };
+        let row = DeviceRow::build(&record, Some(&inv), Ownership::Corporate, None);
+        assert_eq!(row.id(), "UDID-1:U-2");
+        assert_eq!(row.device_name(), Some(""));
+        assert_eq!(row.serial_number(), None);
+        assert_eq!(row.model_name(), Some("iPad Pro"));
+        assert_eq!(row.haystack(), "udid-1:u-2\n\n\nipad pro\nélodie\n");
+        // Absent sorts before empty, as the Option it stands for.
+        let other = DeviceRow::build(
+            &EnrollmentRecord {
+                id: "X".into(),
+                ..record.clone()
+            },
+            None,
+            Ownership::Corporate,
+            None,
+        );
+        assert_eq!(other.serial_number(), None);
+        assert!(SortKey::Serial.compare(&other, &row) == Ordering::Greater);
+        assert!(SortKey::Model.compare(&other, &row) == Ordering::Less);
+    }
+
+    #[test]
+    fn a_name_of_any_length_is_kept_to_a_bounded_prefix() {
+        let mut record = EnrollmentRecord::new(
+            "DEV-LONG".into(),
+            EnrollmentKind::Device,
+            String::new(),
+            String::new(),
+            NOW,
+        );
+        let long = "é".repeat(20_000) + "tail";
+        record.facts.device_name = Some(long.clone());
+        record.facts.serial_number = Some(long);
+        let row = DeviceRow::build(&record, None, Ownership::Corporate, None);
+        let name = row.device_name().unwrap();
+        assert!(
+            name.len() <= MAX_PART_BYTES && name.len() > MAX_PART_BYTES - 4,
+            "{}",
+            name.len()
+        );
+        assert!(name.chars().all(|c| c == 'é'));
+        assert_eq!(row.serial_number(), Some(name));
+        assert_eq!(row.id(), "DEV-LONG");
+        let idx = DeviceIndex::default();
+        idx.rows.write().unwrap().replace(row);
+        let filter = DeviceFilter {
+            search: Some("ÉÉÉ".into()),
+            ..DeviceFilter::default()
+        };
+        assert_eq!(
+            idx.query(&filter, None, None, 0, 10, NOW).unwrap().ids,
+            ["DEV-LONG"]
+        );
+    }
+
+    /// 100,000 rows sit in B-tree leaves of eleven: at 88 bytes a leaf fits jemalloc's 1 KiB
+    /// class (the row with its key and separate strings made leaves of 1.75 KiB).
+    #[test]
+    fn a_row_stays_small() {
+        assert!(
+            std::mem::size_of::<DeviceRow>() <= 88,
+            "{}",
+            std::mem::size_of::<DeviceRow>()
+        );
     }
 
     #[test]
