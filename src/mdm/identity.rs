@@ -6,6 +6,8 @@
 //! certificate this appliance issued (the registry's record for its serial number has its
 //! fingerprint), be valid now and not be revoked.
 
+use std::borrow::Cow;
+
 use time::OffsetDateTime;
 
 use crate::scep::registry::{self, CertificateRecord};
@@ -90,7 +92,7 @@ impl IdentityVerifier {
                 }
                 // Base64 with or without padding or line breaks, as clients differ (copied only
                 // when it has whitespace: this runs on every request).
-                let compact: std::borrow::Cow<'_, str> = if value.bytes().any(|b| b.is_ascii_whitespace()) {
+                let compact: Cow<'_, str> = if value.bytes().any(|b| b.is_ascii_whitespace()) {
                     value
                         .chars()
                         .filter(|c| !c.is_ascii_whitespace())
@@ -115,14 +117,12 @@ impl IdentityVerifier {
             (Some(tls), Some(sig)) if tls != sig.certificate_der.as_slice() => {
                 return Err(IdentityError::Conflicting);
             }
-            (Some(tls), signed) => {
-                let serial = match signed {
-                    Some(sig) => sig.serial_hex,
-                    None => citadel_certs::serial_hex(tls).map_err(|_| IdentityError::NotOurs)?,
-                };
-                (std::borrow::Cow::Borrowed(tls), serial)
-            }
-            (None, Some(sig)) => (std::borrow::Cow::Owned(sig.certificate_der), sig.serial_hex),
+            (Some(tls), Some(sig)) => (Cow::Borrowed(tls), sig.serial_hex),
+            (Some(tls), None) => (
+                Cow::Borrowed(tls),
+                citadel_certs::serial_hex(tls).map_err(|_| IdentityError::NotOurs)?,
+            ),
+            (None, Some(sig)) => (Cow::Owned(sig.certificate_der), sig.serial_hex),
         };
         let source = if peer_certificate.is_some() {
             IdentitySource::ClientCertificate
