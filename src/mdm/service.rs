@@ -1061,12 +1061,11 @@ impl MdmService {
         }
         schema::validate(command).map_err(|e| bad(e.to_string()))?;
         let mut unknown = Vec::new();
-        let mut seen = std::collections::HashSet::new();
         let mut unique = Vec::with_capacity(targets.len());
-        for t in targets {
-            if !seen.insert(t.as_str()) {
-                continue;
-            }
+        // In ID order, whatever order they came in: the enrollments are then read, the queue
+        // entries written and the devices pushed in key order, from pages just cached.
+        let sorted: std::collections::BTreeSet<&String> = targets.iter().collect();
+        for t in sorted {
             match enrollment::get(self.store.as_ref(), t)? {
                 Some(r) if r.status != EnrollmentStatus::Unenrolled => unique.push(t.clone()),
                 _ => unknown.push(t.clone()),
@@ -1193,14 +1192,11 @@ mod tests {
         assert_eq!(parse_plist(&binary).unwrap(), msg);
     }
 
-    #[test]
-    fn due_devices_are_asked_for_their_inventory_and_move_to_their_next_slot() {
-        use crate::inventory::schedule::{due_at, schedule_at};
-        const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
-        let day = time::Duration::hours(24);
+    /// A service over a memory store, with no push or webhook.
+    fn service(now: OffsetDateTime) -> (tempfile::TempDir, Arc<dyn Store>, MdmService) {
         let tmp = tempfile::tempdir().unwrap();
         let data = crate::datadir::DataDir::prepare(&tmp.path().join("data")).unwrap();
-        let (pki, _) = Pki::load_or_create(&data, "test", NOW).unwrap();
+        let (pki, _) = Pki::load_or_create(&data, "test", now).unwrap();
         let pki = Arc::new(pki);
         let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
         let scep = Arc::new(ScepService::new(
@@ -1215,7 +1211,9 @@ mod tests {
             MdmOptions {
                 user_authenticate: false,
                 retention: time::Duration::days(30),
-                inventory: InventorySchedule { interval: day },
+                inventory: InventorySchedule {
+                    interval: time::Duration::hours(24),
+                },
                 inventory_on_enrollment: true,
                 enrollment_profile: "com.citadel.enroll.test".into(),
             },
@@ -1223,6 +1221,56 @@ mod tests {
             None,
             Arc::new(DeviceIndex::default()),
         );
+        (tmp, store, mdm)
+    }
+
+    #[test]
+    fn a_command_is_queued_once_per_target_in_id_order() {
+        const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let (_tmp, store, mdm) = service(NOW);
+        for (id, status) in [
+            ("C", EnrollmentStatus::Active),
+            ("A", EnrollmentStatus::Active),
+            ("B", EnrollmentStatus::Unenrolled),
+        ] {
+            let mut r = EnrollmentRecord::new(
+                id.into(),
+                enrollment::EnrollmentKind::Device,
+                id.into(),
+                id.into(),
+                NOW,
+            );
+            r.status = status;
+            enrollment::put(store.as_ref(), &r).unwrap();
+        }
+        let mut command = Dictionary::new();
+        command.insert("RequestType".into(), Value::String("DeviceLock".into()));
+        let targets = |ids: &[&str]| ids.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let out = mdm
+            .enqueue(&targets(&["C", "A", "C"]), &command, 50, "admin", NOW)
+            .unwrap();
+        assert_eq!(out.queued, ["A", "C"], "in ID order, each once");
+        assert_eq!(queue::pending_count(store.as_ref(), "C").unwrap(), 1);
+        let err = mdm
+            .enqueue(&targets(&["A", "B", "X"]), &command, 50, "admin", NOW)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("2 target(s) are not enrolled: B, X"),
+            "{err}"
+        );
+        assert_eq!(
+            queue::pending_count(store.as_ref(), "A").unwrap(),
+            1,
+            "nothing queued"
+        );
+    }
+
+    #[test]
+    fn due_devices_are_asked_for_their_inventory_and_move_to_their_next_slot() {
+        use crate::inventory::schedule::{due_at, schedule_at};
+        const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let day = time::Duration::hours(24);
+        let (_tmp, store, mdm) = service(NOW);
         let device = |id: &str, status| {
             let mut r = EnrollmentRecord::new(
                 id.into(),

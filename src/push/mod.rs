@@ -12,7 +12,7 @@
 
 mod sender;
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -134,7 +134,10 @@ pub struct PushService {
     config_topic: Option<String>,
     current: RwLock<Option<Arc<PushCertificateInfo>>>,
     sender: Sender,
-    pending: Mutex<HashSet<String>>,
+    /// Enrollments waiting for a push, pushed in ID order: devices answer a push roughly in the
+    /// order they get it, so a fan-out then reads and writes each tree in key order, mostly from
+    /// pages the store has just cached, instead of all over it (BENCHMARKS.md, issue 6).
+    pending: Mutex<BTreeSet<String>>,
     wake: Notify,
     pub metrics: Arc<PushMetrics>,
     warned_at_days: Mutex<Option<i64>>,
@@ -174,7 +177,7 @@ impl PushService {
             config_topic: config.apple.topic.clone().filter(|t| !t.is_empty()),
             current: RwLock::new(None),
             sender,
-            pending: Mutex::new(HashSet::new()),
+            pending: Mutex::new(BTreeSet::new()),
             wake: Notify::new(),
             metrics,
             warned_at_days: Mutex::new(None),
@@ -318,21 +321,20 @@ impl PushService {
         self.pending.lock().map(|p| p.len()).unwrap_or(0)
     }
 
+    /// The next enrollments to push (at most [`CHUNK`]), lowest IDs first.
+    fn next_chunk(&self) -> Vec<String> {
+        match self.pending.lock() {
+            Ok(mut p) => std::iter::from_fn(|| p.pop_first()).take(CHUNK).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The sender loop: waits for requests and pushes them, a chunk at a time.
     pub async fn run(self: Arc<Self>) {
         loop {
             self.wake.notified().await;
             loop {
-                let chunk: Vec<String> = match self.pending.lock() {
-                    Ok(mut p) => {
-                        let take: Vec<String> = p.iter().take(CHUNK).cloned().collect();
-                        for id in &take {
-                            p.remove(id);
-                        }
-                        take
-                    }
-                    Err(_) => Vec::new(),
-                };
+                let chunk = self.next_chunk();
                 if chunk.is_empty() {
                     break;
                 }
@@ -537,6 +539,23 @@ mod tests {
     }
 
     #[test]
+    fn pushes_go_out_in_id_order_a_chunk_at_a_time() {
+        let (_tmp, svc) = service(Arc::new(MemoryStore::new()));
+        let ids: Vec<String> = (0..CHUNK + 10).rev().map(|i| format!("dev-{i:05}")).collect();
+        svc.request(ids.iter().step_by(2).cloned());
+        svc.request(ids.iter().skip(1).step_by(2).cloned());
+        let first = svc.next_chunk();
+        assert_eq!(first.len(), CHUNK);
+        assert!(first.is_sorted(), "a chunk is in ID order");
+        assert_eq!(first[0], "dev-00000");
+        let rest = svc.next_chunk();
+        assert_eq!(rest.len(), 10);
+        assert!(first.last() < rest.first(), "later chunks continue the order");
+        assert!(svc.next_chunk().is_empty());
+        assert_eq!(svc.pending(), 0);
+    }
+
+    #[test]
     fn an_invalid_token_is_skipped_until_a_new_one_arrives() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         for (id, token) in [("a", "aa"), ("b", "bb")] {
@@ -656,9 +675,7 @@ mod sweep_tests {
         );
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         sweep.abort();
-        let mut pending: Vec<String> = svc.pending.lock().unwrap().iter().cloned().collect();
-        pending.sort();
-        assert_eq!(pending, ["old", "older"]);
+        assert_eq!(svc.next_chunk(), ["old", "older"]);
     }
 }
 
