@@ -405,6 +405,8 @@ pub fn prepare_report(
     }
     let qkey = queue_key(enrollment, d.priority, d.sequence);
     let mut batch = WriteBatch::default();
+    // Answers come in streams (a fan-out's thousands): written a few at a time, not one by one.
+    batch.may_linger();
     if status == DeliveryStatus::NotNow {
         let Some(mut entry) = store.get_record::<QueueEntry>(Tree::Queue, &qkey)? else {
             return not_pending();

@@ -192,9 +192,21 @@ pub enum StoreError {
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     ops: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
+    may_linger: bool,
 }
 
 impl WriteBatch {
+    /// Marks the batch as one of a stream (devices' answers during a fan-out): the engine may
+    /// hold it a moment to write it together with the next ones. Not for a batch written
+    /// while holding a lock others wait on.
+    pub fn may_linger(&mut self) {
+        self.may_linger = true;
+    }
+
+    pub(crate) fn lingers(&self) -> bool {
+        self.may_linger
+    }
+
     pub fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.ops.push((tree, key.into(), Some(value.into())));
     }

@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -54,16 +55,33 @@ impl Drop for Settle<'_> {
         let _ = self
             .outcome
             .set(Err("the storage engine failed while applying this batch".into()));
-        self.commits.lock().applying = false;
+        let mut state = self.commits.lock();
+        state.applying = false;
+        state.last_applied = Some(Instant::now());
+        drop(state);
         self.commits.applied.notify_all();
     }
 }
 
 /// The batches waiting for the next sled batch, and whether a caller is applying one now.
-#[derive(Default)]
 struct GroupCommit {
     state: Mutex<GroupState>,
     applied: Condvar,
+    /// How long a group of lingering batches waits for more to join when batches are arriving
+    /// in a stream, as PostgreSQL's `commit_delay` does: each group costs sled two synchronous
+    /// log writes, so a stream of single-batch groups costs two per batch (BENCHMARKS.md,
+    /// issue 6). A batch arriving on its own — nothing applied within this long — never waits.
+    linger: Duration,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            applied: Condvar::new(),
+            linger: Duration::from_millis(2),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -75,6 +93,11 @@ struct GroupState {
     outcome: Arc<OnceLock<Result<(), String>>>,
     /// A caller is applying a group: the next one waits for it rather than syncing alongside.
     applying: bool,
+    /// When the last group was applied: batches arriving closer together than the linger
+    /// are a stream.
+    last_applied: Option<Instant>,
+    /// Groups that waited for company.
+    lingered: u64,
 }
 
 impl GroupCommit {
@@ -88,6 +111,7 @@ impl GroupCommit {
     fn commit(
         &self,
         ops: Vec<(Tree, Vec<u8>, Option<Vec<u8>>)>,
+        may_linger: bool,
         apply: &dyn Fn(sled::Batch) -> Result<(), String>,
     ) -> Result<(), StoreError> {
         let mut state = self.lock();
@@ -106,6 +130,12 @@ impl GroupCommit {
             if !state.applying {
                 // Our group is the pending one (a taken group always gets its outcome).
                 state.applying = true;
+                if may_linger && state.last_applied.is_some_and(|at| at.elapsed() < self.linger) {
+                    state.lingered += 1;
+                    drop(state);
+                    std::thread::sleep(self.linger);
+                    state = self.lock();
+                }
                 let group = state.pending.take().unwrap_or_default();
                 let outcome = std::mem::take(&mut state.outcome);
                 drop(state);
@@ -292,7 +322,8 @@ impl Store for SledStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.commits.commit(batch.into_ops(), &|group| {
+        let may_linger = batch.lingers();
+        self.commits.commit(batch.into_ops(), may_linger, &|group| {
             self.data.apply_batch(group).map_err(|e| e.to_string())
         })
     }
@@ -349,7 +380,7 @@ mod tests {
         let leader = {
             let commits = Arc::clone(&commits);
             std::thread::spawn(move || {
-                commits.commit(write("a"), &|_| {
+                commits.commit(write("a"), false, &|_| {
                     // Panic only once another caller waits behind this group.
                     while commits.lock().pending.is_none() {
                         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -363,7 +394,7 @@ mod tests {
         while !commits.lock().applying {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        let waiter = commits.commit(write("b"), &|_| {
+        let waiter = commits.commit(write("b"), false, &|_| {
             applied.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
@@ -371,7 +402,50 @@ mod tests {
         assert!(waiter.is_ok(), "{waiter:?}");
         assert_eq!(applied.load(Ordering::SeqCst), 1);
         // And nothing is left stuck.
-        commits.commit(write("c"), &|_| Ok(())).unwrap();
+        commits.commit(write("c"), false, &|_| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn a_stream_of_lingering_batches_is_written_in_fewer_groups() {
+        use std::sync::Arc;
+        let commits = Arc::new(GroupCommit {
+            linger: Duration::from_millis(300),
+            ..GroupCommit::default()
+        });
+        let write = |k: &str| vec![(Tree::Scratch, k.as_bytes().to_vec(), Some(b"v".to_vec()))];
+        let groups = Arc::new(Mutex::new(Vec::<usize>::new()));
+        let record = |groups: &Arc<Mutex<Vec<usize>>>| {
+            let groups = Arc::clone(groups);
+            move |group: sled::Batch| {
+                groups
+                    .lock()
+                    .unwrap()
+                    .push(format!("{group:?}").matches("Some").count());
+                Ok(())
+            }
+        };
+        // On its own a batch does not wait, lingering or not.
+        commits.commit(write("alone"), true, &record(&groups)).unwrap();
+        assert_eq!(commits.lock().lingered, 0);
+        // Right after it, a lingering batch waits, and one arriving meanwhile joins its group.
+        let leader = {
+            let (commits, apply) = (Arc::clone(&commits), record(&groups));
+            std::thread::spawn(move || commits.commit(write("first"), true, &apply))
+        };
+        let started = Instant::now();
+        while commits.lock().lingered == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the second batch did not linger"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        commits.commit(write("second"), false, &record(&groups)).unwrap();
+        leader.join().unwrap().unwrap();
+        assert_eq!(*groups.lock().unwrap(), [1, 2]);
+        // A batch that may not linger never waits, however busy the store.
+        commits.commit(write("third"), false, &record(&groups)).unwrap();
+        assert_eq!(commits.lock().lingered, 1);
     }
 
     #[test]
