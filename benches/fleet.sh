@@ -10,7 +10,8 @@
 # ceiling), fanout (one DeviceInformation to every device: enqueue, push, deliver, ack), rss
 # (appliance memory idle and after the enrolments). Needs openssl, jq and curl. Prints a summary and leaves
 # the JSON reports in $OUT (default target/fleet-bench). PERF=1 also records `perf` profiles of
-# the appliance and the simulator for each scenario there.
+# the appliance and the simulator for each scenario there; PERF_STAT=6 counts the appliance's
+# synchronous log writes and context switches over the fan-out's first 6 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -111,12 +112,28 @@ for s in $SCENARIOS; do
       jq -r '"roundtrip: \(.roundtrips_per_sec|round)/s p50 \(.latency.p50_ms) ms p99 \(.latency.p99_ms) ms; ceiling \(.ceiling.roundtrips_per_sec|round)/s p99 \(.ceiling.latency.p99_ms) ms; ratio \(.ceiling.ratio*100|round) %; errors \(.error_count)"' "$OUT/roundtrip.json" ;;
     fanout)
       # The appliance's CPU is split at the simulator's "enrolled" marker on stderr.
+      # So is the simulator's (polled until it exits), and PERF_STAT=S counts the appliance's
+      # synchronous log writes and context switches over the fan-out's first S seconds.
       ( while ! grep -q "devices enrolled" "$OUT/fanout.err" 2>/dev/null; do sleep 0.2; done
-        cpu_ticks "$SERVER" >"$OUT/fanout.cpu-at-enrolled" ) &
+        cpu_ticks "$SERVER" >"$OUT/fanout.cpu-at-enrolled"
+        SIM_PID=$(pgrep -n -f "$BIN simulate --server") && cpu_ticks "$SIM_PID" >"$OUT/fanout.sim-cpu-at-enrolled" &&
+          while ticks=$(cpu_ticks "$SIM_PID" 2>/dev/null); do echo "$ticks" >"$OUT/fanout.sim-cpu-last"; sleep 0.2; done &
+        if [ -n "${PERF_STAT:-}" ]; then
+          perf stat -e 'syscalls:sys_enter_sync_file_range,context-switches' -p "$SERVER" \
+            -o "$OUT/fanout.perf-stat" -- sleep "$PERF_STAT"
+        fi
+        wait ) &
+      WATCH=$!
       sim --devices "$FANOUT_DEVICES" --concurrency "$CONCURRENCY" --replay --duration 120s --seed $SEED --push-listen "127.0.0.1:$PUSH_PORT" \
         --push-cert "$OUT/apns.pem" --push-key "$OUT/apns.key" --command DeviceInformation >"$OUT/fanout.json" 2>"$OUT/fanout.err"
       jq -r '"fanout: \(.command.answered)/\(.command.targets) answered in \(.command.seconds|.*100|round/100) s (API queued it in \(.command.enqueue_seconds|.*100|round/100) s); enqueue→ack p50 \(.command_latency.p50_ms) ms p99 \(.command_latency.p99_ms) ms; pushes \(.pushes_received); errors \(.error_count)"' "$OUT/fanout.json"
+      grep -q "devices enrolled" "$OUT/fanout.err" || kill "$WATCH" 2>/dev/null || true
+      wait "$WATCH" || true
       CPU_MID=$(cat "$OUT/fanout.cpu-at-enrolled")
+      echo "  simulator CPU during the fan-out: $(( ($(cat "$OUT/fanout.sim-cpu-last") - $(cat "$OUT/fanout.sim-cpu-at-enrolled")) * 1000 / TICK )) ms"
+      if [ -n "${PERF_STAT:-}" ]; then
+        awk '/sync_file_range|context-switches/ {printf "  %s %s in %s s\n", $2, $1, '"$PERF_STAT"'}' "$OUT/fanout.perf-stat"
+      fi
       curl -s --cacert "$OUT/ca.pem" "https://localhost:$PORT/metrics" | awk '/^citadel_tls_handshakes_total/ {printf "  %s %s", $1, $2} END {print ""}'
       echo "  appliance CPU: enrolment $(( (CPU_MID - CPU0) * 1000 / TICK )) ms, fan-out $(( ($(cpu_ticks "$SERVER") - CPU_MID) * 1000 / TICK )) ms" ;;
     rss)
