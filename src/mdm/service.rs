@@ -1224,6 +1224,19 @@ mod tests {
         (tmp, store, mdm)
     }
 
+    /// A device channel `id` in `status`, its certificate named after it.
+    fn device_record(id: &str, status: EnrollmentStatus, now: OffsetDateTime) -> EnrollmentRecord {
+        let mut r = EnrollmentRecord::new(
+            id.into(),
+            enrollment::EnrollmentKind::Device,
+            id.into(),
+            id.into(),
+            now,
+        );
+        r.status = status;
+        r
+    }
+
     #[test]
     fn a_command_is_queued_once_per_target_in_id_order() {
         const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
@@ -1233,15 +1246,7 @@ mod tests {
             ("A", EnrollmentStatus::Active),
             ("B", EnrollmentStatus::Unenrolled),
         ] {
-            let mut r = EnrollmentRecord::new(
-                id.into(),
-                enrollment::EnrollmentKind::Device,
-                id.into(),
-                id.into(),
-                NOW,
-            );
-            r.status = status;
-            enrollment::put(store.as_ref(), &r).unwrap();
+            enrollment::put(store.as_ref(), &device_record(id, status, NOW)).unwrap();
         }
         let mut command = Dictionary::new();
         command.insert("RequestType".into(), Value::String("DeviceLock".into()));
@@ -1272,14 +1277,7 @@ mod tests {
         let day = time::Duration::hours(24);
         let (_tmp, store, mdm) = service(NOW);
         let device = |id: &str, status| {
-            let mut r = EnrollmentRecord::new(
-                id.into(),
-                enrollment::EnrollmentKind::Device,
-                id.into(),
-                id.into(),
-                NOW,
-            );
-            r.status = status;
+            let mut r = device_record(id, status, NOW);
             r.facts.product_name = Some("iPhone16,1".into());
             r.push = (status == EnrollmentStatus::Active).then(|| PushInfo {
                 token_hex: "00".into(),
