@@ -197,8 +197,9 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     /// Marks the batch as one of a stream (devices' answers during a fan-out): the engine may
-    /// hold it a moment to write it together with the next ones. Not for a batch written
-    /// while holding a lock others wait on.
+    /// hold it a moment (2 ms for sled) to write it together with the next ones. Not for a
+    /// batch written under a lock that every other writer of its kind waits on (the audit
+    /// chain's): they would all wait out the moment in turn.
     pub fn may_linger(&mut self) {
         self.may_linger = true;
     }
