@@ -418,7 +418,10 @@ impl Default for LogSection {
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
-            cache_capacity_mb: 32,
+            // sled holds about twice this once full. 16 MiB keeps 100,000 devices under
+            // 200 MB, and a fan-out, which walks the trees in key order, was no slower for it
+            // (BENCHMARKS.md, issue 6).
+            cache_capacity_mb: 16,
             flush_every_ms: 500,
         }
     }

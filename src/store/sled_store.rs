@@ -30,7 +30,7 @@ pub struct SledOptions {
 impl Default for SledOptions {
     fn default() -> Self {
         Self {
-            cache_capacity_bytes: 32 * 1024 * 1024,
+            cache_capacity_bytes: 16 * 1024 * 1024,
             flush_every_ms: 500,
         }
     }
