@@ -417,6 +417,7 @@ mod tests {
         let record = |groups: &Arc<Mutex<Vec<usize>>>| {
             let groups = Arc::clone(groups);
             move |group: sled::Batch| {
+                // sled's batch shows each insert as `Some(value)`: the number of writes grouped.
                 groups
                     .lock()
                     .unwrap()
