@@ -34,6 +34,9 @@ pub struct SignedBy {
     pub certificate_der: Vec<u8>,
     /// Its serial number, as [`crate::CertificateInfo::serial_hex`].
     pub serial_hex: String,
+    /// Its validity period, as the certificate states it (nothing is checked against a clock).
+    pub not_before: time::OffsetDateTime,
+    pub not_after: time::OffsetDateTime,
     /// DER of the other certificates the signature carried (intermediates, usually).
     pub other_certificates: Vec<Vec<u8>>,
 }
@@ -297,9 +300,18 @@ fn signed_by(sd: &SignedData, signer: &crate::scep::asn1::Certificate) -> Result
             }
         }
     }
+    let validity = signer.tbs_certificate().validity();
+    let instant = |t: x509_cert::time::Time| {
+        i64::try_from(t.to_unix_duration().as_secs())
+            .ok()
+            .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+            .ok_or_else(|| malformed("the signer's validity is out of range"))
+    };
     Ok(SignedBy {
         certificate_der,
         serial_hex: hex::encode(signer.tbs_certificate().serial_number().as_bytes()),
+        not_before: instant(validity.not_before)?,
+        not_after: instant(validity.not_after)?,
         other_certificates,
     })
 }
@@ -600,19 +612,26 @@ mod tests {
 
     /// The identity check looks a signer up by serial number in the registry, which is keyed
     /// as `inspect_der` reads it: the same hex whatever the serial's first bit (a DER INTEGER
-    /// with it set gets a leading zero byte) and however long it is.
+    /// with it set gets a leading zero byte) and however long it is. Its validity period reads
+    /// the same too (the command channel checks it from the certificate).
     #[test]
-    fn the_signers_serial_reads_as_the_inspector_reads_it() {
+    fn the_signers_serial_and_validity_read_as_the_inspector_reads_them() {
         let p = pki();
         let serials: [&[u8]; 4] = [&[0x01], &[0x7f, 0xff], &[0x80, 0x00, 0x01], &[0xc3; 20]];
         for serial in serials {
             let signer = device(&p.issuing, ec_key(), "serial", serial);
             let by = verify_detached(&openssl_sign(&signer, BODY, &[]), BODY).unwrap();
-            let inspected = crate::inspect_der(&signer.cert_der).unwrap().serial_hex;
+            let info = crate::inspect_der(&signer.cert_der).unwrap();
+            let inspected = info.serial_hex.clone();
             assert_eq!(by.serial_hex, inspected, "{serial:02x?}");
+            assert_eq!((by.not_before, by.not_after), (info.not_before, info.not_after));
             assert_eq!(
-                crate::serial_hex(&signer.cert_der).unwrap(),
-                inspected,
+                crate::serial_and_validity(&signer.cert_der).unwrap(),
+                crate::SerialAndValidity {
+                    serial_hex: inspected.clone(),
+                    not_before: info.not_before,
+                    not_after: info.not_after,
+                },
                 "{serial:02x?}"
             );
             // The serial asked for, with the sign byte DER needs when the first bit is set.
@@ -623,7 +642,7 @@ mod tests {
             };
             assert_eq!(inspected, expected);
         }
-        assert!(crate::serial_hex(b"not a certificate").is_err());
+        assert!(crate::serial_and_validity(b"not a certificate").is_err());
     }
 
     /// `der` (a ContentInfo(SignedData)) with indefinite lengths on its three outer levels,

@@ -77,11 +77,24 @@ pub fn inspect_der(der: &[u8]) -> Result<CertificateInfo, CertError> {
     })
 }
 
-/// The serial number of a DER certificate, as [`CertificateInfo::serial_hex`], without the
-/// rest of what [`inspect_der`] reads (this runs on every mTLS request).
-pub fn serial_hex(der: &[u8]) -> Result<String, CertError> {
+/// A certificate's serial number and validity period as it states them, nothing checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialAndValidity {
+    /// As [`CertificateInfo::serial_hex`].
+    pub serial_hex: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// [`SerialAndValidity`] of a DER certificate, without the rest of what [`inspect_der`] reads
+/// (this runs on every mTLS request).
+pub fn serial_and_validity(der: &[u8]) -> Result<SerialAndValidity, CertError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
-    Ok(hex::encode(cert.raw_serial()))
+    Ok(SerialAndValidity {
+        serial_hex: hex::encode(cert.raw_serial()),
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+    })
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {

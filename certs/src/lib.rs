@@ -23,7 +23,9 @@ pub use authority::{
     RegistrationAuthority, SERVER_CERT_VALIDITY, ServerIdentity, certified_key,
 };
 pub use device::DeviceCertificate;
-pub use inspect::{CertificateInfo, inspect_der, inspect_pem, pem_to_der, serial_hex};
+pub use inspect::{
+    CertificateInfo, SerialAndValidity, inspect_der, inspect_pem, pem_to_der, serial_and_validity,
+};
 pub use secret::SecretPem;
 
 /// SHA-256 of `data` (aws-lc's implementation: several times faster than a portable one on

@@ -68,6 +68,12 @@ impl From<IdentityError> for ApiError {
 /// An Idle is a status and a UDID (plus an EnrollmentID or UserID): a few hundred bytes.
 const IDLE_BODY_MAX: usize = 2048;
 
+/// Command-channel bodies up to this size are read before their certificate is known to be
+/// one this appliance issued (it is then compared with the enrollment's): a parse of 16 KiB
+/// costs about what the signature check does. Most results are smaller (a DeviceInformation
+/// answer is 1–3 KiB); app lists can be far larger.
+const BINDING_FIRST_MAX: usize = 16 * 1024;
+
 enum Channel {
     Checkin,
     Connect,
@@ -89,18 +95,15 @@ async fn handle(
     let now = state.clock.now();
     let (store, mdm) = (state.store.clone(), state.mdm.clone());
     let identities = state.identities.clone();
-    let authenticate = move |body: &[u8]| {
-        identities.authenticate(
-            store.as_ref(),
-            peer.as_deref().map(Vec::as_slice),
-            signature.as_deref(),
-            body,
-            now,
-        )
-    };
     let reply = match channel {
         Channel::Checkin => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
-            let identity = authenticate(&body)?;
+            let identity = identities.authenticate(
+                store.as_ref(),
+                peer.as_deref().map(Vec::as_slice),
+                signature.as_deref(),
+                &body,
+                now,
+            )?;
             Ok(match mdm.checkin(&identity, &body, now)? {
                 CheckinReply::Empty => None,
                 CheckinReply::Plist(p) => Some(p),
@@ -109,14 +112,22 @@ async fn handle(
         .await
         .map_err(blocking_err)??,
         Channel::Connect => {
+            let presented = move |body: &[u8]| {
+                identities.presented(peer.as_deref().map(Vec::as_slice), signature.as_deref(), body)
+            };
             // A small body (an Idle is a few hundred bytes) is authenticated and read here on
             // the HTTP worker, and an Idle — every session starts with one — answered here
             // too: a signature check with a kept key and a few cached store reads cost less
             // than the blocking pool's two thread hand-offs (BENCHMARKS.md, issue 6). Results
-            // store and ingest what the device sent, so they go to the pool. Nothing is parsed
-            // before its sender is known.
+            // store and ingest what the device sent, so they go to the pool.
+            //
+            // The command channel checks the certificate against the one bound to the
+            // enrollment the plist names, not against the registry (`answer_connect`), so the
+            // plist is read before the certificate is known to be ours: only for bodies whose
+            // parse costs no more than the signature check. A larger one is checked against
+            // the registry first.
             let checked = if body.len() <= IDLE_BODY_MAX {
-                Some((authenticate(&body)?, ConnectRequest::parse(&body)?))
+                Some((presented(&body)?, ConnectRequest::parse(&body)?))
             } else {
                 None
             };
@@ -127,7 +138,13 @@ async fn handle(
                 checked => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
                     let (identity, request) = match checked {
                         Some(checked) => checked,
-                        None => (authenticate(&body)?, ConnectRequest::parse(&body)?),
+                        None => {
+                            let identity = presented(&body)?;
+                            if body.len() > BINDING_FIRST_MAX {
+                                identity.clone().registered(store.as_ref(), now)?;
+                            }
+                            (identity, ConnectRequest::parse(&body)?)
+                        }
                     };
                     Ok(mdm.answer_connect(&identity, &request, &body, now)?)
                 })

@@ -22,7 +22,63 @@ pub enum IdentitySource {
     MdmSignature,
 }
 
-/// An authenticated device identity certificate.
+/// A certificate a request was made with, its possession proven (the `Mdm-Signature` checked,
+/// or the TLS handshake made with its key), not yet known to be one this appliance issued:
+/// [`Self::registered`] asks the registry; the command channel compares it with the
+/// certificate bound to the enrollment instead (`MdmService::answer_connect`).
+#[derive(Debug, Clone)]
+pub struct PresentedCertificate {
+    pub sha256: String,
+    pub serial: String,
+    pub source: IdentitySource,
+    /// The validity period the certificate states: the issued one once its fingerprint is
+    /// known to be a certificate this appliance issued.
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl PresentedCertificate {
+    /// The device identity behind this certificate: the registry's record for its serial
+    /// number has its fingerprint (byte for byte the certificate this appliance issued, so no
+    /// signature check against the CA), and it is valid now and not revoked.
+    pub fn registered(self, store: &dyn Store, now: OffsetDateTime) -> Result<DeviceIdentity, IdentityError> {
+        let record = registry::get(store, &self.serial)?.ok_or(IdentityError::Unknown)?;
+        // Same serial, other bytes: not the certificate this appliance issued (a certificate
+        // made elsewhere can carry any serial number).
+        if record.sha256_fingerprint != self.sha256 {
+            return Err(IdentityError::NotOurs);
+        }
+        if now < record.not_before || now > record.not_after {
+            return Err(IdentityError::NotOurs);
+        }
+        if record.is_revoked() {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(DeviceIdentity {
+            sha256: self.sha256,
+            serial: self.serial,
+            source: self.source,
+            record,
+        })
+    }
+
+    /// For a certificate already known to be one this appliance issued (bound to an
+    /// enrollment when the registry vouched for it): still valid now and not revoked since.
+    /// Reads the small revocation list, not the registry, so the command channel makes no
+    /// read at a random place in a 100,000-record tree per request.
+    pub fn check_still_valid(&self, store: &dyn Store, now: OffsetDateTime) -> Result<(), IdentityError> {
+        if now < self.not_before || now > self.not_after {
+            return Err(IdentityError::NotOurs);
+        }
+        if registry::revoked_at(store, &self.serial)?.is_some() {
+            return Err(IdentityError::Revoked);
+        }
+        Ok(())
+    }
+}
+
+/// An authenticated device identity certificate: one this appliance issued, valid and not
+/// revoked.
 #[derive(Debug, Clone)]
 pub struct DeviceIdentity {
     pub sha256: String,
@@ -49,11 +105,8 @@ pub enum IdentityError {
     Store(#[from] StoreError),
 }
 
-/// Establishes device identities. A certificate is the device's when the registry holds one
-/// with its serial number and the same SHA-256 fingerprint: byte for byte the certificate this
-/// appliance issued, so no signature check against the CA and no cache of certificates seen
-/// (100,000 devices would keep 100,000 entries in memory). Validity dates and revocation come
-/// from the same record, read on every request.
+/// Establishes device identities. No cache of certificates seen (100,000 devices would keep
+/// 100,000 entries in memory): the registry or the enrollment's binding is read per request.
 #[derive(Debug)]
 pub struct IdentityVerifier {
     /// Checks `Mdm-Signature`s, keeping the parsed keys of the devices talking now.
@@ -74,7 +127,7 @@ const SIGNERS_KEPT: usize = 4_096;
 
 impl IdentityVerifier {
     /// Establishes the identity behind a request from the TLS peer certificate and/or the
-    /// `Mdm-Signature` header value over `body`.
+    /// `Mdm-Signature` header value over `body`, and the registry.
     pub fn authenticate(
         &self,
         store: &dyn Store,
@@ -83,6 +136,18 @@ impl IdentityVerifier {
         body: &[u8],
         now: OffsetDateTime,
     ) -> Result<DeviceIdentity, IdentityError> {
+        self.presented(peer_certificate, signature_header, body)?
+            .registered(store, now)
+    }
+
+    /// The certificate behind a request, from the TLS peer certificate and/or the
+    /// `Mdm-Signature` header value over `body`: its possession proven, nothing else known.
+    pub fn presented(
+        &self,
+        peer_certificate: Option<&[u8]>,
+        signature_header: Option<&str>,
+        body: &[u8],
+    ) -> Result<PresentedCertificate, IdentityError> {
         let signed_by = match signature_header {
             None => None,
             Some(value) => {
@@ -112,41 +177,34 @@ impl IdentityVerifier {
                 Some(signed)
             }
         };
-        let (der, serial) = match (peer_certificate, signed_by) {
+        let (der, stated) = match (peer_certificate, signed_by) {
             (None, None) => return Err(IdentityError::Missing),
             (Some(tls), Some(sig)) if tls != sig.certificate_der.as_slice() => {
                 return Err(IdentityError::Conflicting);
             }
-            (Some(tls), Some(sig)) => (Cow::Borrowed(tls), sig.serial_hex),
-            (Some(tls), None) => (
+            (Some(tls), _) => (
                 Cow::Borrowed(tls),
-                citadel_certs::serial_hex(tls).map_err(|_| IdentityError::NotOurs)?,
+                citadel_certs::serial_and_validity(tls).map_err(|_| IdentityError::NotOurs)?,
             ),
-            (None, Some(sig)) => (Cow::Owned(sig.certificate_der), sig.serial_hex),
+            (None, Some(sig)) => (
+                Cow::Owned(sig.certificate_der),
+                citadel_certs::SerialAndValidity {
+                    serial_hex: sig.serial_hex,
+                    not_before: sig.not_before,
+                    not_after: sig.not_after,
+                },
+            ),
         };
-        let source = if peer_certificate.is_some() {
-            IdentitySource::ClientCertificate
-        } else {
-            IdentitySource::MdmSignature
-        };
-        let sha256 = hex::encode(citadel_certs::sha256(&der));
-        let record = registry::get(store, &serial)?.ok_or(IdentityError::Unknown)?;
-        // Same serial, other bytes: not the certificate this appliance issued (a certificate
-        // made elsewhere can carry any serial number).
-        if record.sha256_fingerprint != sha256 {
-            return Err(IdentityError::NotOurs);
-        }
-        if now < record.not_before || now > record.not_after {
-            return Err(IdentityError::NotOurs);
-        }
-        if record.is_revoked() {
-            return Err(IdentityError::Revoked);
-        }
-        Ok(DeviceIdentity {
-            sha256,
-            serial,
-            source,
-            record,
+        Ok(PresentedCertificate {
+            sha256: hex::encode(citadel_certs::sha256(&der)),
+            serial: stated.serial_hex,
+            source: if peer_certificate.is_some() {
+                IdentitySource::ClientCertificate
+            } else {
+                IdentitySource::MdmSignature
+            },
+            not_before: stated.not_before,
+            not_after: stated.not_after,
         })
     }
 }

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::actions;
 use super::enrollment::{self, DeviceFacts, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo};
-use super::identity::DeviceIdentity;
+use super::identity::{DeviceIdentity, IdentityError, PresentedCertificate};
 use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
 use super::schema;
 use super::webhook::{Event, Webhook};
@@ -60,6 +60,14 @@ pub enum MdmError {
 
 fn bad(reason: impl Into<String>) -> MdmError {
     MdmError::BadRequest(reason.into())
+}
+
+/// Why a certificate may not speak for an enrollment (the HTTP layer logs it with the reason).
+fn refused_identity(e: IdentityError, serial: &str) -> MdmError {
+    match e {
+        IdentityError::Store(s) => MdmError::Store(s),
+        other => MdmError::Unauthorized(format!("{other} (certificate {serial})")),
+    }
 }
 
 /// What to answer a check-in with.
@@ -376,6 +384,31 @@ impl MdmService {
         Err(MdmError::Unauthorized(
             "this certificate is not the one bound to the enrollment".into(),
         ))
+    }
+
+    /// [`Self::authorise`] for the command channel, where every request of every session
+    /// lands: the certificate bound to the enrollment needs no registry read (the registry
+    /// vouched for it when it was bound), only its dates and the revocation list; any other
+    /// certificate (a renewal, a stranger's) takes the registry's full check first.
+    fn authorise_connect(
+        &self,
+        target: &EnrollmentRef,
+        presented: &PresentedCertificate,
+        now: OffsetDateTime,
+    ) -> Result<EnrollmentRecord, MdmError> {
+        if let Some(record) = enrollment::get(self.store.as_ref(), &target.id)?
+            && record.certificate_sha256 == presented.sha256
+        {
+            presented
+                .check_still_valid(self.store.as_ref(), now)
+                .map_err(|e| refused_identity(e, &presented.serial))?;
+            return Ok(record);
+        }
+        let identity = presented
+            .clone()
+            .registered(self.store.as_ref(), now)
+            .map_err(|e| refused_identity(e, &presented.serial))?;
+        self.authorise(target, &identity, now)
     }
 
     /// Who a freshly authenticated device belongs to: the portal user its certificate's
@@ -717,7 +750,7 @@ impl MdmService {
     /// reports, then answers with its next command, or `None` for an empty 200.
     pub fn connect(
         &self,
-        identity: &DeviceIdentity,
+        identity: &PresentedCertificate,
         body: &[u8],
         now: OffsetDateTime,
     ) -> Result<Option<Vec<u8>>, MdmError> {
@@ -728,14 +761,14 @@ impl MdmService {
     /// stored as the device sent them).
     pub fn answer_connect(
         &self,
-        identity: &DeviceIdentity,
+        identity: &PresentedCertificate,
         request: &ConnectRequest,
         body: &[u8],
         now: OffsetDateTime,
     ) -> Result<Option<Vec<u8>>, MdmError> {
         let msg = &request.msg;
         let target = enrollment::resolve(msg).map_err(|e| bad(e.to_string()))?;
-        let mut record = self.authorise(&target, identity, now)?;
+        let mut record = self.authorise_connect(&target, identity, now)?;
         if record.status == EnrollmentStatus::Unenrolled {
             return Err(MdmError::Unauthorized("the enrollment has checked out".into()));
         }
@@ -1268,6 +1301,93 @@ mod tests {
             1,
             "nothing queued"
         );
+    }
+
+    /// The command channel takes the certificate bound to the enrollment as it stands (no
+    /// registry read), but not once it has expired or been revoked; any other certificate
+    /// meets the registry's full check, and a renewal of the bound one re-binds.
+    #[test]
+    fn the_command_channel_takes_the_bound_certificate_only_while_valid_and_not_revoked() {
+        use crate::scep::registry::{self, CertificateRecord, CertificateStatus, IssuedVia};
+        use crate::store::StoreExt;
+        const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let year = time::Duration::days(365);
+        let (_tmp, store, mdm) = service(NOW);
+        let certificate = |serial: &str, sha256: &str, issued_via| {
+            let record = CertificateRecord {
+                serial: serial.into(),
+                subject: "CN=device".into(),
+                sha256_fingerprint: sha256.into(),
+                not_before: NOW - year,
+                not_after: NOW + year,
+                issued_at: NOW - year,
+                issued_via,
+                transaction_id: serial.into(),
+                status: CertificateStatus::Active,
+                assigned_user: None,
+            };
+            store
+                .put_record(Tree::Certificates, serial.as_bytes(), &record)
+                .unwrap();
+            PresentedCertificate {
+                sha256: sha256.into(),
+                serial: serial.into(),
+                source: super::super::identity::IdentitySource::MdmSignature,
+                not_before: record.not_before,
+                not_after: record.not_after,
+            }
+        };
+        let bound = certificate("0d", "fp-bound", IssuedVia::OneTimeChallenge);
+        let mut record = EnrollmentRecord::new(
+            "DEV".into(),
+            enrollment::EnrollmentKind::Device,
+            bound.sha256.clone(),
+            bound.serial.clone(),
+            NOW,
+        );
+        record.status = EnrollmentStatus::Active;
+        enrollment::put(store.as_ref(), &record).unwrap();
+        let idle = br#"<plist version="1.0"><dict><key>UDID</key><string>DEV</string><key>Status</key><string>Idle</string></dict></plist>"#;
+        let request = ConnectRequest::parse(idle).unwrap();
+        let connect =
+            |presented: &PresentedCertificate, now| mdm.answer_connect(presented, &request, idle, now);
+
+        assert_eq!(connect(&bound, NOW).unwrap(), None);
+        let expired = connect(&bound, NOW + year + time::Duration::seconds(1)).unwrap_err();
+        assert!(matches!(expired, MdmError::Unauthorized(_)), "{expired:?}");
+
+        // A certificate made elsewhere with the bound one's serial number.
+        let forged = PresentedCertificate {
+            sha256: "fp-forged".into(),
+            ..bound.clone()
+        };
+        let err = connect(&forged, NOW).unwrap_err();
+        assert!(err.to_string().contains("not issued by this appliance"), "{err}");
+        // A certificate of ours, bound to nothing (or to another device).
+        let stranger = certificate("0f", "fp-stranger", IssuedVia::OneTimeChallenge);
+        let err = connect(&stranger, NOW).unwrap_err();
+        assert!(err.to_string().contains("not the one bound"), "{err}");
+
+        // Revoked: refused from the next request on.
+        registry::revoke(store.as_ref(), &bound.serial, NOW).unwrap();
+        assert_eq!(registry::revoked_at(store.as_ref(), "0d").unwrap(), Some(NOW));
+        let err = connect(&bound, NOW).unwrap_err();
+        assert!(
+            matches!(&err, MdmError::Unauthorized(m) if m.contains("revoked")),
+            "{err:?}"
+        );
+        // Its renewal (issued before the revocation, say) takes over the enrollment.
+        let renewal = certificate(
+            "0e",
+            "fp-renewal",
+            IssuedVia::Renewal {
+                previous_serial: "0d".into(),
+            },
+        );
+        assert_eq!(connect(&renewal, NOW).unwrap(), None);
+        let rebound = enrollment::get(store.as_ref(), "DEV").unwrap().unwrap();
+        assert_eq!(rebound.certificate_sha256, "fp-renewal");
+        assert_eq!(connect(&renewal, NOW).unwrap(), None, "now by the binding");
     }
 
     #[test]

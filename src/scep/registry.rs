@@ -81,13 +81,42 @@ pub fn list(store: &dyn Store) -> Result<Vec<CertificateRecord>, StoreError> {
 
 /// Serial numbers and revocation times, for the CRL.
 pub fn revoked(store: &dyn Store) -> Result<Vec<(String, OffsetDateTime)>, StoreError> {
-    Ok(list(store)?
-        .into_iter()
-        .filter_map(|r| match r.status {
-            CertificateStatus::Revoked { at } => Some((r.serial, at)),
-            _ => None,
+    scan_all(store, Tree::RevokedCertificates, b"")?
+        .iter()
+        .map(|(k, v)| {
+            let at: Revocation = decode(Tree::RevokedCertificates, k, v)?;
+            Ok((String::from_utf8_lossy(k).into_owned(), at.at))
         })
-        .collect())
+        .collect()
+}
+
+/// When the certificate with this serial was revoked, if it was: from the list of revoked
+/// certificates, which revocation writes in the same transaction as the registry record.
+pub fn revoked_at(store: &dyn Store, serial: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    Ok(store
+        .get_record::<Revocation>(Tree::RevokedCertificates, serial.as_bytes())?
+        .map(|r| r.at))
+}
+
+/// An entry of [`Tree::RevokedCertificates`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Revocation {
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+/// Schema migration 1 → 2: lists the certificates revoked before the list existed.
+pub fn list_revocations(store: &dyn Store) -> Result<(), StoreError> {
+    for record in list(store)? {
+        if let CertificateStatus::Revoked { at } = record.status {
+            store.put_record(
+                Tree::RevokedCertificates,
+                record.serial.as_bytes(),
+                &Revocation { at },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +141,11 @@ pub fn revoke(store: &dyn Store, serial: &str, now: OffsetDateTime) -> Result<Re
             Some(mut r) => {
                 r.status = CertificateStatus::Revoked { at: now };
                 put_in(tx, &r)?;
+                tx.put(
+                    Tree::RevokedCertificates,
+                    serial.as_bytes(),
+                    &encode(&Revocation { at: now })?,
+                )?;
                 RevokeOutcome::Revoked(r)
             }
         };
@@ -123,4 +157,80 @@ pub fn revoke(store: &dyn Store, serial: &str, now: OffsetDateTime) -> Result<Re
     outcome
         .into_inner()
         .map_err(|_| StoreError::Engine("revocation result lock poisoned".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CURRENT_SCHEMA_VERSION, MIGRATIONS, MemoryStore, migrate};
+
+    fn record(serial: &str, status: CertificateStatus) -> CertificateRecord {
+        let at = time::macros::datetime!(2026-11-28 12:00 UTC);
+        CertificateRecord {
+            serial: serial.into(),
+            subject: "CN=device".into(),
+            sha256_fingerprint: format!("fp-{serial}"),
+            not_before: at,
+            not_after: at + time::Duration::days(365),
+            issued_at: at,
+            issued_via: IssuedVia::OneTimeChallenge,
+            transaction_id: serial.into(),
+            status,
+            assigned_user: None,
+        }
+    }
+
+    /// A store written before the list of revoked certificates existed gets one on upgrade,
+    /// and revocation keeps it with the registry from then on.
+    #[test]
+    fn the_revocation_list_is_built_on_upgrade_and_kept_by_revocation() {
+        let then = time::macros::datetime!(2026-12-01 08:00 UTC);
+        let store = MemoryStore::new();
+        migrate(&store, MIGRATIONS, 1).unwrap();
+        let put = |r: &CertificateRecord| {
+            store
+                .put_record(Tree::Certificates, r.serial.as_bytes(), r)
+                .unwrap()
+        };
+        put(&record("0a", CertificateStatus::Active));
+        put(&record("0b", CertificateStatus::Revoked { at: then }));
+        put(&record(
+            "0c",
+            CertificateStatus::Superseded {
+                by_serial: "0d".into(),
+                at: then,
+            },
+        ));
+        assert_eq!(revoked_at(&store, "0b").unwrap(), None, "not listed yet");
+
+        migrate(&store, MIGRATIONS, CURRENT_SCHEMA_VERSION).unwrap();
+        assert_eq!(revoked_at(&store, "0b").unwrap(), Some(then));
+        assert_eq!(revoked_at(&store, "0a").unwrap(), None);
+        assert_eq!(revoked_at(&store, "0c").unwrap(), None);
+        assert_eq!(revoked(&store).unwrap(), [("0b".to_owned(), then)]);
+
+        let later = then + time::Duration::hours(1);
+        assert!(matches!(
+            revoke(&store, "0A", later).unwrap(),
+            RevokeOutcome::Revoked(_)
+        ));
+        assert!(matches!(
+            revoke(&store, "0a", later + time::Duration::hours(1)).unwrap(),
+            RevokeOutcome::AlreadyRevoked(_)
+        ));
+        assert_eq!(
+            revoked_at(&store, "0a").unwrap(),
+            Some(later),
+            "the first revocation counts"
+        );
+        assert!(matches!(
+            revoke(&store, "ff", later).unwrap(),
+            RevokeOutcome::Unknown
+        ));
+        assert_eq!(revoked_at(&store, "ff").unwrap(), None);
+        assert_eq!(
+            revoked(&store).unwrap(),
+            [("0a".to_owned(), later), ("0b".to_owned(), then)]
+        );
+    }
 }

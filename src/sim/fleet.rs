@@ -519,6 +519,53 @@ fn http_kind(step: &str, e: &reqwest::Error) -> String {
     format!("{step}: {what}")
 }
 
+/// Sends one MDM message. A request written to a kept-alive connection just as the server
+/// closed it for idleness gets no answer at all; it is sent once more on a fresh connection,
+/// as a device would (the server had not read it, and a result it had would be recorded once
+/// anyway).
+async fn send_mdm(
+    client: &reqwest::Client,
+    url: &str,
+    message: &SignedMessage,
+) -> Result<(u16, Vec<u8>), reqwest::Error> {
+    match send_mdm_once(client, url, message).await {
+        Err(e) if closed_before_answer(&e) => send_mdm_once(client, url, message).await,
+        result => result,
+    }
+}
+
+async fn send_mdm_once(
+    client: &reqwest::Client,
+    url: &str,
+    message: &SignedMessage,
+) -> Result<(u16, Vec<u8>), reqwest::Error> {
+    let mut request = client
+        .put(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-apple-aspen-mdm")
+        .body(message.body.clone());
+    if let Some(signature) = &message.signature {
+        request = request.header("Mdm-Signature", signature);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let body = response.bytes().await?;
+    Ok((status, body.to_vec()))
+}
+
+/// The connection closed before any answer began (hyper's "incomplete message").
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 impl Fleet {
     pub fn new(options: FleetOptions, clock: SharedClock) -> Result<Arc<Self>, SimError> {
         if options.devices == 0 {
@@ -688,25 +735,6 @@ impl Fleet {
             seconds,
             per_second: enrolled as f64 / seconds.max(1e-9),
         }
-    }
-
-    async fn send(
-        &self,
-        client: &reqwest::Client,
-        url: &str,
-        message: &SignedMessage,
-    ) -> Result<(u16, Vec<u8>), reqwest::Error> {
-        let mut request = client
-            .put(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-apple-aspen-mdm")
-            .body(message.body.clone());
-        if let Some(signature) = &message.signature {
-            request = request.header("Mdm-Signature", signature);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await?;
-        Ok((status, body.to_vec()))
     }
 
     /// One device's enrolment up to its TokenUpdate: profile, SCEP, Authenticate. Errors are a
@@ -910,8 +938,7 @@ impl Fleet {
         what: &str,
     ) -> Result<(), String> {
         let started = Instant::now();
-        let (status, _) = self
-            .send(&device.client, url, message)
+        let (status, _) = send_mdm(&device.client, url, message)
             .await
             .map_err(|e| http_kind(&format!("checkin {what}"), &e))?;
         Stats::record(&self.stats.request_latency, started.elapsed());
@@ -997,7 +1024,7 @@ impl Fleet {
         let mut acked: Option<String> = None;
         loop {
             let started = Instant::now();
-            let result = self.send(&device.client, url, &message).await;
+            let result = send_mdm(&device.client, url, &message).await;
             Stats::record(&self.stats.request_latency, started.elapsed());
             self.stats.roundtrips.fetch_add(1, Ordering::Relaxed);
             let body = match result {
@@ -1409,6 +1436,72 @@ impl SimDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection closed with no answer (a server's idle timeout racing the request) costs
+    /// one resend, not the device's session; a second silent close is reported.
+    #[tokio::test]
+    async fn a_request_closed_before_any_answer_is_sent_once_more() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mdm/connect", listener.local_addr().unwrap());
+        // Closes the first `silent` connections after reading a request; answers the rest.
+        let serve = |silent: usize| async move {
+            let mut seen = 0;
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0; 4096];
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(buf[..n].starts_with(b"PUT /mdm/connect"));
+                seen += 1;
+                if seen > silent {
+                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    return seen;
+                }
+            }
+        };
+        let message = SignedMessage {
+            body: b"<plist/>".to_vec(),
+            signature: None,
+        };
+        let server = tokio::spawn(serve(1));
+        let sent = send_mdm(&reqwest::Client::new(), &url, &message).await;
+        assert_eq!(sent.unwrap(), (200, b"ok".to_vec()));
+        assert_eq!(server.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_second_close_without_an_answer_is_an_error() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mdm/connect", listener.local_addr().unwrap());
+        // Closes every connection after reading its request; counts them.
+        let serve = async move {
+            let mut seen = 0;
+            let wait = Duration::from_secs(2);
+            while let Ok(Ok((mut conn, _))) = tokio::time::timeout(wait, listener.accept()).await {
+                let mut buf = vec![0; 4096];
+                let _ = conn.read(&mut buf).await.unwrap();
+                seen += 1;
+            }
+            seen
+        };
+        let message = SignedMessage {
+            body: b"<plist/>".to_vec(),
+            signature: None,
+        };
+        let server = tokio::spawn(serve);
+        let e = send_mdm(&reqwest::Client::new(), &url, &message)
+            .await
+            .unwrap_err();
+        assert_eq!(server.await.unwrap(), 2, "sent twice, then given up");
+        assert!(closed_before_answer(&e), "{e:?}");
+        assert_eq!(
+            http_kind("connect", &e),
+            "connect: request failed (connection closed before message completed)"
+        );
+    }
 
     #[test]
     fn mixes_parse_and_interleave() {

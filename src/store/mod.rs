@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 pub use memory::MemoryStore;
 pub use schema::{
-    CURRENT_SCHEMA_VERSION, Migration, SchemaStatus, migrate, migrate_to_current, read_version,
+    CURRENT_SCHEMA_VERSION, MIGRATIONS, Migration, SchemaStatus, migrate, migrate_to_current, read_version,
 };
 pub use sled_store::{SledOptions, SledStore};
 
@@ -32,6 +32,9 @@ pub enum Tree {
     ScepChallenges,
     /// Every certificate the CA issued, keyed by serial (lower-case hex).
     Certificates,
+    /// The revoked ones among them: serial → when (RFC 3339). Small, so the command channel
+    /// checks it on every request where the registry would be a read at a random place.
+    RevokedCertificates,
     /// MDM enrollments (device and user channels), keyed by enrollment ID.
     Enrollments,
     /// MDM commands as queued, keyed by command UUID.
@@ -92,11 +95,12 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 31] = [
+    pub const ALL: [Tree; 32] = [
         Tree::Meta,
         Tree::Scratch,
         Tree::ScepChallenges,
         Tree::Certificates,
+        Tree::RevokedCertificates,
         Tree::Enrollments,
         Tree::Commands,
         Tree::Queue,
@@ -132,6 +136,7 @@ impl Tree {
             Tree::Scratch => "scratch",
             Tree::ScepChallenges => "scep_challenges",
             Tree::Certificates => "certificates",
+            Tree::RevokedCertificates => "revoked_certificates",
             Tree::Enrollments => "enrollments",
             Tree::Commands => "commands",
             Tree::Queue => "queue",

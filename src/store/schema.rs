@@ -6,7 +6,7 @@
 
 use super::{Store, StoreError, Tree};
 
-pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+pub const CURRENT_SCHEMA_VERSION: u32 = 2;
 const KEY: &[u8] = b"schema_version";
 
 /// Moves a store from version `from` to `from + 1`.
@@ -16,8 +16,12 @@ pub struct Migration {
     pub run: fn(&dyn Store) -> Result<(), StoreError>,
 }
 
-/// Migrations in order. Version 1 is the first layout; none exist yet.
-pub const MIGRATIONS: &[Migration] = &[];
+/// Migrations in order. Version 1 is the first layout.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    from: 1,
+    description: "list revoked certificates apart from the registry",
+    run: crate::scep::registry::list_revocations,
+}];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchemaStatus {

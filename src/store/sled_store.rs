@@ -186,6 +186,7 @@ fn tree_prefix(tree: Tree) -> u8 {
         Tree::DeviceUsers => 29,
         Tree::UserDevices => 30,
         Tree::EraseRequests => 31,
+        Tree::RevokedCertificates => 32,
     }
 }
 

@@ -947,6 +947,85 @@ fn identities_are_strict() {
     );
 }
 
+/// Revoking a device's certificate (`citadel ca revoke`, through the running appliance) cuts
+/// it off the command channel at its next request, signed or over mTLS, while its
+/// enrollment still names that certificate; its neighbour is untouched.
+#[test]
+fn a_revoked_certificate_is_refused_at_the_next_request() {
+    let a = Appliance::start();
+    let client = a.client();
+    let token = api_token(&a);
+    let carol = Device::enrol(&a, "carol-8");
+    let dave = Device::enrol(&a, "dave-9");
+    for d in [&carol, &dave] {
+        d.authenticate(&a, &client);
+        d.token_update(&a, &client);
+    }
+    let idle = |d: &Device| {
+        d.connect(&a, &client, json!({"UDID": d.udid, "Status": "Idle"}))
+            .status()
+    };
+    let mut pem = std::fs::read(&carol.cert).unwrap();
+    pem.extend(std::fs::read(&carol.key).unwrap());
+    let mtls = reqwest::blocking::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(a.export_ca()).unwrap()).unwrap()])
+        .identity(reqwest::Identity::from_pem(&pem).unwrap())
+        .build()
+        .unwrap();
+    let mtls_idle = || {
+        mtls.put(a.url("/mdm/connect"))
+            .body(plist(&json!({"UDID": carol.udid, "Status": "Idle"})))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(idle(&carol), 200);
+    assert_eq!(mtls_idle(), 200);
+
+    let (_, d) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        &format!("/api/v1/devices/{}", carol.udid),
+        None,
+    );
+    let serial = d["identity_certificate_serial"].as_str().unwrap().to_owned();
+    let out = run(a.cmd().args(["ca", "revoke", &serial]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(idle(&carol), 401);
+    assert_eq!(
+        mtls_idle(),
+        401,
+        "the TLS session is still open; its certificate no longer counts"
+    );
+    let result = carol.connect(
+        &a,
+        &client,
+        json!({"UDID": carol.udid, "Status": "Acknowledged", "CommandUUID": "00000000-0000-0000-0000-000000000000"}),
+    );
+    assert_eq!(result.status(), 401);
+    assert!(
+        a.stderr().contains("the certificate has been revoked"),
+        "{}",
+        a.stderr()
+    );
+    let (_, d) = api(
+        &a,
+        &client,
+        &token,
+        reqwest::Method::GET,
+        &format!("/api/v1/devices/{}", carol.udid),
+        None,
+    );
+    assert_eq!(
+        d["identity_certificate_serial"],
+        serial.as_str(),
+        "the enrollment still names it"
+    );
+    assert_eq!(idle(&dave), 200);
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }

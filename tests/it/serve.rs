@@ -43,7 +43,7 @@ fn healthz_reports_version_and_store() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["store"]["status"], "ok");
     assert_eq!(body["store"]["backend"], "sled");
-    assert_eq!(body["store"]["schema_version"], 1);
+    assert_eq!(body["store"]["schema_version"], 2);
     assert_eq!(body["tls"]["source"], "managed");
     assert!(body["tls"]["days_left"].as_i64().unwrap() > 300);
 }
