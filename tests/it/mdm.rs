@@ -852,6 +852,25 @@ fn identities_are_strict() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(refusals(), before + 1, "{}", a.stderr());
+    // The command channel reads a small body before it knows the certificate is ours (it is
+    // then compared with the enrollment's), a large one only after: the twin's small junk is
+    // a bad request, its large junk is refused unread.
+    let junk = |len: usize| {
+        let junk = vec![b'x'; len];
+        client
+            .put(a.url("/mdm/connect"))
+            .header(
+                "Mdm-Signature",
+                sign_with(&dir, &dir.join("twin.pem"), &dir.join("k.pem"), &junk),
+            )
+            .body(junk)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(junk(1024), 400);
+    assert_eq!(junk(4 * 1024 + 1), 401);
+    assert_eq!(refusals(), before + 2, "{}", a.stderr());
 
     // mTLS: Alice's certificate as the TLS client identity, no header.
     let mut pem = std::fs::read(&alice.cert).unwrap();
