@@ -3,8 +3,9 @@
 //!
 //! The certificate comes from the TLS client certificate (mTLS) or from the `Mdm-Signature`
 //! header (base64 detached CMS over the exact body). Either way it must be byte for byte a
-//! certificate this appliance issued (the registry's record for its serial number has its
-//! fingerprint), be valid now and not be revoked.
+//! certificate this appliance issued — the registry's record for its serial number has its
+//! fingerprint, or (on the command channel) it is the certificate bound to the enrollment,
+//! which the registry vouched for when it was bound — be valid now and not be revoked.
 
 use std::borrow::Cow;
 

@@ -519,22 +519,7 @@ fn http_kind(step: &str, e: &reqwest::Error) -> String {
     format!("{step}: {what}")
 }
 
-/// Sends one MDM message. A request written to a kept-alive connection just as the server
-/// closed it for idleness gets no answer at all; it is sent once more on a fresh connection,
-/// as a device would (the server had not read it, and a result it had would be recorded once
-/// anyway).
 async fn send_mdm(
-    client: &reqwest::Client,
-    url: &str,
-    message: &SignedMessage,
-) -> Result<(u16, Vec<u8>), reqwest::Error> {
-    match send_mdm_once(client, url, message).await {
-        Err(e) if closed_before_answer(&e) => send_mdm_once(client, url, message).await,
-        result => result,
-    }
-}
-
-async fn send_mdm_once(
     client: &reqwest::Client,
     url: &str,
     message: &SignedMessage,
@@ -546,10 +531,27 @@ async fn send_mdm_once(
     if let Some(signature) = &message.signature {
         request = request.header("Mdm-Signature", signature);
     }
-    let response = request.send().await?;
+    let response = request.send_resending().await?;
     let status = response.status().as_u16();
     let body = response.bytes().await?;
     Ok((status, body.to_vec()))
+}
+
+/// A request written to a kept-alive connection just as the server closed it for idleness
+/// gets no answer at all; a device sends it once more on a fresh connection (the server had
+/// not read it; a result it had read would be recorded once anyway).
+trait SendResending {
+    async fn send_resending(self) -> Result<reqwest::Response, reqwest::Error>;
+}
+
+impl SendResending for reqwest::RequestBuilder {
+    async fn send_resending(self) -> Result<reqwest::Response, reqwest::Error> {
+        let again = self.try_clone();
+        match (self.send().await, again) {
+            (Err(e), Some(again)) if closed_before_answer(&e) => again.send().await,
+            (result, _) => result,
+        }
+    }
 }
 
 /// The connection closed before any answer began (hyper's "incomplete message").
@@ -751,7 +753,7 @@ impl Fleet {
         let ca_body = self
             .http
             .get(format!("{}?operation=GetCACert", profile.scep_url))
-            .send()
+            .send_resending()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| http_kind("scep GetCACert", &e))?
@@ -784,7 +786,7 @@ impl Fleet {
             .post(format!("{}?operation=PKIOperation", profile.scep_url))
             .header(reqwest::header::CONTENT_TYPE, "application/x-pki-message")
             .body(message)
-            .send()
+            .send_resending()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| http_kind("scep PKIOperation", &e))?
@@ -905,7 +907,7 @@ impl Fleet {
                     .post(format!("{}/api/v1/enrollment/links", options.server))
                     .bearer_auth(&options.api_token)
                     .json(&serde_json::json!({}))
-                    .send()
+                    .send_resending()
                     .await
                     .and_then(reqwest::Response::error_for_status)
                     .map_err(|e| http_kind("enrollment link", &e))?
@@ -920,7 +922,7 @@ impl Fleet {
             request = request.bearer_auth(&options.api_token);
         }
         let body = request
-            .send()
+            .send_resending()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| http_kind("profile", &e))?
