@@ -134,6 +134,17 @@ impl Device {
             .unwrap()
     }
 
+    /// A client that presents this device's certificate as its TLS identity (mTLS).
+    pub fn mtls_client(&self, a: &Appliance) -> Client {
+        let mut pem = std::fs::read(&self.cert).unwrap();
+        pem.extend(std::fs::read(&self.key).unwrap());
+        reqwest::blocking::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(a.export_ca()).unwrap()).unwrap()])
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .build()
+            .unwrap()
+    }
+
     pub fn checkin(&self, a: &Appliance, client: &Client, msg: Value) -> Response {
         self.send(client, &a.url("/mdm/checkin"), plist(&msg))
     }
@@ -236,6 +247,20 @@ pub fn api(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// `GET /api/v1/devices/{udid}`.
+pub fn device_detail(a: &Appliance, client: &Client, token: &str, udid: &str) -> Value {
+    let (status, d) = api(
+        a,
+        client,
+        token,
+        reqwest::Method::GET,
+        &format!("/api/v1/devices/{udid}"),
+        None,
+    );
+    assert_eq!(status, 200, "{d}");
+    d
+}
+
 pub fn enqueue(a: &Appliance, client: &Client, token: &str, targets: &[&str], command: Value) -> String {
     let (status, body) = api(
         a,
@@ -272,14 +297,7 @@ fn full_flow_authenticate_token_update_command_and_result() {
     assert_eq!(d["device_name"], "Nurse's iPad");
 
     dev.token_update(&a, &client);
-    let (_, d) = api(
-        &a,
-        &client,
-        &token,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{}", dev.udid),
-        None,
-    );
+    let d = device_detail(&a, &client, &token, &dev.udid);
     assert_eq!(d["status"], "active");
     assert_eq!(d["pushable"], true);
     assert!(
@@ -330,14 +348,7 @@ fn full_flow_authenticate_token_update_command_and_result() {
     assert!(t["sent_at"].is_string() && t["answered_at"].is_string());
 
     // The device record shows the history; the list finds it by serial number.
-    let (_, d) = api(
-        &a,
-        &client,
-        &token,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{}", dev.udid),
-        None,
-    );
+    let d = device_detail(&a, &client, &token, &dev.udid);
     assert_eq!(d["commands"][0]["command_uuid"], uuid.as_str());
     assert_eq!(d["pending_commands"], 0);
     let serial = d["serial_number"].as_str().unwrap().to_lowercase();
@@ -485,14 +496,7 @@ fn not_now_is_delivered_again_in_the_next_session() {
         None,
     );
     assert_eq!(c["targets"][0]["status"], "Cancelled");
-    let (_, d) = api(
-        &a,
-        &client,
-        &token,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{}", dev.udid),
-        None,
-    );
+    let d = device_detail(&a, &client, &token, &dev.udid);
     assert_eq!(
         (d["status"].as_str(), d["pushable"].as_bool()),
         (Some("authenticated"), Some(false))
@@ -873,13 +877,7 @@ fn identities_are_strict() {
     assert_eq!(refusals(), before + 2, "{}", a.stderr());
 
     // mTLS: Alice's certificate as the TLS client identity, no header.
-    let mut pem = std::fs::read(&alice.cert).unwrap();
-    pem.extend(std::fs::read(&alice.key).unwrap());
-    let mtls = reqwest::blocking::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(a.export_ca()).unwrap()).unwrap()])
-        .identity(reqwest::Identity::from_pem(&pem).unwrap())
-        .build()
-        .unwrap();
+    let mtls = alice.mtls_client(&a);
     let r = mtls.put(a.url("/mdm/connect")).body(body).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(parse_plist(&r.bytes().unwrap())["CommandUUID"], secret.as_str());
@@ -937,14 +935,7 @@ fn identities_are_strict() {
         json!({"MessageType": "CheckOut", "UDID": alice.udid, "Topic": "t"}),
     );
     assert_eq!(r.status(), 200);
-    let (_, d) = api(
-        &a,
-        &client,
-        &token,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{}", alice.udid),
-        None,
-    );
+    let d = device_detail(&a, &client, &token, &alice.udid);
     assert_eq!(d["status"], "unenrolled");
     let serial = d["identity_certificate_serial"].as_str().unwrap().to_owned();
     let revoked = certificates(&a)
@@ -984,13 +975,7 @@ fn a_revoked_certificate_is_refused_at_the_next_request() {
         d.connect(&a, &client, json!({"UDID": d.udid, "Status": "Idle"}))
             .status()
     };
-    let mut pem = std::fs::read(&carol.cert).unwrap();
-    pem.extend(std::fs::read(&carol.key).unwrap());
-    let mtls = reqwest::blocking::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(a.export_ca()).unwrap()).unwrap()])
-        .identity(reqwest::Identity::from_pem(&pem).unwrap())
-        .build()
-        .unwrap();
+    let mtls = carol.mtls_client(&a);
     let mtls_idle = || {
         mtls.put(a.url("/mdm/connect"))
             .body(plist(&json!({"UDID": carol.udid, "Status": "Idle"})))
@@ -1001,14 +986,7 @@ fn a_revoked_certificate_is_refused_at_the_next_request() {
     assert_eq!(idle(&carol), 200);
     assert_eq!(mtls_idle(), 200);
 
-    let (_, d) = api(
-        &a,
-        &client,
-        &token,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{}", carol.udid),
-        None,
-    );
+    let d = device_detail(&a, &client, &token, &carol.udid);
     let serial = d["identity_certificate_serial"].as_str().unwrap().to_owned();
     let out = run(a.cmd().args(["ca", "revoke", &serial]));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -1029,14 +1007,7 @@ fn a_revoked_certificate_is_refused_at_the_next_request() {
         "{}",
         a.stderr()
     );
-    let (_, d) = api(
-        &a,
-        &client,
-        &token,
-        reqwest::Method::GET,
-        &format!("/api/v1/devices/{}", carol.udid),
-        None,
-    );
+    let d = device_detail(&a, &client, &token, &carol.udid);
     assert_eq!(
         d["identity_certificate_serial"],
         serial.as_str(),
