@@ -1439,65 +1439,55 @@ impl SimDevice {
 mod tests {
     use super::*;
 
+    /// A plain-HTTP server on `listener` that reads each connection's request and closes the
+    /// first `silent` connections without a word, then answers 200 "ok"; it returns how many
+    /// connections it saw (once it answered, or when none came for 2 s).
+    async fn silent_then_answer(listener: tokio::net::TcpListener, silent: usize) -> usize {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut seen = 0;
+        let wait = Duration::from_secs(2);
+        while let Ok(Ok((mut conn, _))) = tokio::time::timeout(wait, listener.accept()).await {
+            let mut buf = vec![0; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"PUT /mdm/connect"));
+            seen += 1;
+            if seen > silent {
+                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                break;
+            }
+        }
+        seen
+    }
+
+    /// `send_mdm` to a [`silent_then_answer`] server; what it got, and the connections seen.
+    async fn send_to_silent(silent: usize) -> (Result<(u16, Vec<u8>), reqwest::Error>, usize) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mdm/connect", listener.local_addr().unwrap());
+        let server = tokio::spawn(silent_then_answer(listener, silent));
+        let message = SignedMessage {
+            body: b"<plist/>".to_vec(),
+            signature: None,
+        };
+        let sent = send_mdm(&reqwest::Client::new(), &url, &message).await;
+        (sent, server.await.unwrap())
+    }
+
     /// A connection closed with no answer (a server's idle timeout racing the request) costs
     /// one resend, not the device's session; a second silent close is reported.
     #[tokio::test]
     async fn a_request_closed_before_any_answer_is_sent_once_more() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/mdm/connect", listener.local_addr().unwrap());
-        // Closes the first `silent` connections after reading a request; answers the rest.
-        let serve = |silent: usize| async move {
-            let mut seen = 0;
-            loop {
-                let (mut conn, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0; 4096];
-                let n = conn.read(&mut buf).await.unwrap();
-                assert!(buf[..n].starts_with(b"PUT /mdm/connect"));
-                seen += 1;
-                if seen > silent {
-                    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                    return seen;
-                }
-            }
-        };
-        let message = SignedMessage {
-            body: b"<plist/>".to_vec(),
-            signature: None,
-        };
-        let server = tokio::spawn(serve(1));
-        let sent = send_mdm(&reqwest::Client::new(), &url, &message).await;
+        let (sent, seen) = send_to_silent(1).await;
         assert_eq!(sent.unwrap(), (200, b"ok".to_vec()));
-        assert_eq!(server.await.unwrap(), 2);
+        assert_eq!(seen, 2);
     }
 
     #[tokio::test]
     async fn a_second_close_without_an_answer_is_an_error() {
-        use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/mdm/connect", listener.local_addr().unwrap());
-        // Closes every connection after reading its request; counts them.
-        let serve = async move {
-            let mut seen = 0;
-            let wait = Duration::from_secs(2);
-            while let Ok(Ok((mut conn, _))) = tokio::time::timeout(wait, listener.accept()).await {
-                let mut buf = vec![0; 4096];
-                let _ = conn.read(&mut buf).await.unwrap();
-                seen += 1;
-            }
-            seen
-        };
-        let message = SignedMessage {
-            body: b"<plist/>".to_vec(),
-            signature: None,
-        };
-        let server = tokio::spawn(serve);
-        let e = send_mdm(&reqwest::Client::new(), &url, &message)
-            .await
-            .unwrap_err();
-        assert_eq!(server.await.unwrap(), 2, "sent twice, then given up");
+        let (sent, seen) = send_to_silent(usize::MAX).await;
+        let e = sent.unwrap_err();
+        assert_eq!(seen, 2, "sent twice, then given up");
         assert!(closed_before_answer(&e), "{e:?}");
         assert_eq!(
             http_kind("connect", &e),
