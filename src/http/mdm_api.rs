@@ -105,6 +105,9 @@ struct CommandRequest {
     command: serde_json::Value,
     #[serde(default)]
     priority: Option<u8>,
+    /// The caller's own UUID for the command (so that a retried request cannot queue it twice).
+    #[serde(default)]
+    command_uuid: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +133,8 @@ struct CommandCreated {
 
 /// Queues a command: JSON `{"targets": [...], "command": {"RequestType": ...}, "priority": n}`,
 /// or a plist body (`application/x-apple-plist` or `application/xml`) holding the `Command`
-/// dictionary (or a whole command plist) with `?targets=a,b`.
+/// dictionary (or a whole command plist) with `?targets=a,b`. The server picks the command's
+/// UUID unless the caller gives one (JSON `command_uuid`, or a whole plist's `CommandUUID`).
 pub async fn create_command(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -144,18 +148,24 @@ pub async fn create_command(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let (targets, command, priority) = if content_type.starts_with("application/json") {
+    let (targets, command, priority, chosen_uuid) = if content_type.starts_with("application/json") {
         let parsed: CommandRequest =
             serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
         let command =
             schema::command_from_json(&parsed.command).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        (parsed.targets, command, parsed.priority)
+        (parsed.targets, command, parsed.priority, parsed.command_uuid)
     } else if content_type.starts_with("application/x-apple-plist")
         || content_type.starts_with("application/xml")
     {
         let mut dict: Dictionary =
             plist::from_bytes(&body).map_err(|e| ApiError::BadRequest(format!("invalid plist: {e}")))?;
+        let mut chosen_uuid = None;
         if let Some(Value::Dictionary(inner)) = dict.remove("Command") {
+            chosen_uuid = match dict.remove("CommandUUID") {
+                None => None,
+                Some(Value::String(uuid)) => Some(uuid),
+                Some(_) => return Err(ApiError::BadRequest("CommandUUID must be a string".into())),
+            };
             dict = inner;
         }
         let targets = query
@@ -167,7 +177,7 @@ pub async fn create_command(
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
             .collect();
-        (targets, dict, query.priority)
+        (targets, dict, query.priority, chosen_uuid)
     } else {
         return Err(ApiError::BadRequest(
             "send application/json, or a plist as application/x-apple-plist".into(),
@@ -193,7 +203,8 @@ pub async fn create_command(
         many => format!("{} devices", many.len()),
     };
     let enqueued = web::block(move || {
-        mdm.enqueue(
+        mdm.enqueue_as(
+            chosen_uuid.as_deref(),
             &targets,
             &command,
             priority.unwrap_or(DEFAULT_PRIORITY),

@@ -193,10 +193,30 @@ pub struct Enqueued {
 /// Targets written per store batch by [`enqueue`].
 const ENQUEUE_BATCH_TARGETS: usize = 1_000;
 
-/// Queues `command` (the inner `Command` dictionary, already validated) for `targets`.
+/// Queues `command` (the inner `Command` dictionary, already validated) for `targets` under a
+/// new UUID.
 pub fn enqueue(
     store: &dyn Store,
     sequence: &Sequence,
+    targets: &[String],
+    command: &Dictionary,
+    priority: u8,
+    created_by: &str,
+    now: OffsetDateTime,
+) -> Result<Enqueued, StoreError> {
+    let uuid = uuid::Uuid::new_v4().to_string().to_uppercase();
+    enqueue_as(
+        store, sequence, &uuid, targets, command, priority, created_by, now,
+    )
+}
+
+/// [`enqueue`] under `uuid` (canonical: upper-case, hyphenated), which must not name a command
+/// the store still holds: `StoreError::Aborted` if it does, and nothing is written.
+#[allow(clippy::too_many_arguments)]
+pub fn enqueue_as(
+    store: &dyn Store,
+    sequence: &Sequence,
+    uuid: &str,
     targets: &[String],
     command: &Dictionary,
     priority: u8,
@@ -208,7 +228,7 @@ pub fn enqueue(
         .and_then(Value::as_string)
         .unwrap_or_default()
         .to_owned();
-    let uuid = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let uuid = uuid.to_owned();
     let mut full = Dictionary::new();
     full.insert("Command".into(), Value::Dictionary(command.clone()));
     full.insert("CommandUUID".into(), Value::String(uuid.clone()));
@@ -235,7 +255,16 @@ pub fn enqueue(
         created_by: created_by.to_owned(),
         targets: targets.len(),
     };
-    store.put(Tree::Commands, uuid.as_bytes(), &encode(&record)?)?;
+    // Claimed atomically: two callers choosing the same UUID must not share one command.
+    let encoded = encode(&record)?;
+    store.transaction(&|txn| {
+        if txn.get(Tree::Commands, uuid.as_bytes())?.is_some() {
+            return Err(StoreError::Aborted(format!(
+                "a command with UUID {uuid} already exists"
+            )));
+        }
+        txn.put(Tree::Commands, uuid.as_bytes(), &encoded)
+    })?;
     for chunk in targets.chunks(ENQUEUE_BATCH_TARGETS) {
         let mut batch = WriteBatch::default();
         for target in chunk {

@@ -1077,9 +1077,23 @@ impl MdmService {
     // ---------------------------------------------------------------- admin operations
 
     /// Validates `command` (the inner `Command` dictionary) against Apple's schema and queues it
-    /// for `targets`, which must be current enrollments.
+    /// for `targets`, which must be current enrollments, under a new UUID.
     pub fn enqueue(
         &self,
+        targets: &[String],
+        command: &Dictionary,
+        priority: u8,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<Enqueued, MdmError> {
+        self.enqueue_as(None, targets, command, priority, actor, now)
+    }
+
+    /// [`Self::enqueue`], under `chosen_uuid` when the caller gives one: a caller that retries
+    /// with the same UUID cannot queue the command twice (409 while the store holds it).
+    pub fn enqueue_as(
+        &self,
+        chosen_uuid: Option<&str>,
         targets: &[String],
         command: &Dictionary,
         priority: u8,
@@ -1090,8 +1104,18 @@ impl MdmService {
             return Err(bad("no targets"));
         }
         if command.contains_key("CommandUUID") {
-            return Err(bad("CommandUUID is assigned by the server"));
+            return Err(bad(
+                "CommandUUID goes beside the Command dictionary, not inside it",
+            ));
         }
+        let uuid = match chosen_uuid {
+            None => uuid::Uuid::new_v4(),
+            Some(chosen) => match uuid::Uuid::try_parse(chosen) {
+                Ok(u) if !u.is_nil() => u,
+                _ => return Err(bad("the command UUID must be a UUID (8-4-4-4-12 hex digits)")),
+            },
+        };
+        let uuid = uuid.hyphenated().to_string().to_uppercase();
         schema::validate(command).map_err(|e| bad(e.to_string()))?;
         let mut unknown = Vec::new();
         let mut unique = Vec::with_capacity(targets.len());
@@ -1113,15 +1137,20 @@ impl MdmService {
                 if unknown.len() > 5 { ", …" } else { "" }
             )));
         }
-        let out = queue::enqueue(
+        let out = queue::enqueue_as(
             self.store.as_ref(),
             &self.sequence,
+            &uuid,
             &unique,
             command,
             priority,
             actor,
             now,
-        )?;
+        )
+        .map_err(|e| match e {
+            StoreError::Aborted(taken) => MdmError::Precondition(taken),
+            other => MdmError::Store(other),
+        })?;
         if let Some(push) = &self.push {
             push.request(out.queued.iter().cloned());
         }
@@ -1301,6 +1330,70 @@ mod tests {
             1,
             "nothing queued"
         );
+    }
+
+    /// A caller may choose the command's UUID (canonicalised), once: the same UUID again is a
+    /// conflict that queues nothing, and anything but a UUID is refused.
+    #[test]
+    fn a_command_uuid_chosen_by_the_caller_is_used_once() {
+        const NOW: OffsetDateTime = time::macros::datetime!(2026-11-28 12:00 UTC);
+        let (_tmp, store, mdm) = service(NOW);
+        for id in ["A", "B"] {
+            enrollment::put(store.as_ref(), &device_record(id, EnrollmentStatus::Active, NOW)).unwrap();
+        }
+        let mut command = Dictionary::new();
+        command.insert("RequestType".into(), Value::String("DeviceLock".into()));
+        let chosen = "0f2e4c6a-8b1d-4e3f-a5c7-9d0b2e4f6a8c";
+        let out = mdm
+            .enqueue_as(Some(chosen), &["A".into()], &command, 50, "admin", NOW)
+            .unwrap();
+        assert_eq!(out.command_uuid, chosen.to_uppercase());
+        assert_eq!(
+            queue::next(store.as_ref(), "A", false).unwrap().unwrap().0,
+            out.command_uuid
+        );
+
+        let again = mdm
+            .enqueue_as(
+                Some(&chosen.to_uppercase()),
+                &["B".into()],
+                &command,
+                50,
+                "admin",
+                NOW,
+            )
+            .unwrap_err();
+        assert!(matches!(again, MdmError::Precondition(_)), "{again:?}");
+        assert!(again.to_string().contains("already exists"), "{again}");
+        assert_eq!(
+            queue::pending_count(store.as_ref(), "B").unwrap(),
+            0,
+            "nothing queued"
+        );
+        assert_eq!(queue::pending_count(store.as_ref(), "A").unwrap(), 1);
+        let record = queue::command(store.as_ref(), &out.command_uuid)
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.targets, 1, "the first command is untouched");
+
+        for bad in [
+            "",
+            "not-a-uuid",
+            "00000000-0000-0000-0000-000000000000",
+            &"a".repeat(4096),
+        ] {
+            let err = mdm
+                .enqueue_as(Some(bad), &["B".into()], &command, 50, "admin", NOW)
+                .unwrap_err();
+            assert!(matches!(err, MdmError::BadRequest(_)), "{bad:?}: {err:?}");
+        }
+        let mut inside = command.clone();
+        inside.insert("CommandUUID".into(), Value::String(chosen.into()));
+        assert!(matches!(
+            mdm.enqueue(&["B".into()], &inside, 50, "admin", NOW),
+            Err(MdmError::BadRequest(_))
+        ));
+        assert_eq!(queue::pending_count(store.as_ref(), "B").unwrap(), 0);
     }
 
     /// The command channel takes the certificate bound to the enrollment as it stands (no

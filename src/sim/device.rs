@@ -151,8 +151,9 @@ fn luhn_digit(digits: &str) -> u32 {
     (10 - sum % 10) % 10
 }
 
-/// A device's mutable state as commands change it.
-#[derive(Debug)]
+/// A device's mutable state as commands change it. (A clone predicts an answer: it draws the
+/// same random values the device itself would draw next.)
+#[derive(Debug, Clone)]
 pub struct Device {
     pub identity: Identity,
     rng: StdRng,

@@ -237,6 +237,9 @@ struct SimDevice {
     client: reqwest::Client,
     credentials: Credentials,
     idle: Option<SignedMessage>,
+    /// An answer signed before its command was queued (`--replay` with `--command`): sent
+    /// instead of signing anew when the answer to the command that arrives is the same bytes.
+    presigned: Mutex<Option<SignedMessage>>,
     state: Mutex<Device>,
     busy: AtomicBool,
     again: AtomicBool,
@@ -290,6 +293,7 @@ struct Stats {
     roundtrips: AtomicU64,
     sessions: AtomicU64,
     pushes: AtomicU64,
+    presigned_sent: AtomicU64,
     request_latency: Mutex<Option<Histogram<u64>>>,
     command_latency: Mutex<Option<Histogram<u64>>>,
     answers: Mutex<BTreeMap<&'static str, u64>>,
@@ -823,6 +827,7 @@ impl Fleet {
             client,
             credentials,
             idle: None,
+            presigned: Mutex::new(None),
             state: Mutex::new(
                 Device::new(identity.clone(), options.seed ^ index, options.not_now_rate)
                     .with_identity_certificate(certificate.clone())
@@ -1085,14 +1090,64 @@ impl Fleet {
                     push.set_response(&device.token_hex, MockResponse::unregistered(now_ms));
                 }
             }
-            message = match device.sign(result) {
-                Ok(m) => m,
-                Err(kind) => {
-                    self.stats.error(kind);
-                    return not_now;
+            let body = xml(result);
+            let presigned = lock(&device.presigned).take_if(|m| m.body == body);
+            message = match presigned {
+                Some(m) => {
+                    self.stats.presigned_sent.fetch_add(1, Ordering::Relaxed);
+                    m
                 }
+                None => match device.sign_body(body) {
+                    Ok(m) => m,
+                    Err(kind) => {
+                        self.stats.error(kind);
+                        return not_now;
+                    }
+                },
             };
         }
+    }
+
+    /// Chooses a UUID for `command` (the API's JSON form) and signs every signing device's
+    /// answer to it in advance (returns the UUID and how many were signed), as `--replay` does for Idle, so that a fan-out measures the
+    /// server rather than the simulator's RSA. Queue it with [`Fleet::enqueue`] under that UUID.
+    /// A device whose answer turns out different (another command came first) signs anew.
+    pub async fn presign_answers(&self, command: &serde_json::Value) -> Result<(String, usize), SimError> {
+        let uuid = uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase();
+        let inner: Value = serde_json::from_value(command.clone())
+            .map_err(|e| SimError::Options(format!("the command is not plist-shaped: {e}")))?;
+        let mut full = Dictionary::new();
+        full.insert("Command".into(), inner);
+        full.insert("CommandUUID".into(), Value::String(uuid.clone()));
+        let full = Arc::new(full);
+        let devices: Vec<Arc<SimDevice>> = self
+            .live_devices()
+            .into_iter()
+            .filter(|d| matches!(d.credentials, Credentials::Signature(_)))
+            .collect();
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        let chunk = devices.len().div_ceil(workers).max(1);
+        let tasks: Vec<_> = devices
+            .chunks(chunk)
+            .map(|part| {
+                let (part, full) = (part.to_vec(), Arc::clone(&full));
+                tokio::task::spawn_blocking(move || {
+                    for device in part {
+                        // A clone answers as the device will: same state, same random draws.
+                        let answer = lock(&device.state).clone().result_message(&full);
+                        let signed = device.sign(answer)?;
+                        *lock(&device.presigned) = Some(signed);
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await
+                .map_err(|e| SimError::Options(format!("signing answers: {e}")))?
+                .map_err(SimError::Options)?;
+        }
+        Ok((uuid, devices.len()))
     }
 
     fn acknowledged(&self, uuid: &str) {
@@ -1112,17 +1167,23 @@ impl Fleet {
     }
 
     /// Queues `command` (the API's JSON form) for `targets` (all enrolled devices when
-    /// `None`) through the admin API, and tracks its answers. Returns the command UUID.
+    /// `None`) through the admin API, under `uuid` if given, and tracks its answers. Returns
+    /// the command UUID.
     pub async fn enqueue(
         &self,
         command: serde_json::Value,
         targets: Option<Vec<String>>,
+        uuid: Option<&str>,
     ) -> Result<String, SimError> {
         let targets = targets.unwrap_or_else(|| self.enrollment_ids());
         #[derive(serde::Deserialize)]
         struct Created {
             command_uuid: String,
             queued: usize,
+        }
+        let mut request = serde_json::json!({"targets": targets, "command": command});
+        if let Some(uuid) = uuid {
+            request["command_uuid"] = uuid.into();
         }
         let started = Instant::now();
         lock(&self.tracked.early).0 += 1;
@@ -1131,7 +1192,7 @@ impl Fleet {
                 .http
                 .post(format!("{}/api/v1/commands", self.options.server))
                 .bearer_auth(&self.options.api_token)
-                .json(&serde_json::json!({"targets": targets, "command": command}))
+                .json(&request)
                 .send()
                 .await
                 .map_err(|e| SimError::Api(e.to_string()))?;
@@ -1365,6 +1426,7 @@ impl Fleet {
         Counters {
             sessions: self.stats.sessions.load(Ordering::Relaxed),
             pushes_received: self.stats.pushes.load(Ordering::Relaxed),
+            presigned_sent: self.stats.presigned_sent.load(Ordering::Relaxed),
             answers: lock(&self.stats.answers)
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))
@@ -1395,6 +1457,8 @@ impl Fleet {
 pub struct Counters {
     pub sessions: u64,
     pub pushes_received: u64,
+    /// Answers sent as signed in advance by [`Fleet::presign_answers`].
+    pub presigned_sent: u64,
     /// Command answers by status (Acknowledged, NotNow, Error, CommandFormatError).
     pub answers: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -1421,7 +1485,10 @@ impl SimDevice {
     }
 
     fn sign(&self, message: Dictionary) -> Result<SignedMessage, String> {
-        let body = xml(message);
+        self.sign_body(xml(message))
+    }
+
+    fn sign_body(&self, body: Vec<u8>) -> Result<SignedMessage, String> {
         let signature = match &self.credentials {
             Credentials::Signature(signer) => Some(
                 signer

@@ -118,6 +118,11 @@ pub struct FanOut {
     pub seconds: f64,
     /// How long the admin API took to accept the command (validate targets, queue for each).
     pub enqueue_seconds: f64,
+    /// With `--replay`: answers signed before the command was queued (not timed), and how
+    /// many of them were sent (the rest of the answers were signed when the command came).
+    pub presigned: usize,
+    pub presigned_sent: u64,
+    pub presign_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -187,6 +192,12 @@ impl Report {
                 "command      {}: {} of {} answered in {:.2} s (queued by the API in {:.2} s)\n",
                 f.command_uuid, f.answered, f.targets, f.seconds, f.enqueue_seconds
             ));
+            if f.presigned > 0 {
+                out.push_str(&format!(
+                    "             {} answers signed in advance in {:.1} s (not timed), {} of them sent\n",
+                    f.presigned, f.presign_seconds, f.presigned_sent
+                ));
+            }
         }
         if self.command_latency.count > 0 {
             out.push_str(&format!("enqueue→ack  {}\n", p(&self.command_latency)));
@@ -291,6 +302,13 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     let bar = progress(hidden, args.devices as u64, "enrolling");
     let enrolment = fleet.enrol_all(|_| bar.inc(1)).await;
     bar.finish_and_clear();
+    // Before the marker below, which scripts take as the start of the measured phase.
+    let presign_started = Instant::now();
+    let presigned = match (&command, args.replay) {
+        (Some(command), true) => Some(fleet.presign_answers(command).await?),
+        _ => None,
+    };
+    let presign_seconds = presign_started.elapsed().as_secs_f64();
     fleet.start_session_phase();
     // A marker for scripts and people watching (the report comes at the end).
     eprintln!(
@@ -326,7 +344,9 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     let started = Instant::now();
     let mut fan_out = None;
     if let Some(command) = command {
-        let uuid = fleet.enqueue(command, None).await?;
+        let uuid = fleet
+            .enqueue(command, None, presigned.as_ref().map(|(uuid, _)| uuid.as_str()))
+            .await?;
         let enqueue_seconds = started.elapsed().as_secs_f64();
         let targets = fleet.enrollment_ids().len();
         let answered = fleet.wait_answered(&uuid, args.duration).await;
@@ -336,6 +356,9 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
             answered,
             seconds: started.elapsed().as_secs_f64(),
             enqueue_seconds,
+            presigned: presigned.as_ref().map_or(0, |(_, n)| *n),
+            presigned_sent: fleet.counters().presigned_sent,
+            presign_seconds,
         });
         fleet.stop();
     }

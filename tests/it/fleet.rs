@@ -102,7 +102,7 @@ impl World {
         let n = targets.len();
         let uuid = self
             .runtime
-            .block_on(self.fleet.enqueue(command.clone(), Some(targets)))
+            .block_on(self.fleet.enqueue(command.clone(), Some(targets), None))
             .unwrap();
         let answered = self
             .runtime
@@ -531,6 +531,55 @@ fn the_simulate_command_reports_a_run() {
     let (s, page) = api(&a, &a.client(), &token, Method::GET, "/api/v1/devices", None);
     assert_eq!(s, 200);
     assert_eq!(page["items"].as_array().unwrap().len(), 6);
+
+    // With --replay, each device's answer to --command is signed before the command is
+    // queued under a UUID the simulator chose; the appliance verifies and records each one.
+    let out = run(a.cmd().args([
+        "simulate",
+        "--server",
+        &a.url(""),
+        "--ca",
+        a.export_ca().to_str().unwrap(),
+        "--api-token",
+        &token,
+        "--devices",
+        "4",
+        "--duration",
+        "20s",
+        "--mix",
+        "iphone=1,mac=1",
+        "--poll-interval",
+        "1s",
+        "--replay",
+        "--command",
+        "DeviceInformation",
+        "--json",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["command"]["answered"], 4, "{report}");
+    assert_eq!(report["command"]["presigned"], 4, "{report}");
+    assert_eq!(report["command"]["presigned_sent"], 4, "{report}");
+    assert_eq!(report["error_count"], 0, "{report}");
+    let uuid = report["command"]["command_uuid"].as_str().unwrap();
+    let (s, view) = api(
+        &a,
+        &a.client(),
+        &token,
+        Method::GET,
+        &format!("/api/v1/commands/{uuid}"),
+        None,
+    );
+    assert_eq!(s, 200, "{view}");
+    let targets = view["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 4, "{view}");
+    for t in targets {
+        assert_eq!(t["status"], "Acknowledged", "{view}");
+        assert!(
+            t["result_plist"].as_str().unwrap().contains("QueryResponses"),
+            "{view}"
+        );
+    }
 
     // Bad options fail with a message, not a panic.
     let out = run(a.cmd().args([

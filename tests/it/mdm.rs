@@ -1205,6 +1205,68 @@ fn admin_api_validates_commands_against_apples_schema() {
         cmd["Command"]["Payload"],
         data_encoding::BASE64.encode(b"<plist>profile</plist>")
     );
+    assert_eq!(
+        dev.answer(&a, &client, "Acknowledged", Some(&uuid), json!({})),
+        None
+    );
+
+    // A UUID chosen by the caller (a script that retries): used as given, once.
+    let chosen = "5e1f0c2a-3b4d-4c6e-8f10-2a3b4c5d6e7f";
+    let (s, created) = post(
+        json!({"targets": [dev.udid], "command": {"RequestType": "DeviceLock"},
+                                   "command_uuid": chosen}),
+    );
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["command_uuid"], chosen.to_uppercase());
+    let (s, e) = post(
+        json!({"targets": [dev.udid], "command": {"RequestType": "DeviceLock"},
+                             "command_uuid": chosen.to_uppercase()}),
+    );
+    assert_eq!(s, 409, "{e}");
+    let (s, e) = post(
+        json!({"targets": [dev.udid], "command": {"RequestType": "DeviceLock"},
+                             "command_uuid": "lock-1"}),
+    );
+    assert_eq!(s, 400, "{e}");
+    // …also as a whole command plist, CommandUUID beside Command, as Apple writes commands.
+    let plisted = "6a7b8c9d-0e1f-4a2b-9c3d-4e5f6a7b8c9d".to_uppercase();
+    let whole = plist(&json!({"Command": {"RequestType": "SecurityInfo"}, "CommandUUID": plisted}));
+    let send_whole = || {
+        client
+            .post(a.url(&format!("/api/v1/commands?targets={}", dev.udid)))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/x-apple-plist")
+            .body(whole.clone())
+            .send()
+            .unwrap()
+    };
+    let r = send_whole();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().unwrap()["command_uuid"], plisted.as_str());
+    assert_eq!(send_whole().status(), 409);
+    // The device receives each once, under the UUID chosen.
+    let cmd = dev.answer(&a, &client, "Idle", None, json!({})).unwrap();
+    assert_eq!(cmd["CommandUUID"], chosen.to_uppercase());
+    let cmd = dev
+        .answer(
+            &a,
+            &client,
+            "Acknowledged",
+            Some(&chosen.to_uppercase()),
+            json!({}),
+        )
+        .unwrap();
+    assert_eq!(cmd["CommandUUID"], plisted.as_str());
+    assert_eq!(
+        dev.answer(
+            &a,
+            &client,
+            "Acknowledged",
+            Some(&plisted),
+            json!({"SecurityInfo": {}})
+        ),
+        None
+    );
 
     let list = run(a.cmd().args(["api-token", "list"]));
     assert!(text(&list.stdout).contains("tests"), "{}", text(&list.stdout));
