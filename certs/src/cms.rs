@@ -573,6 +573,38 @@ mod tests {
     }
 
     #[test]
+    #[ignore]
+    fn zz_timing_probe() {
+        use std::time::Instant;
+        let p = pki();
+        let sig = openssl_sign(&p.rsa, BODY, &[]);
+        let n = 20_000;
+        let t = |name: &str, f: &mut dyn FnMut()| {
+            let s = Instant::now();
+            for _ in 0..n { f(); }
+            eprintln!("{name}: {:.2} us", s.elapsed().as_secs_f64() * 1e6 / n as f64);
+        };
+        let v = DetachedVerifier::new(4);
+        v.verify(&sig, BODY).unwrap();
+        t("whole verify (kept key)", &mut || { v.verify(&sig, BODY).unwrap(); });
+        t("ContentInfo::from_der", &mut || { content_info(&sig).unwrap(); });
+        t("signed_data()", &mut || { signed_data(&sig).unwrap(); });
+        let (sd, _) = signed_data(&sig).unwrap();
+        let si = sd.signer_infos.iter().next().unwrap();
+        let signer = find_certificate(&sd, &si.sid).unwrap();
+        t("find_certificate", &mut || { find_certificate(&sd, &si.sid).unwrap(); });
+        t("spki to_der", &mut || { crypto::to_der(signer.tbs_certificate().subject_public_key_info()).unwrap(); });
+        let attrs = si.signed_attrs.as_ref().unwrap().as_slice();
+        t("attr candidates first", &mut || { signed_attr_candidates(attrs, &sig).next().unwrap(); });
+        t("signed_by", &mut || { signed_by(&sd, signer).unwrap(); });
+        t("sha256 body", &mut || { Digest::Sha256.hash(BODY); });
+        let cert_der = signer.to_der().unwrap();
+        t("cert from_der", &mut || { asn1::Certificate::from_der(&cert_der).unwrap(); });
+        t("drop sd (clone+drop)", &mut || { drop(sd.clone()); });
+        eprintln!("sig {} bytes, cert {} bytes", sig.len(), cert_der.len());
+    }
+
+    #[test]
     fn openssl_detached_signatures_verify() {
         let p = pki();
         let cases: &[(&Signer, &[&str])] = &[
@@ -1014,3 +1046,4 @@ mod tests {
         }
     }
 }
+
