@@ -263,6 +263,32 @@ pub fn get(store: &dyn Store, id: &str) -> Result<Option<EnrollmentRecord>, Stor
     store.get_record(Tree::Enrollments, id.as_bytes())
 }
 
+/// What the command channel reads of an enrollment on every request: the same record,
+/// decoded without building the rest (facts, push details, sealed tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChannelView {
+    pub id: String,
+    pub status: EnrollmentStatus,
+    pub certificate_sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+}
+
+impl From<&EnrollmentRecord> for ChannelView {
+    fn from(r: &EnrollmentRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            status: r.status,
+            certificate_sha256: r.certificate_sha256.clone(),
+            last_seen_at: r.last_seen_at,
+        }
+    }
+}
+
+pub fn channel_view(store: &dyn Store, id: &str) -> Result<Option<ChannelView>, StoreError> {
+    store.get_record(Tree::Enrollments, id.as_bytes())
+}
+
 pub fn put(store: &dyn Store, record: &EnrollmentRecord) -> Result<(), StoreError> {
     store.put_record(Tree::Enrollments, record.id.as_bytes(), record)
 }

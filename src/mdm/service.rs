@@ -9,7 +9,9 @@ use plist::{Dictionary, Value};
 use time::OffsetDateTime;
 
 use super::actions;
-use super::enrollment::{self, DeviceFacts, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo};
+use super::enrollment::{
+    self, ChannelView, DeviceFacts, EnrollmentRecord, EnrollmentRef, EnrollmentStatus, PushInfo,
+};
 use super::identity::{DeviceIdentity, IdentityError, PresentedCertificate};
 use super::queue::{self, DeliveryStatus, Enqueued, ReportOutcome, Sequence};
 use super::schema;
@@ -395,20 +397,26 @@ impl MdmService {
         target: &EnrollmentRef,
         presented: &PresentedCertificate,
         now: OffsetDateTime,
-    ) -> Result<EnrollmentRecord, MdmError> {
-        if let Some(record) = enrollment::get(self.store.as_ref(), &target.id)?
-            && record.certificate_sha256 == presented.sha256
+    ) -> Result<ChannelView, MdmError> {
+        if let Some(view) = enrollment::channel_view(self.store.as_ref(), &target.id)?
+            && view.certificate_sha256 == presented.sha256
         {
             presented
                 .check_still_valid(self.store.as_ref(), now)
                 .map_err(|e| refused_identity(e, &presented.serial))?;
-            return Ok(record);
+            return Ok(view);
         }
         let identity = presented
             .clone()
             .registered(self.store.as_ref(), now)
             .map_err(|e| refused_identity(e, &presented.serial))?;
-        self.authorise(target, &identity, now)
+        Ok(ChannelView::from(&self.authorise(target, &identity, now)?))
+    }
+
+    /// The whole record behind `view`, for the rarer steps that need more than the view.
+    fn full_record(&self, view: &ChannelView) -> Result<EnrollmentRecord, MdmError> {
+        enrollment::get(self.store.as_ref(), &view.id)?
+            .ok_or_else(|| MdmError::Unauthorized("unknown enrollment".into()))
     }
 
     /// Who a freshly authenticated device belongs to: the portal user its certificate's
@@ -768,7 +776,7 @@ impl MdmService {
     ) -> Result<Option<Vec<u8>>, MdmError> {
         let msg = &request.msg;
         let target = enrollment::resolve(msg).map_err(|e| bad(e.to_string()))?;
-        let mut record = self.authorise_connect(&target, identity, now)?;
+        let record = self.authorise_connect(&target, identity, now)?;
         if record.status == EnrollmentStatus::Unenrolled {
             return Err(MdmError::Unauthorized("the enrollment has checked out".into()));
         }
@@ -793,7 +801,8 @@ impl MdmService {
                         if delivery_status == DeliveryStatus::Acknowledged
                             && inventory::INVENTORY_REQUEST_TYPES.contains(&request_type.as_str())
                         {
-                            self.ingest_inventory(&record, uuid, &request_type, msg, now, &recorded)?;
+                            let full = self.full_record(&record)?;
+                            self.ingest_inventory(&full, uuid, &request_type, msg, now, &recorded)?;
                         } else {
                             self.store.apply(recorded)?;
                         }
@@ -811,8 +820,9 @@ impl MdmService {
         };
         // last_seen is written at most once a minute: a busy session must not be a write storm.
         if now - record.last_seen_at >= time::Duration::minutes(1) {
-            record.last_seen_at = now;
-            self.put_enrollment(&record)?;
+            let mut full = self.full_record(&record)?;
+            full.last_seen_at = now;
+            self.put_enrollment(&full)?;
         }
         match queue::next(self.store.as_ref(), &record.id, skip_not_now)? {
             Some((uuid, plist)) => {
