@@ -477,39 +477,53 @@ fn fifty_devices_live_through_their_lifecycle() {
 
 /// `citadel simulate` as an administrator runs it against their appliance: devices enrol
 /// through one-time links with mTLS identities, a command fans out, the JSON report adds up.
+/// `citadel simulate` against `a` with its CA and `token`, then `args`.
+fn simulate(a: &Appliance, token: &str, args: &[&str]) -> std::process::Output {
+    let ca = a.export_ca();
+    let server = a.url("");
+    let mut cmd = a.cmd();
+    cmd.args([
+        "simulate",
+        "--server",
+        &server,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--api-token",
+        token,
+    ]);
+    run(cmd.args(args))
+}
+
 #[test]
 fn the_simulate_command_reports_a_run() {
     let a = Appliance::start();
     let token = api_token(&a);
     let state = a.tmp.path().join("state.json");
-    let out = run(a.cmd().args([
-        "simulate",
-        "--server",
-        &a.url(""),
-        "--ca",
-        a.export_ca().to_str().unwrap(),
-        "--api-token",
+    let out = simulate(
+        &a,
         &token,
-        "--devices",
-        "6",
-        "--concurrency",
-        "3",
-        "--duration",
-        "20s",
-        "--mix",
-        "iphone=1,mac=1",
-        "--auth",
-        "mtls",
-        "--profile-source",
-        "link",
-        "--poll-interval",
-        "1s",
-        "--command",
-        "SecurityInfo",
-        "--json",
-        "--state-out",
-        state.to_str().unwrap(),
-    ]));
+        &[
+            "--devices",
+            "6",
+            "--concurrency",
+            "3",
+            "--duration",
+            "20s",
+            "--mix",
+            "iphone=1,mac=1",
+            "--auth",
+            "mtls",
+            "--profile-source",
+            "link",
+            "--poll-interval",
+            "1s",
+            "--command",
+            "SecurityInfo",
+            "--json",
+            "--state-out",
+            state.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["devices"], 6);
@@ -534,27 +548,24 @@ fn the_simulate_command_reports_a_run() {
 
     // With --replay, each device's answer to --command is signed before the command is
     // queued under a UUID the simulator chose; the appliance verifies and records each one.
-    let out = run(a.cmd().args([
-        "simulate",
-        "--server",
-        &a.url(""),
-        "--ca",
-        a.export_ca().to_str().unwrap(),
-        "--api-token",
+    let out = simulate(
+        &a,
         &token,
-        "--devices",
-        "4",
-        "--duration",
-        "20s",
-        "--mix",
-        "iphone=1,mac=1",
-        "--poll-interval",
-        "1s",
-        "--replay",
-        "--command",
-        "DeviceInformation",
-        "--json",
-    ]));
+        &[
+            "--devices",
+            "4",
+            "--duration",
+            "20s",
+            "--mix",
+            "iphone=1,mac=1",
+            "--poll-interval",
+            "1s",
+            "--replay",
+            "--command",
+            "DeviceInformation",
+            "--json",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["command"]["answered"], 4, "{report}");
