@@ -77,7 +77,7 @@ wait_healthy() { for _ in $(seq 100); do "$BIN" healthcheck --url "$1" --ca "$DA
 
 "$BIN" serve >"$OUT/serve.log" 2>&1 & SERVER=$!; PIDS+=("$SERVER")
 wait_healthy "https://127.0.0.1:$PORT/healthz"
-"$BIN" simulate-ceiling --listen "127.0.0.1:$CEILING_PORT" >"$OUT/ceiling.log" 2>&1 & PIDS+=("$!")
+"$BIN" simulate-ceiling --listen "127.0.0.1:$CEILING_PORT" >"$OUT/ceiling.log" 2>&1 & CEILING=$!; PIDS+=("$CEILING")
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$CEILING_PORT") 2>/dev/null && break; sleep 0.1; done
 "$BIN" ca export >"$OUT/ca.pem"
 TOKEN=$("$BIN" api-token create --name fleet-bench --role administrator 2>/dev/null)
@@ -107,9 +107,25 @@ for s in $SCENARIOS; do
       sim --devices "$ENROL_DEVICES" --concurrency "$CONCURRENCY" --duration 0s --seed $SEED >"$OUT/enrol.json"
       jq -r '"enrol: \(.enrolled)/\(.devices) in \(.enrolment.seconds|.*10|round/10) s = \(.enrolment.per_second|round)/s, errors \(.error_count)"' "$OUT/enrol.json" ;;
     roundtrip)
+      # CPU per round trip, split at the simulator's markers: the appliance and the simulator
+      # while it drives the appliance, the ceiling and the simulator while it drives the ceiling.
+      ( while ! grep -q "devices enrolled" "$OUT/roundtrip.err" 2>/dev/null; do sleep 0.05; done
+        SIM_PID=$(pgrep -n -f "$BIN simulate --server")
+        echo "$(cpu_ticks "$SERVER") $(cpu_ticks "$SIM_PID")" >"$OUT/roundtrip.cpu-enrolled"
+        while ! grep -q "against the ceiling" "$OUT/roundtrip.err" 2>/dev/null; do sleep 0.05; done
+        echo "$(cpu_ticks "$SERVER") $(cpu_ticks "$SIM_PID") $(cpu_ticks "$CEILING")" >"$OUT/roundtrip.cpu-ceiling"
+        while ticks=$(cpu_ticks "$SIM_PID" 2>/dev/null); do
+          echo "$ticks $(cpu_ticks "$CEILING")" >"$OUT/roundtrip.cpu-last"; sleep 0.1; done ) &
+      WATCH=$!
       sim --devices "$ROUNDTRIP_DEVICES" --concurrency "${ROUNDTRIP_CONCURRENCY:-1000}" --replay --duration "$DURATION" --seed $SEED \
         --ceiling-url "https://localhost:$CEILING_PORT" >"$OUT/roundtrip.json" 2>"$OUT/roundtrip.err"
-      jq -r '"roundtrip: \(.roundtrips_per_sec|round)/s p50 \(.latency.p50_ms) ms p99 \(.latency.p99_ms) ms; ceiling \(.ceiling.roundtrips_per_sec|round)/s p99 \(.ceiling.latency.p99_ms) ms; ratio \(.ceiling.ratio*100|round) %; errors \(.error_count)"' "$OUT/roundtrip.json" ;;
+      jq -r '"roundtrip: \(.roundtrips_per_sec|round)/s p50 \(.latency.p50_ms) ms p99 \(.latency.p99_ms) ms; ceiling \(.ceiling.roundtrips_per_sec|round)/s p99 \(.ceiling.latency.p99_ms) ms; ratio \(.ceiling.ratio*100|round) %; errors \(.error_count)"' "$OUT/roundtrip.json"
+      wait "$WATCH" || true
+      read -r A0 S0 <"$OUT/roundtrip.cpu-enrolled"; read -r A1 S1 C1 <"$OUT/roundtrip.cpu-ceiling"
+      read -r S2 C2 <"$OUT/roundtrip.cpu-last"
+      RT=$(jq .roundtrips "$OUT/roundtrip.json"); CRT=$(jq .ceiling.latency.count "$OUT/roundtrip.json")
+      echo "  CPU per round trip: appliance $(( (A1 - A0) * 1000000 / TICK / RT )) µs (simulator $(( (S1 - S0) * 1000000 / TICK / RT )) µs);" \
+        "ceiling $(( (C2 - C1) * 1000000 / TICK / CRT )) µs (simulator $(( (S2 - S1) * 1000000 / TICK / CRT )) µs)" ;;
     fanout)
       # The appliance's CPU is split at the simulator's "enrolled" marker on stderr.
       # So is the simulator's (polled until it exits), and PERF_STAT=S counts the appliance's

@@ -376,6 +376,8 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     let ceiling = match &args.ceiling_url {
         Some(url) => {
             let url = format!("{}/mdm/connect", url.trim_end_matches('/'));
+            // A marker for scripts that split CPU figures between the two phases.
+            eprintln!("citadel simulate: the same traffic against the ceiling");
             let c = fleet.hammer(args.duration, Some(&url)).await;
             Some(Ceiling {
                 ratio: phase.per_second / c.per_second.max(1e-9),
