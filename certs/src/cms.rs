@@ -32,6 +32,8 @@ pub const MAX_SIGNATURE_LEN: usize = 16 * 1024;
 pub struct SignedBy {
     /// DER of the certificate whose key made the signature.
     pub certificate_der: Vec<u8>,
+    /// SHA-256 of `certificate_der`.
+    pub certificate_sha256: [u8; 32],
     /// Its serial number, as [`crate::CertificateInfo::serial_hex`].
     pub serial_hex: String,
     /// Its validity period, as the certificate states it (nothing is checked against a clock).
@@ -74,6 +76,9 @@ pub fn verify_detached(signature: &[u8], content: &[u8]) -> Result<SignedBy, Cms
 /// device's next request skips parsing its key. What is accepted is exactly the same.
 pub struct DetachedVerifier {
     keys: VerifyingKeyCache,
+    /// What the check reads of a signer's certificate, by the certificate's exact bytes: a
+    /// device sends the same certificate with every request.
+    signers: borrowed::SignerCache,
 }
 
 impl fmt::Debug for DetachedVerifier {
@@ -83,10 +88,12 @@ impl fmt::Debug for DetachedVerifier {
 }
 
 impl DetachedVerifier {
-    /// Keeps up to `signers` parsed keys (about 1.5 KB each for RSA-2048).
+    /// Keeps up to `signers` parsed keys and the certificates they came in (about 2.5 KB
+    /// each for RSA-2048).
     pub fn new(signers: usize) -> Self {
         Self {
             keys: VerifyingKeyCache::new(signers),
+            signers: borrowed::SignerCache::new(signers),
         }
     }
 
@@ -97,7 +104,7 @@ impl DetachedVerifier {
     pub fn verify(&self, signature: &[u8], content: &[u8]) -> Result<SignedBy, CmsError> {
         if signature.len() <= MAX_SIGNATURE_LEN
             && let Some(signed) =
-                borrowed::Detached::read(signature).and_then(|d| d.verify(content, &self.keys))
+                borrowed::Detached::read(signature).and_then(|d| d.verify(content, &self.keys, &self.signers))
         {
             return Ok(signed);
         }
@@ -116,8 +123,11 @@ mod borrowed {
     use x509_cert::serial_number::SerialNumber;
     use x509_cert::time::Validity;
 
+    use std::ops::Range;
+    use std::sync::Arc;
+
     use super::{ObjectIdentifier, SignedBy, instant, signature_alg};
-    use crate::crypto::{Digest, VerifyingKeyCache};
+    use crate::crypto::{self, Digest, KeyKind, VerifyingKeyCache};
     use crate::oids;
     use crate::scep::asn1::LongSerials;
     use crate::scep::build;
@@ -142,6 +152,70 @@ mod borrowed {
         issuer: &'a [u8],
         validity: Validity<LongSerials>,
         spki: &'a [u8],
+    }
+
+    /// What the check needs of a signer's certificate, with its parts as positions in it.
+    pub(super) struct SignerFacts {
+        serial: Range<usize>,
+        issuer: Range<usize>,
+        spki: Range<usize>,
+        kind: KeyKind,
+        serial_hex: String,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+        sha256: [u8; 32],
+    }
+
+    impl SignerFacts {
+        fn read(der: &[u8]) -> Option<Self> {
+            let parts = CertificateParts::read(der).ok()?;
+            // Each part is a subslice of `der`: its position is its offset in it.
+            let range = |part: &[u8]| {
+                let start = (part.as_ptr() as usize).checked_sub(der.as_ptr() as usize)?;
+                Some(start..start.checked_add(part.len())?)
+            };
+            Some(Self {
+                serial: range(parts.serial)?,
+                issuer: range(parts.issuer)?,
+                spki: range(parts.spki)?,
+                kind: crypto::key_kind(parts.spki),
+                serial_hex: hex::encode(
+                    SerialNumber::<LongSerials>::from_der(parts.serial)
+                        .ok()?
+                        .as_bytes(),
+                ),
+                not_before: instant(parts.validity.not_before).ok()?,
+                not_after: instant(parts.validity.not_after).ok()?,
+                sha256: crate::sha256(der),
+            })
+        }
+    }
+
+    /// [`SignerFacts`] by the certificate's exact DER, kept (bounded) once a signature made
+    /// with its key has verified, so that made-up certificates cannot push real ones out.
+    pub(super) struct SignerCache {
+        facts: quick_cache::sync::Cache<Box<[u8]>, Arc<SignerFacts>>,
+    }
+
+    impl SignerCache {
+        pub(super) fn new(capacity: usize) -> Self {
+            Self {
+                facts: quick_cache::sync::Cache::new(capacity.max(1)),
+            }
+        }
+
+        /// The facts of `der`, and whether they came from the cache.
+        fn facts(&self, der: &[u8]) -> Option<(Arc<SignerFacts>, bool)> {
+            match self.facts.get(der) {
+                Some(facts) => Some((facts, true)),
+                None => SignerFacts::read(der).map(|facts| (Arc::new(facts), false)),
+            }
+        }
+
+        #[cfg(test)]
+        pub(super) fn len(&self) -> usize {
+            self.facts.len()
+        }
     }
 
     fn context(number: u32, constructed: bool) -> Tag {
@@ -258,13 +332,21 @@ mod borrowed {
         }
 
         /// Checks the signature over `content`, as `verify_signer` does.
-        pub(super) fn verify(&self, content: &[u8], keys: &VerifyingKeyCache) -> Option<SignedBy> {
-            let (signer, parts) = self.certificates.iter().find_map(|der| {
-                let parts = CertificateParts::read(der).ok()?;
-                (parts.issuer == self.sid_issuer && parts.serial == self.sid_serial).then_some((*der, parts))
+        pub(super) fn verify(
+            &self,
+            content: &[u8],
+            keys: &VerifyingKeyCache,
+            signers: &SignerCache,
+        ) -> Option<SignedBy> {
+            let (signer, (facts, cached)) = self.certificates.iter().find_map(|der| {
+                let (facts, cached) = signers.facts(der)?;
+                let named = der.get(facts.issuer.clone()) == Some(self.sid_issuer)
+                    && der.get(facts.serial.clone()) == Some(self.sid_serial);
+                named.then_some((*der, (facts, cached)))
             })?;
+            let spki = signer.get(facts.spki.clone())?;
             let digest = Digest::from_oid(&self.digest_alg)?;
-            let alg = signature_alg(&self.signature_alg, digest, parts.spki).ok()?;
+            let alg = signature_alg(&self.signature_alg, digest, facts.kind).ok()?;
             let signed = match self.signed_attrs {
                 Some(attrs) => {
                     check_attributes(attrs, &digest.hash(content)).ok()??;
@@ -273,13 +355,16 @@ mod borrowed {
                 }
                 None => content,
             };
-            keys.verify(parts.spki, alg, signed, self.signature).ok()?;
-            let serial = SerialNumber::<LongSerials>::from_der(parts.serial).ok()?;
+            keys.verify(spki, alg, signed, self.signature).ok()?;
+            if !cached {
+                signers.facts.insert(signer.into(), Arc::clone(&facts));
+            }
             Some(SignedBy {
                 certificate_der: signer.to_vec(),
-                serial_hex: hex::encode(serial.as_bytes()),
-                not_before: instant(parts.validity.not_before).ok()?,
-                not_after: instant(parts.validity.not_after).ok()?,
+                certificate_sha256: facts.sha256,
+                serial_hex: facts.serial_hex.clone(),
+                not_before: facts.not_before,
+                not_after: facts.not_after,
                 other_certificates: self
                     .certificates
                     .iter()
@@ -454,7 +539,7 @@ fn verify_signer(
         .ok_or_else(|| CmsError::Unsupported(format!("digest algorithm {}", si.digest_alg.oid)))?;
     let spki = crypto::to_der(signer.tbs_certificate().subject_public_key_info())
         .map_err(|_| malformed("the signer's public key cannot be encoded"))?;
-    let alg = signature_alg(&si.signature_algorithm.oid, digest, &spki)?;
+    let alg = signature_alg(&si.signature_algorithm.oid, digest, crypto::key_kind(&spki))?;
     let sig = si.signature.as_bytes();
     let verify = |msg: &[u8]| match keys {
         Some(keys) => keys.verify(&spki, alg, msg, sig).is_ok(),
@@ -502,8 +587,7 @@ fn verify_signer(
 
 /// The signature algorithm to verify with, refusing unknown ones up front (so that "does not
 /// verify" means what it says). Some signers name only the key type.
-fn signature_alg(oid: &ObjectIdentifier, digest: Digest, spki: &[u8]) -> Result<VerifyAlg, CmsError> {
-    let kind = crypto::key_kind(spki);
+fn signature_alg(oid: &ObjectIdentifier, digest: Digest, kind: KeyKind) -> Result<VerifyAlg, CmsError> {
     let rsa_key = match kind {
         KeyKind::Rsa { .. } => true,
         KeyKind::EcP256 | KeyKind::EcP384 => false,
@@ -574,6 +658,7 @@ fn signed_by(sd: &SignedData, signer: &crate::scep::asn1::Certificate) -> Result
     }
     let validity = signer.tbs_certificate().validity();
     Ok(SignedBy {
+        certificate_sha256: crate::sha256(&certificate_der),
         certificate_der,
         serial_hex: hex::encode(signer.tbs_certificate().serial_number().as_bytes()),
         not_before: instant(validity.not_before)?,
@@ -909,12 +994,13 @@ mod tests {
         for (signer, extra, in_place) in cases {
             let sig = openssl_sign(signer, BODY, extra);
             let full = verify_detached(&sig, BODY).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
-            let read = borrowed::Detached::read(&sig).and_then(|d| d.verify(BODY, &verifier.keys));
+            let read = borrowed::Detached::read(&sig)
+                .and_then(|d| d.verify(BODY, &verifier.keys, &verifier.signers));
             assert_eq!(read.as_ref(), in_place.then_some(&full), "{extra:?}");
             assert_eq!(verifier.verify(&sig, BODY).unwrap(), full, "{extra:?}");
             assert!(
                 borrowed::Detached::read(&sig)
-                    .and_then(|d| d.verify(b"other", &verifier.keys))
+                    .and_then(|d| d.verify(b"other", &verifier.keys, &verifier.signers))
                     .is_none()
             );
         }
@@ -922,7 +1008,8 @@ mod tests {
         let sig = openssl_sign(&p.rsa, BODY, &["-certfile", "issuing.pem"]);
         let full = verify_detached(&sig, BODY).unwrap();
         assert_eq!(full.other_certificates.len(), 1);
-        let read = borrowed::Detached::read(&sig).and_then(|d| d.verify(BODY, &verifier.keys));
+        let read =
+            borrowed::Detached::read(&sig).and_then(|d| d.verify(BODY, &verifier.keys, &verifier.signers));
         assert_eq!(read, Some(full));
         // An attached signature, a BER one and trailing bytes are left to the full decoder.
         let attached = openssl_sign(&p.rsa, BODY, &["-nodetach"]);
@@ -1060,10 +1147,8 @@ mod tests {
                 cases.push((sig, BODY));
             }
         }
-        let outcome = |r: Result<SignedBy, CmsError>| match r {
-            Ok(by) => Ok(by.certificate_der),
-            Err(e) => Err(std::mem::discriminant(&e)),
-        };
+        // Round two finds the signers' certificates (and keys) kept: the whole result agrees.
+        let outcome = |r: Result<SignedBy, CmsError>| r.map_err(|e| std::mem::discriminant(&e));
         let mut accepted = 0;
         for round in 0..2 {
             for (sig, content) in &cases {
@@ -1073,15 +1158,32 @@ mod tests {
             }
         }
         assert_eq!(accepted, 2 * 6, "every unaltered signature verifies");
-        assert!(verifier.keys.len() <= 2);
-        // A key is kept only once a signature made with it verified.
+        assert!(verifier.keys.len() <= 2 && verifier.signers.len() <= 2);
+        // A key and its certificate are kept only once a signature made with it verified.
         let fresh = DetachedVerifier::new(2);
         let sig = openssl_sign(&p.rsa, BODY, &[]);
         assert!(fresh.verify(&flipped(&sig, sig.len() - 1), BODY).is_err());
         assert!(fresh.verify(&sig, b"another body").is_err());
-        assert_eq!(fresh.keys.len(), 0);
+        let impostor = with_certificates(&sig, &[&p.rsa_impostor.cert_der]);
+        assert!(fresh.verify(&impostor, BODY).is_err());
+        assert_eq!((fresh.keys.len(), fresh.signers.len()), (0, 0));
         assert!(fresh.verify(&sig, BODY).is_ok());
-        assert_eq!(fresh.keys.len(), 1);
+        assert_eq!((fresh.keys.len(), fresh.signers.len()), (1, 1));
+        // Kept, the certificate vouches for nothing: another key's signature with it, another
+        // body, or the impostor's certificate (same issuer and serial) in its place still fail.
+        assert!(fresh.verify(&impostor, BODY).is_err());
+        let by_impostor = openssl_sign(&p.rsa_impostor, BODY, &[]);
+        assert!(
+            fresh
+                .verify(&with_certificates(&by_impostor, &[&p.rsa.cert_der]), BODY)
+                .is_err()
+        );
+        assert!(fresh.verify(&sig, b"another body").is_err());
+        assert!(fresh.verify(&flipped(&sig, sig.len() - 1), BODY).is_err());
+        assert_eq!(
+            fresh.verify(&sig, BODY).unwrap(),
+            verify_detached(&sig, BODY).unwrap()
+        );
     }
 
     #[test]

@@ -88,35 +88,36 @@ async fn handle(
     channel: Channel,
 ) -> Result<HttpResponse, ApiError> {
     let peer = req.conn_data::<PeerCertificate>().map(|p| Arc::clone(&p.0));
+    // Borrowed from the request (a few KiB); copied only for work sent to the blocking pool.
     let signature = req
         .headers()
         .get("Mdm-Signature")
-        .map(|v| v.to_str().map(str::to_owned))
+        .map(|v| v.to_str())
         .transpose()
         .map_err(|_| ApiError::DeviceUnauthorized("the Mdm-Signature header is not ASCII".into()))?;
     let now = state.clock.now();
     let (store, mdm) = (state.store.clone(), state.mdm.clone());
     let identities = state.identities.clone();
     let reply = match channel {
-        Channel::Checkin => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
-            let identity = identities.authenticate(
-                store.as_ref(),
-                peer.as_deref().map(Vec::as_slice),
-                signature.as_deref(),
-                &body,
-                now,
-            )?;
-            Ok(match mdm.checkin(&identity, &body, now)? {
-                CheckinReply::Empty => None,
-                CheckinReply::Plist(p) => Some(p),
+        Channel::Checkin => {
+            let signature = signature.map(str::to_owned);
+            web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
+                let identity = identities.authenticate(
+                    store.as_ref(),
+                    peer.as_deref().map(Vec::as_slice),
+                    signature.as_deref(),
+                    &body,
+                    now,
+                )?;
+                Ok(match mdm.checkin(&identity, &body, now)? {
+                    CheckinReply::Empty => None,
+                    CheckinReply::Plist(p) => Some(p),
+                })
             })
-        })
-        .await
-        .map_err(blocking_err)??,
+            .await
+            .map_err(blocking_err)??
+        }
         Channel::Connect => {
-            let presented = move |body: &[u8]| {
-                identities.presented(peer.as_deref().map(Vec::as_slice), signature.as_deref(), body)
-            };
             // A small body (an Idle is a few hundred bytes) is authenticated and read here on
             // the HTTP worker, and an Idle — every session starts with one — answered here
             // too: a signature check with a kept key and a few cached store reads cost less
@@ -129,7 +130,8 @@ async fn handle(
             // parse costs no more than the signature check. A larger one is checked against
             // the registry first.
             let checked = if body.len() <= IDLE_BODY_MAX {
-                Some((presented(&body)?, ConnectRequest::parse(&body)?))
+                let identity = identities.presented(peer.as_deref().map(Vec::as_slice), signature, &body)?;
+                Some((identity, ConnectRequest::parse(&body)?))
             } else {
                 None
             };
@@ -137,21 +139,29 @@ async fn handle(
                 Some((identity, request)) if request.is_idle() => {
                     mdm.answer_connect(&identity, &request, &body, now)?
                 }
-                checked => web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
-                    let (identity, request) = match checked {
-                        Some(checked) => checked,
-                        None => {
-                            let identity = presented(&body)?;
-                            if body.len() > BINDING_FIRST_MAX {
-                                identity.clone().registered(store.as_ref(), now)?;
+                checked => {
+                    // Only a body not yet checked needs the header in the pool.
+                    let signature = signature.filter(|_| checked.is_none()).map(str::to_owned);
+                    web::block(move || -> Result<Option<Vec<u8>>, ApiError> {
+                        let (identity, request) = match checked {
+                            Some(checked) => checked,
+                            None => {
+                                let identity = identities.presented(
+                                    peer.as_deref().map(Vec::as_slice),
+                                    signature.as_deref(),
+                                    &body,
+                                )?;
+                                if body.len() > BINDING_FIRST_MAX {
+                                    identity.clone().registered(store.as_ref(), now)?;
+                                }
+                                (identity, ConnectRequest::parse(&body)?)
                             }
-                            (identity, ConnectRequest::parse(&body)?)
-                        }
-                    };
-                    Ok(mdm.answer_connect(&identity, &request, &body, now)?)
-                })
-                .await
-                .map_err(blocking_err)??,
+                        };
+                        Ok(mdm.answer_connect(&identity, &request, &body, now)?)
+                    })
+                    .await
+                    .map_err(blocking_err)??
+                }
             }
         }
     };

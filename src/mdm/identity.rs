@@ -178,17 +178,17 @@ impl IdentityVerifier {
                 Some(signed)
             }
         };
-        let (der, stated) = match (peer_certificate, signed_by) {
+        let (sha256, stated) = match (peer_certificate, signed_by) {
             (None, None) => return Err(IdentityError::Missing),
             (Some(tls), Some(sig)) if tls != sig.certificate_der.as_slice() => {
                 return Err(IdentityError::Conflicting);
             }
             (Some(tls), _) => (
-                Cow::Borrowed(tls),
+                citadel_certs::sha256(tls),
                 citadel_certs::serial_and_validity(tls).map_err(|_| IdentityError::NotOurs)?,
             ),
             (None, Some(sig)) => (
-                Cow::Owned(sig.certificate_der),
+                sig.certificate_sha256,
                 citadel_certs::SerialAndValidity {
                     serial_hex: sig.serial_hex,
                     not_before: sig.not_before,
@@ -197,7 +197,7 @@ impl IdentityVerifier {
             ),
         };
         Ok(PresentedCertificate {
-            sha256: hex::encode(citadel_certs::sha256(&der)),
+            sha256: hex::encode(sha256),
             serial: stated.serial_hex,
             source: if peer_certificate.is_some() {
                 IdentitySource::ClientCertificate

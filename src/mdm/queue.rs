@@ -9,6 +9,7 @@
 //! - `Answered`: `answered-at ms \0 uuid \0 enrollment`: the retention index.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use plist::{Dictionary, Value};
 use serde::{Deserialize, Serialize};
@@ -33,10 +34,14 @@ const COALESCED_TYPES: &[&str] = &[
 ];
 
 /// Strictly increasing sequence numbers for queue order: microseconds since the epoch, bumped
-/// when two commands land in the same microsecond, so order survives a restart.
+/// when two commands land in the same microsecond, so order survives a restart. Also counts
+/// the writes that added queue entries, each once applied ([`EmptyQueues`]): entries are
+/// only ever added by [`enqueue_as`] with the service's one `Sequence` (re-queuing a NotNow
+/// rewrites an entry in place).
 #[derive(Debug, Default)]
 pub struct Sequence {
     last: Mutex<u64>,
+    growth: AtomicU64,
 }
 
 impl Sequence {
@@ -301,7 +306,10 @@ pub fn enqueue_as(
             );
             out.queued.push(target.clone());
         }
-        store.apply(batch)?;
+        let applied = store.apply(batch);
+        // After the write, whatever its outcome: see `EmptyQueues`.
+        sequence.growth.fetch_add(1, Ordering::SeqCst);
+        applied?;
     }
     if out.queued.is_empty() {
         store.delete(Tree::Commands, uuid.as_bytes())?;
@@ -334,17 +342,77 @@ fn pending_duplicate(
     }
 }
 
+/// A command to send: its UUID and its full plist.
+pub type NextCommand = (String, Vec<u8>);
+
+/// The queues found empty, each with the [`Sequence`]'s count of additions read before the
+/// scan that found it so: most Idles find nothing to do, and a scan of an empty range costs
+/// the store a page-sized copy (BENCHMARKS.md, issue 6). A queue is taken to be empty without
+/// a scan only while no entry has been added anywhere since. An addition that lands during a
+/// scan is counted after it is written, so the count read before that scan differs from the
+/// count any later Idle reads once the enqueue has returned — and devices are pushed only
+/// then. Bounded; deletions need no bookkeeping (they cannot make an empty queue non-empty).
+pub struct EmptyQueues {
+    seen: quick_cache::sync::Cache<String, u64>,
+}
+
+impl std::fmt::Debug for EmptyQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmptyQueues")
+            .field("len", &self.seen.len())
+            .finish()
+    }
+}
+
+impl EmptyQueues {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            seen: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    /// [`next`], without reading the store for a queue known to be empty.
+    pub fn next(
+        &self,
+        store: &dyn Store,
+        sequence: &Sequence,
+        enrollment: &str,
+        skip_not_now: bool,
+    ) -> Result<Option<NextCommand>, StoreError> {
+        let growth = sequence.growth.load(Ordering::SeqCst);
+        if self.seen.get(enrollment) == Some(growth) {
+            return Ok(None);
+        }
+        let (next, empty) = next_scanned(store, enrollment, skip_not_now)?;
+        if empty {
+            self.seen.insert(enrollment.to_owned(), growth);
+        }
+        Ok(next)
+    }
+}
+
 /// The next command for `enrollment`: the first queued one, or with `skip_not_now` the first
 /// not answered NotNow in this session. Returns its full plist.
 pub fn next(
     store: &dyn Store,
     enrollment: &str,
     skip_not_now: bool,
-) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+) -> Result<Option<NextCommand>, StoreError> {
+    next_scanned(store, enrollment, skip_not_now).map(|(next, _)| next)
+}
+
+/// [`next`], and whether the scan found the queue empty (no entry at all, NotNow or not).
+fn next_scanned(
+    store: &dyn Store,
+    enrollment: &str,
+    skip_not_now: bool,
+) -> Result<(Option<NextCommand>, bool), StoreError> {
     let prefix = queue_prefix(enrollment);
     let mut after: Option<Vec<u8>> = None;
+    let mut empty = true;
     loop {
         let page = store.scan_prefix(Tree::Queue, &prefix, after.as_deref(), 16)?;
+        empty &= page.is_empty();
         for (k, v) in &page {
             let entry: QueueEntry = decode(Tree::Queue, k, v)?;
             if skip_not_now && entry.not_now {
@@ -357,10 +425,10 @@ pub fn next(
                 store.delete(Tree::Queue, k)?;
                 continue;
             };
-            return Ok(Some((entry.uuid, record.plist.into_bytes())));
+            return Ok((Some((entry.uuid, record.plist.into_bytes())), false));
         }
         if page.len() < 16 {
-            return Ok(None);
+            return Ok((None, empty));
         }
         after = page.last().map(|(k, _)| k.clone());
     }
@@ -732,6 +800,92 @@ mod tests {
         assert_eq!(d.status, DeliveryStatus::Error);
         assert_eq!(d.result, Some(RawPlist::Xml("<x/>".into())));
         assert_eq!(history(&store, "dev-1", 10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_empty_queue_is_read_again_only_once_something_was_queued() {
+        let store = MemoryStore::new();
+        let seq = Sequence::default();
+        let empty = EmptyQueues::new(8);
+        let one = |id: &str| vec![id.to_owned()];
+        assert_eq!(empty.next(&store, &seq, "dev-1", false).unwrap(), None);
+        // An entry that appears without `enqueue_as` (here: dev-2's, copied under dev-1's key)
+        // is not seen: the queue is remembered empty and not read...
+        let copied_command = enqueue(
+            &store,
+            &seq,
+            &one("dev-2"),
+            &cmd("DeviceLock"),
+            DEFAULT_PRIORITY,
+            "t",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(empty.next(&store, &seq, "dev-1", false).unwrap(), None);
+        let (k, v) = store
+            .scan_prefix(Tree::Queue, &queue_prefix("dev-2"), None, 1)
+            .unwrap()
+            .remove(0);
+        let copied = [queue_prefix("dev-1"), k[queue_prefix("dev-2").len()..].to_vec()].concat();
+        store.put(Tree::Queue, &copied, &v).unwrap();
+        assert!(next(&store, "dev-1", false).unwrap().is_some());
+        assert_eq!(empty.next(&store, &seq, "dev-1", false).unwrap(), None);
+        assert_eq!(empty.next(&store, &seq, "dev-1", true).unwrap(), None);
+        // ...until anything is queued, for any device.
+        enqueue(
+            &store,
+            &seq,
+            &one("dev-3"),
+            &cmd("RestartDevice"),
+            DEFAULT_PRIORITY,
+            "t",
+            NOW,
+        )
+        .unwrap();
+        let (uuid, _) = empty.next(&store, &seq, "dev-1", false).unwrap().unwrap();
+        assert_eq!(uuid, copied_command.command_uuid);
+        store.delete(Tree::Queue, &copied).unwrap();
+
+        // A queue holding only a NotNow is not empty: it is read on the next Idle.
+        let lock = enqueue(
+            &store,
+            &seq,
+            &one("dev-4"),
+            &cmd("DeviceLock"),
+            DEFAULT_PRIORITY,
+            "t",
+            NOW,
+        )
+        .unwrap();
+        report(
+            &store,
+            "dev-4",
+            &lock.command_uuid,
+            DeliveryStatus::NotNow,
+            b"<plist/>",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(empty.next(&store, &seq, "dev-4", true).unwrap(), None);
+        assert_eq!(
+            empty.next(&store, &seq, "dev-4", false).unwrap().unwrap().0,
+            lock.command_uuid
+        );
+        // Answered, the queue is empty again, and remembered so.
+        report(
+            &store,
+            "dev-4",
+            &lock.command_uuid,
+            DeliveryStatus::Acknowledged,
+            b"<plist/>",
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(empty.next(&store, &seq, "dev-4", false).unwrap(), None);
+        store
+            .put(Tree::Queue, &[queue_prefix("dev-4"), b"x".to_vec()].concat(), &v)
+            .unwrap();
+        assert_eq!(empty.next(&store, &seq, "dev-4", false).unwrap(), None);
     }
 
     #[test]

@@ -92,7 +92,12 @@ pub struct MdmService {
     index: Arc<DeviceIndex>,
     /// Where refused device identities are recorded (absent in tools and benchmarks).
     audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Queues an Idle need not read (nothing added since they were found empty).
+    empty_queues: queue::EmptyQueues,
 }
+
+/// Empty queues remembered: the devices talking now (a few dozen bytes each).
+const EMPTY_QUEUES_KEPT: usize = 16_384;
 
 fn parse_plist(body: &[u8]) -> Result<Dictionary, MdmError> {
     if body.is_empty() {
@@ -259,6 +264,7 @@ impl MdmService {
             push,
             index,
             audit: None,
+            empty_queues: queue::EmptyQueues::new(EMPTY_QUEUES_KEPT),
         }
     }
 
@@ -824,7 +830,10 @@ impl MdmService {
             full.last_seen_at = now;
             self.put_enrollment(&full)?;
         }
-        match queue::next(self.store.as_ref(), &record.id, skip_not_now)? {
+        match self
+            .empty_queues
+            .next(self.store.as_ref(), &self.sequence, &record.id, skip_not_now)?
+        {
             Some((uuid, plist)) => {
                 queue::mark_sent(self.store.as_ref(), &uuid, &record.id, now)?;
                 Ok(Some(plist))
