@@ -107,25 +107,22 @@ for s in $SCENARIOS; do
       sim --devices "$ENROL_DEVICES" --concurrency "$CONCURRENCY" --duration 0s --seed $SEED >"$OUT/enrol.json"
       jq -r '"enrol: \(.enrolled)/\(.devices) in \(.enrolment.seconds|.*10|round/10) s = \(.enrolment.per_second|round)/s, errors \(.error_count)"' "$OUT/enrol.json" ;;
     roundtrip)
-      # CPU per round trip, split at the simulator's markers: the appliance and the simulator
-      # while it drives the appliance, the ceiling and the simulator while it drives the ceiling.
+      # CPU per round trip, from the simulator's "enrolled" marker on: the appliance and the
+      # ceiling each work only in their own slices of the run; the simulator in both.
       ( while ! grep -q "devices enrolled" "$OUT/roundtrip.err" 2>/dev/null; do sleep 0.05; done
         SIM_PID=$(pgrep -n -f "$BIN simulate --server")
-        echo "$(cpu_ticks "$SERVER") $(cpu_ticks "$SIM_PID")" >"$OUT/roundtrip.cpu-enrolled"
-        while ! grep -q "against the ceiling" "$OUT/roundtrip.err" 2>/dev/null; do sleep 0.05; done
-        echo "$(cpu_ticks "$SERVER") $(cpu_ticks "$SIM_PID") $(cpu_ticks "$CEILING")" >"$OUT/roundtrip.cpu-ceiling"
-        while ticks=$(cpu_ticks "$SIM_PID" 2>/dev/null); do
-          echo "$ticks $(cpu_ticks "$CEILING")" >"$OUT/roundtrip.cpu-last"; sleep 0.1; done ) &
+        echo "$(cpu_ticks "$SERVER") $(cpu_ticks "$CEILING") $(cpu_ticks "$SIM_PID")" >"$OUT/roundtrip.cpu-enrolled"
+        while ticks=$(cpu_ticks "$SIM_PID" 2>/dev/null); do echo "$ticks" >"$OUT/roundtrip.sim-cpu-last"; sleep 0.1; done ) &
       WATCH=$!
       sim --devices "$ROUNDTRIP_DEVICES" --concurrency "${ROUNDTRIP_CONCURRENCY:-1000}" --replay --duration "$DURATION" --seed $SEED \
         --ceiling-url "https://localhost:$CEILING_PORT" >"$OUT/roundtrip.json" 2>"$OUT/roundtrip.err"
       jq -r '"roundtrip: \(.roundtrips_per_sec|round)/s p50 \(.latency.p50_ms) ms p99 \(.latency.p99_ms) ms; ceiling \(.ceiling.roundtrips_per_sec|round)/s p99 \(.ceiling.latency.p99_ms) ms; ratio \(.ceiling.ratio*100|round) %; errors \(.error_count)"' "$OUT/roundtrip.json"
       wait "$WATCH" || true
-      read -r A0 S0 <"$OUT/roundtrip.cpu-enrolled"; read -r A1 S1 C1 <"$OUT/roundtrip.cpu-ceiling"
-      read -r S2 C2 <"$OUT/roundtrip.cpu-last"
+      read -r A0 C0 S0 <"$OUT/roundtrip.cpu-enrolled"; S1=$(cat "$OUT/roundtrip.sim-cpu-last")
       RT=$(jq .roundtrips "$OUT/roundtrip.json"); CRT=$(jq .ceiling.latency.count "$OUT/roundtrip.json")
-      echo "  CPU per round trip: appliance $(( (A1 - A0) * 1000000 / TICK / RT )) µs (simulator $(( (S1 - S0) * 1000000 / TICK / RT )) µs);" \
-        "ceiling $(( (C2 - C1) * 1000000 / TICK / CRT )) µs (simulator $(( (S2 - S1) * 1000000 / TICK / CRT )) µs)" ;;
+      echo "  CPU per round trip: appliance $(( ($(cpu_ticks "$SERVER") - A0) * 1000000 / TICK / RT )) µs," \
+        "ceiling $(( ($(cpu_ticks "$CEILING") - C0) * 1000000 / TICK / CRT )) µs," \
+        "simulator $(( (S1 - S0) * 1000000 / TICK / (RT + CRT) )) µs (both sides)" ;;
     fanout)
       # The appliance's CPU is split at the simulator's "enrolled" marker on stderr.
       # So is the simulator's (polled until it exits), and PERF_STAT=S counts the appliance's

@@ -389,12 +389,47 @@ pub struct EnrolPhase {
 }
 
 /// The outcome of a session phase.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct SessionPhase {
     pub roundtrips: u64,
     pub seconds: f64,
     pub per_second: f64,
     pub latency: Percentiles,
+}
+
+/// The longest stretch [`Fleet::hammer_beside_ceiling`] drives one side before the other.
+const CEILING_SLICE: Duration = Duration::from_secs(3);
+
+/// Slices of one side of [`Fleet::hammer_beside_ceiling`], added up.
+#[derive(Default)]
+struct PhaseTotal {
+    roundtrips: u64,
+    seconds: f64,
+    latency: Option<Histogram<u64>>,
+}
+
+impl PhaseTotal {
+    fn add(&mut self, slice: &SessionPhase, latency: Option<Histogram<u64>>) {
+        self.roundtrips += slice.roundtrips;
+        self.seconds += slice.seconds;
+        match (&mut self.latency, latency) {
+            (Some(total), Some(more)) => {
+                // Same bounds on both sides (`Stats::record`): adding cannot fail.
+                let _ = total.add(&more);
+            }
+            (total @ None, more) => *total = more,
+            (Some(_), None) => {}
+        }
+    }
+
+    fn phase(self) -> SessionPhase {
+        SessionPhase {
+            roundtrips: self.roundtrips,
+            seconds: self.seconds,
+            per_second: self.roundtrips as f64 / self.seconds.max(1e-9),
+            latency: self.latency.as_ref().map(Percentiles::of).unwrap_or_default(),
+        }
+    }
 }
 
 fn https_client(
@@ -1352,6 +1387,29 @@ impl Fleet {
             per_second: roundtrips as f64 / seconds.max(1e-9),
             latency: Stats::percentiles(&self.stats.request_latency),
         }
+    }
+
+    /// Closed-loop load against the appliance and the same against the ceiling at
+    /// `ceiling_url`, in alternating slices of at most [`CEILING_SLICE`] until each has had
+    /// `duration`: on a shared machine other work comes and goes within seconds, and both
+    /// sides should meet the same. Returns the appliance's phase and the ceiling's.
+    pub async fn hammer_beside_ceiling(
+        self: &Arc<Self>,
+        duration: Duration,
+        ceiling_url: &str,
+    ) -> (SessionPhase, SessionPhase) {
+        let mut sides = [PhaseTotal::default(), PhaseTotal::default()];
+        let mut left = duration;
+        while !left.is_zero() && !self.stopping.load(Ordering::Relaxed) {
+            let slice = left.min(CEILING_SLICE);
+            for (side, url) in sides.iter_mut().zip([None, Some(ceiling_url)]) {
+                let phase = self.hammer(slice, url).await;
+                side.add(&phase, lock(&self.stats.request_latency).take());
+            }
+            left = left.saturating_sub(slice);
+        }
+        let [appliance, ceiling] = sides.map(PhaseTotal::phase);
+        (appliance, ceiling)
     }
 
     fn live_devices(&self) -> Vec<Arc<SimDevice>> {

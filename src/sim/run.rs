@@ -77,8 +77,9 @@ pub struct SimulateArgs {
     /// (or --duration passes): a RequestType (`DeviceInformation`) or the API's JSON form.
     #[arg(long)]
     pub command: Option<String>,
-    /// After the run, send the same traffic to this trivial endpoint of the same stack
-    /// (`citadel simulate-ceiling`) and report the run as a share of it.
+    /// Send the same traffic to this trivial endpoint of the same stack (`citadel
+    /// simulate-ceiling`) and report the run as a share of it: a closed loop alternates
+    /// with it every 3 s (each side gets --duration), other runs are followed by it.
     #[arg(long)]
     pub ceiling_url: Option<String>,
     /// Print the report as JSON on stdout.
@@ -324,12 +325,21 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     };
     let spinner = progress(hidden, 0, "running");
     spinner.enable_steady_tick(Duration::from_millis(200));
+    // A closed loop with nothing else to time alternates with its ceiling in slices.
+    let beside_ceiling = match (&args.ceiling_url, mode, &command) {
+        (Some(url), "closed-loop", None) => Some(ceiling_connect_url(url)),
+        _ => None,
+    };
     let driver = {
         let fleet = Arc::clone(&fleet);
         let (duration, poll) = (args.duration, args.poll_interval);
+        let beside_ceiling = beside_ceiling.clone();
         tokio::spawn(async move {
             match (mode, poll) {
-                ("closed-loop", _) => Some(fleet.hammer(duration, None).await),
+                ("closed-loop", _) => Some(match &beside_ceiling {
+                    Some(url) => fleet.hammer_beside_ceiling(duration, url).await,
+                    None => (fleet.hammer(duration, None).await, SessionPhase::default()),
+                }),
                 (_, Some(interval)) => {
                     fleet.poll_for(interval, duration).await;
                     None
@@ -362,32 +372,38 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
         });
         fleet.stop();
     }
-    let phase = driver.await.ok().flatten();
+    let phases = driver.await.ok().flatten();
     spinner.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let counters = fleet.counters();
-    let phase = phase.unwrap_or_else(|| SessionPhase {
-        roundtrips: fleet.roundtrips(),
-        seconds: elapsed,
-        per_second: fleet.roundtrips() as f64 / elapsed.max(1e-9),
-        latency: counters.request_latency,
-    });
-
-    let ceiling = match &args.ceiling_url {
-        Some(url) => {
-            let url = format!("{}/mdm/connect", url.trim_end_matches('/'));
-            // A marker for scripts that split CPU figures between the two phases.
-            eprintln!("citadel simulate: the same traffic against the ceiling");
-            let c = fleet.hammer(args.duration, Some(&url)).await;
-            Some(Ceiling {
-                ratio: phase.per_second / c.per_second.max(1e-9),
-                url,
-                roundtrips_per_sec: c.per_second,
-                latency: c.latency,
-            })
+    let (phase, ceiling_phase) = match phases {
+        Some((phase, ceiling)) => (phase, beside_ceiling.map(|url| (url, ceiling))),
+        None => {
+            let phase = SessionPhase {
+                roundtrips: fleet.roundtrips(),
+                seconds: elapsed,
+                per_second: fleet.roundtrips() as f64 / elapsed.max(1e-9),
+                latency: counters.request_latency,
+            };
+            (phase, None)
         }
-        None => None,
     };
+    // Otherwise (a fan-out, polling, pushes) the ceiling is taken after the run.
+    let ceiling_phase = match (ceiling_phase, &args.ceiling_url) {
+        (Some(done), _) => Some(done),
+        (None, Some(url)) => {
+            let url = ceiling_connect_url(url);
+            let c = fleet.hammer(args.duration, Some(&url)).await;
+            Some((url, c))
+        }
+        (None, None) => None,
+    };
+    let ceiling = ceiling_phase.map(|(url, c)| Ceiling {
+        ratio: phase.per_second / c.per_second.max(1e-9),
+        url,
+        roundtrips_per_sec: c.per_second,
+        latency: c.latency,
+    });
     // The ceiling run's errors count too: a ceiling that failed is not a ceiling.
     let counters = fleet.counters();
     let report = Report {
@@ -415,6 +431,10 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     }
     fleet.shutdown().await;
     Ok((report, fleet))
+}
+
+fn ceiling_connect_url(base: &str) -> String {
+    format!("{}/mdm/connect", base.trim_end_matches('/'))
 }
 
 #[cfg(test)]

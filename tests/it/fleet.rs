@@ -494,6 +494,78 @@ fn simulate(a: &Appliance, token: &str, args: &[&str]) -> std::process::Output {
     run(cmd.args(args))
 }
 
+/// `citadel simulate-ceiling` beside the appliance, stopped when dropped.
+struct Ceiling(std::process::Child);
+
+impl Drop for Ceiling {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_closed_loop_is_reported_beside_its_ceiling() {
+    let a = Appliance::start();
+    let token = api_token(&a);
+    let port = crate::harness::free_port();
+    let _ceiling = Ceiling(
+        a.cmd()
+            .args(["simulate-ceiling", "--listen", &format!("127.0.0.1:{port}")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the ceiling did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ceiling_url = format!("https://localhost:{port}");
+    // 4 s a side: a 3 s slice of each, then 1 s of each.
+    let out = simulate(
+        &a,
+        &token,
+        &[
+            "--devices",
+            "4",
+            "--concurrency",
+            "4",
+            "--replay",
+            "--duration",
+            "4s",
+            "--ceiling-url",
+            &ceiling_url,
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "closed-loop", "{report}");
+    assert_eq!(report["error_count"], 0, "{report}");
+    let ceiling = &report["ceiling"];
+    assert_eq!(ceiling["url"], format!("{ceiling_url}/mdm/connect"), "{report}");
+    let (rate, ceiling_rate) = (
+        report["roundtrips_per_sec"].as_f64().unwrap(),
+        ceiling["roundtrips_per_sec"].as_f64().unwrap(),
+    );
+    assert!(rate > 0.0 && ceiling_rate > 0.0, "{report}");
+    assert!(
+        (ceiling["ratio"].as_f64().unwrap() - rate / ceiling_rate).abs() < 1e-9,
+        "{report}"
+    );
+    // Each side's round trips are its own: every one timed, none of the other side's.
+    assert_eq!(report["latency"]["count"], report["roundtrips"], "{report}");
+    let ceiling_count = ceiling["latency"]["count"].as_f64().unwrap();
+    assert!((ceiling_count / ceiling_rate - 4.0).abs() < 1.0, "{report}");
+    // The devices that made them are enrolled in the appliance.
+    let (s, page) = api(&a, &a.client(), &token, Method::GET, "/api/v1/devices", None);
+    assert_eq!(s, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 4);
+}
+
 #[test]
 fn the_simulate_command_reports_a_run() {
     let a = Appliance::start();
