@@ -389,7 +389,7 @@ pub struct EnrolPhase {
 }
 
 /// The outcome of a session phase.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct SessionPhase {
     pub roundtrips: u64,
     pub seconds: f64,
@@ -1144,9 +1144,10 @@ impl Fleet {
     }
 
     /// Chooses a UUID for `command` (the API's JSON form) and signs every signing device's
-    /// answer to it in advance (returns the UUID and how many were signed), as `--replay` does for Idle, so that a fan-out measures the
-    /// server rather than the simulator's RSA. Queue it with [`Fleet::enqueue`] under that UUID.
-    /// A device whose answer turns out different (another command came first) signs anew.
+    /// answer to it in advance (returns the UUID and how many were signed), as `--replay`
+    /// does for Idle, so that a fan-out measures the server rather than the simulator's RSA.
+    /// Queue it with [`Fleet::enqueue`] under that UUID. A device whose answer turns out
+    /// different (another command came first) signs anew.
     pub async fn presign_answers(&self, command: &serde_json::Value) -> Result<(String, usize), SimError> {
         let uuid = uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase();
         let inner: Value = serde_json::from_value(command.clone())

@@ -333,12 +333,14 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     let driver = {
         let fleet = Arc::clone(&fleet);
         let (duration, poll) = (args.duration, args.poll_interval);
-        let beside_ceiling = beside_ceiling.clone();
         tokio::spawn(async move {
             match (mode, poll) {
                 ("closed-loop", _) => Some(match &beside_ceiling {
-                    Some(url) => fleet.hammer_beside_ceiling(duration, url).await,
-                    None => (fleet.hammer(duration, None).await, SessionPhase::default()),
+                    Some(url) => {
+                        let (phase, ceiling) = fleet.hammer_beside_ceiling(duration, url).await;
+                        (phase, Some(ceiling))
+                    }
+                    None => (fleet.hammer(duration, None).await, None),
                 }),
                 (_, Some(interval)) => {
                     fleet.poll_for(interval, duration).await;
@@ -377,7 +379,7 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
     let elapsed = started.elapsed().as_secs_f64();
     let counters = fleet.counters();
     let (phase, ceiling_phase) = match phases {
-        Some((phase, ceiling)) => (phase, beside_ceiling.map(|url| (url, ceiling))),
+        Some(phases) => phases,
         None => {
             let phase = SessionPhase {
                 roundtrips: fleet.roundtrips(),
@@ -388,22 +390,23 @@ pub async fn run(args: &SimulateArgs, clock: SharedClock) -> Result<(Report, Arc
             (phase, None)
         }
     };
-    // Otherwise (a fan-out, polling, pushes) the ceiling is taken after the run.
-    let ceiling_phase = match (ceiling_phase, &args.ceiling_url) {
-        (Some(done), _) => Some(done),
-        (None, Some(url)) => {
+    let ceiling = match &args.ceiling_url {
+        Some(url) => {
             let url = ceiling_connect_url(url);
-            let c = fleet.hammer(args.duration, Some(&url)).await;
-            Some((url, c))
+            // Taken in slices beside a closed loop; otherwise (a fan-out, polling, pushes) now.
+            let c = match ceiling_phase {
+                Some(c) => c,
+                None => fleet.hammer(args.duration, Some(&url)).await,
+            };
+            Some(Ceiling {
+                ratio: phase.per_second / c.per_second.max(1e-9),
+                url,
+                roundtrips_per_sec: c.per_second,
+                latency: c.latency,
+            })
         }
-        (None, None) => None,
+        None => None,
     };
-    let ceiling = ceiling_phase.map(|(url, c)| Ceiling {
-        ratio: phase.per_second / c.per_second.max(1e-9),
-        url,
-        roundtrips_per_sec: c.per_second,
-        latency: c.latency,
-    });
     // The ceiling run's errors count too: a ceiling that failed is not a ceiling.
     let counters = fleet.counters();
     let report = Report {
